@@ -1,0 +1,1 @@
+"""Stage two: the CAV-Net fusion model, its loss, store-backed batches and the training loop."""
