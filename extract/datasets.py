@@ -1,0 +1,232 @@
+"""Dataset readers: a Kinetics-400 copy or a generic CSV, read into a :class:`Manifest`.
+
+Both readers keep every listed video, whatever state its file is in: a listed file that is not on disk
+is a row with ``exists=False``, so the extraction can record it as ``missing_file``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .manifest import Manifest, ManifestRow
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm")
+SPLIT_ORDER = ("train", "val", "test")
+_SPLIT_ALIASES = {"validate": "val", "validation": "val", "valid": "val", "val": "val",
+                  "train": "train", "training": "train", "test": "test", "testing": "test"}
+_SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validate", "validation"), "test": ("test",)}
+_K400_COLUMNS = ("youtube_id", "time_start", "time_end")
+_OFFICIAL_CSV_ORDER = {"train": 0, "validate": 1, "val": 1, "validation": 1, "test": 2}
+
+
+class DatasetError(ValueError):
+    """Bad dataset input: no CSV found, missing columns, an unreadable file or a malformed row."""
+
+
+def normalise_split(name: str) -> str:
+    """``validate``/``validation`` -> ``val`` and so on; unknown names are returned lower-cased."""
+    key = name.strip().lower()
+    return _SPLIT_ALIASES.get(key, key)
+
+
+def k400_video_id(youtube_id: str, time_start: int, time_end: int) -> str:
+    """The Kinetics file stem ``{youtube_id}_{start:06d}_{end:06d}``."""
+    return f"{youtube_id}_{time_start:06d}_{time_end:06d}"
+
+
+def _read_table(path: Path, header_only: bool = False) -> tuple[list[str], list[dict[str, str]]]:
+    """Header (lower-cased, stripped) and rows of a CSV file; raises DatasetError if it cannot be read."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = [h.strip().lower() for h in next(reader, [])]
+            rows = [] if header_only else [dict(zip(header, (v.strip() for v in values)))
+                                           for values in reader if any(values)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f"{path}: cannot read CSV ({e.__class__.__name__}: {e})") from None
+    return header, rows
+
+
+def _parse_time(value: str, path: Path, line: int, column: str) -> int:
+    try:
+        return int(round(float(value)))
+    except ValueError:
+        raise DatasetError(f"{path}:{line}: {column} {value!r} is not a number") from None
+
+
+def _is_k400_header(header: Sequence[str]) -> bool:
+    return all(c in header for c in _K400_COLUMNS)
+
+
+def _find_k400_csvs(root: Path) -> list[Path]:
+    """Kinetics CSVs in ``root`` and ``root/annotations``, official names first (train, validate, test)."""
+    found = [p for folder in (root, root / "annotations") if folder.is_dir()
+             for p in sorted(folder.glob("*.csv"))]
+    k400 = []
+    for p in found:
+        try:
+            header, _ = _read_table(p, header_only=True)
+        except DatasetError as e:
+            log.warning("skipping %s", e)
+            continue
+        if _is_k400_header(header):
+            k400.append(p)
+    if not k400:
+        raise DatasetError(f"{root}: no Kinetics CSV (columns {','.join(_K400_COLUMNS)},split) found "
+                           f"in {root} or {root / 'annotations'}")
+    return sorted(k400, key=lambda p: _OFFICIAL_CSV_ORDER.get(p.stem.lower(), 3))
+
+
+def _split_from_name(path: Path) -> str:
+    return normalise_split(path.stem) if normalise_split(path.stem) in SPLIT_ORDER else ""
+
+
+def _parse_k400_csv(path: Path) -> list[tuple[str, str, str]]:
+    """``(video_id, label_name, split)`` per row of one Kinetics CSV; label_name is '' if absent."""
+    header, rows = _read_table(path)
+    missing = [c for c in _K400_COLUMNS if c not in header]
+    if missing:
+        raise DatasetError(f"{path}: missing column(s) {','.join(missing)} (header: {','.join(header)})")
+    default_split = _split_from_name(path)
+    if "split" not in header and not default_split:
+        raise DatasetError(f"{path}: no split column and the file name does not name a split")
+    out = []
+    for line, row in enumerate(rows, start=2):
+        youtube_id = row.get("youtube_id", "")
+        if not youtube_id:
+            raise DatasetError(f"{path}:{line}: empty youtube_id")
+        start = _parse_time(row.get("time_start", ""), path, line, "time_start")
+        end = _parse_time(row.get("time_end", ""), path, line, "time_end")
+        split = normalise_split(row.get("split") or default_split)
+        out.append((k400_video_id(youtube_id, start, end), row.get("label", ""), split))
+    return out
+
+
+def index_video_files(root: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> dict[str, list[str]]:
+    """One walk over ``root``: file stem -> paths of the video files with that stem (walk order)."""
+    exts = tuple(e.lower() for e in extensions)
+    index: dict[str, list[str]] = {}
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() in exts:
+                index.setdefault(stem, []).append(os.path.join(folder, name))
+    return index
+
+
+def _pick_path(candidates: list[str], root: Path, split: str) -> str:
+    """Prefer a file under the row's split folder (``val``/``validate`` for val), then by extension order."""
+    folders = _SPLIT_FOLDERS.get(split, (split,))
+
+    def rank(p: str) -> tuple[int, int]:
+        top = Path(os.path.relpath(p, root)).parts[0]
+        ext = os.path.splitext(p)[1].lower()
+        return (0 if top in folders else 1, VIDEO_EXTENSIONS.index(ext) if ext in VIDEO_EXTENSIONS else 9)
+
+    return min(candidates, key=rank)
+
+
+def _read_captions(root: Path) -> dict[str, str]:
+    """``{root}/captions.csv`` (``video_id,caption``) as a dict; empty if absent or malformed (warns)."""
+    path = root / "captions.csv"
+    if not path.is_file():
+        return {}
+    header, rows = _read_table(path)
+    if "video_id" not in header or "caption" not in header:
+        warnings.warn(f"{path}: ignored, needs columns video_id,caption", stacklevel=3)
+        return {}
+    return {r["video_id"]: r.get("caption", "") for r in rows if r.get("video_id")}
+
+
+def read_k400(root: str | Path, splits: Sequence[str] | None = None,
+              csv_paths: Sequence[str | Path] | None = None) -> Manifest:
+    """Read a Kinetics-400 copy under ``root`` into a manifest.
+
+    CSVs are found in ``root`` and ``root/annotations`` unless ``csv_paths`` are given. Files are looked
+    up by id under ``{split}/``, ``{split}/{label}/`` or ``{label}/`` with extension .mp4/.mkv/.webm.
+    Class ids are the sorted label names of all found CSVs, whichever splits are selected. Rows come in
+    split order train, val, test, CSV order within a split; a missing file keeps its row with
+    ``exists=False`` and the path ``{root}/{split}/{id}.mp4``. Duplicate ids keep the first row (warns).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset root is not a directory")
+    paths = [Path(p) for p in csv_paths] if csv_paths else _find_k400_csvs(root)
+    parsed = [item for p in paths for item in _parse_k400_csv(p)]
+    classes = tuple(sorted({label for _, label, _ in parsed if label}))
+    class_id = {name: i for i, name in enumerate(classes)}
+    wanted = None if splits is None else {normalise_split(s) for s in splits}
+    rank = {s: i for i, s in enumerate(SPLIT_ORDER)}
+    ordered = sorted(parsed, key=lambda item: rank.get(item[2], len(rank)))  # stable: CSV order kept
+
+    files = index_video_files(root)
+    captions = _read_captions(root)
+    seen: set[str] = set()
+    duplicates = 0
+    rows = []
+    for video_id, label, split in ordered:
+        if video_id in seen:
+            duplicates += 1
+            continue
+        seen.add(video_id)
+        if wanted is not None and split not in wanted:
+            continue
+        candidates = files.get(video_id)
+        path = _pick_path(candidates, root, split) if candidates else str(root / split / f"{video_id}.mp4")
+        rows.append(ManifestRow(video_id=video_id, path=path, label=class_id.get(label, -1), label_name=label,
+                                split=split, text=captions.get(video_id, ""), exists=bool(candidates)))
+    if duplicates:
+        warnings.warn(f"{root}: {duplicates} duplicate video id(s) in the CSVs, kept the first of each",
+                      stacklevel=2)
+    missing = sum(not r.exists for r in rows)
+    log.info("k400 %s: %d videos, %d classes, %d missing files, %d duplicates",
+             root, len(rows), len(classes), missing, duplicates)
+    return Manifest(rows=tuple(rows), classes=classes)
+
+
+def _unique_id(stem: str, used: set[str]) -> str:
+    candidate, n = stem, 0
+    while candidate in used:
+        n += 1
+        candidate = f"{stem}_{n}"
+    used.add(candidate)
+    return candidate
+
+
+def read_csv_manifest(path: str | Path, root: str | Path | None = None) -> Manifest:
+    """Read a generic CSV ``path,label[,text][,split]`` into a manifest.
+
+    Relative paths resolve against ``root`` (default: the CSV's folder). An empty or absent label means
+    unlabeled (-1); the split defaults to ``train``. The video id is the file stem, made unique with
+    ``_1``, ``_2``, ... suffixes; class ids are the sorted non-empty labels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: CSV file not found")
+    header, table = _read_table(path)
+    if "path" not in header:
+        raise DatasetError(f"{path}: missing column path (header: {','.join(header) or 'empty'})")
+    base = Path(root) if root is not None else path.parent
+    classes = tuple(sorted({r["label"] for r in table if r.get("label")}))
+    class_id = {name: i for i, name in enumerate(classes)}
+    used: set[str] = set()
+    rows = []
+    for line, r in enumerate(table, start=2):
+        if not r.get("path"):
+            raise DatasetError(f"{path}:{line}: empty path")
+        file = Path(r["path"]).expanduser()
+        file = file if file.is_absolute() else base / file
+        label = r.get("label", "")
+        rows.append(ManifestRow(video_id=_unique_id(file.stem, used), path=str(file),
+                                label=class_id.get(label, -1), label_name=label,
+                                split=normalise_split(r.get("split") or "train"), text=r.get("text", ""),
+                                exists=file.is_file()))
+    return Manifest(rows=tuple(rows), classes=classes)

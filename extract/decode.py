@@ -1,0 +1,355 @@
+"""Decode one video in a single sequential PyAV pass: uniformly spaced RGB clips plus 16 kHz mono audio.
+
+Nothing is seeked: the demuxer walks the file once, the video decoder runs with FFmpeg threads, and a frame
+is converted to RGB (resized in FFmpeg's scaler, centre-cropped by a numpy slice) only when a clip needs it.
+Bad media never raises: every path returns a :class:`DecodedVideo` whose ``status`` says what happened.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import av
+import numpy as np
+import torch
+
+from .config import ClipSampling, LogMel
+from .sampling import uniform_starts, valid_count
+
+OK, NO_AUDIO, SHORT_DECODE, DECODE_ERROR = "ok", "no_audio", "short_decode", "decode_error"
+MISSING_FILE, EMPTY_FILE, NO_VIDEO = "missing_file", "empty_file", "no_video"
+STATUSES = (OK, NO_AUDIO, SHORT_DECODE, DECODE_ERROR, MISSING_FILE, EMPTY_FILE, NO_VIDEO)
+
+SHORT_FRACTION = 0.8  # decoded frames / duration below this share of the container's figure: short_decode
+MAX_PACKET_ERRORS = 16  # undecodable packets skipped before giving up on the file
+_MAX_MESSAGE = 240
+
+
+@dataclass
+class DecodedVideo:
+    """What :func:`decode_video` got out of one file.
+
+    ``clips`` ``(n, T, S, S, 3)`` uint8 RGB, ``clip_times`` ``(n,)`` clip centres in seconds, ``audio``
+    ``(samples,)`` float32 mono at ``LogMel.sample_rate`` (None: no audio stream or nothing decoded),
+    ``fps`` and ``duration`` as decoded, ``status`` one of :data:`STATUSES`, ``error`` a one-line message.
+    """
+
+    clips: np.ndarray
+    clip_times: np.ndarray
+    audio: np.ndarray | None
+    fps: float
+    duration: float
+    status: str
+    error: str = ""
+
+    @property
+    def n_clips(self) -> int:
+        return int(self.clips.shape[0])
+
+
+def error_message(exc: BaseException) -> str:
+    """One short line: exception type and text."""
+    text = re.sub(r"\s+", " ", str(exc)).strip()
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line[:_MAX_MESSAGE]
+
+
+def _result(sampling: ClipSampling, status: str, error: str = "", audio: np.ndarray | None = None,
+            fps: float = 0.0, duration: float = 0.0) -> DecodedVideo:
+    """A result without clips."""
+    clips = np.zeros((0, sampling.frames, sampling.size, sampling.size, 3), dtype=np.uint8)
+    return DecodedVideo(clips, np.zeros(0, dtype=np.float64), audio, fps, duration, status, error)
+
+
+def decode_video(path: str, sampling: ClipSampling, logmel: LogMel, segments: int,
+                 threads: int = 0) -> DecodedVideo:
+    """Decode ``path`` into up to ``sampling.clips`` clips and its mono audio at ``logmel.sample_rate``.
+
+    ``segments`` <= 0 skips the audio stream (``audio`` is None and the status speaks for the video only).
+    ``threads`` is FFmpeg's decoder thread count (0: automatic). Never raises for bad media.
+    """
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return _result(sampling, MISSING_FILE, f"FileNotFoundError: {path}")
+    except OSError as exc:
+        return _result(sampling, MISSING_FILE, error_message(exc))
+    if size == 0:
+        return _result(sampling, EMPTY_FILE, "file is 0 bytes")
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            return _decode_container(container, sampling, logmel, segments, threads)
+    except Exception as exc:  # av raises many types on open (InvalidDataError, OSError, ...): all are bad media
+        return _result(sampling, DECODE_ERROR, error_message(exc))
+
+
+def _decode_container(container: av.container.InputContainer, sampling: ClipSampling, logmel: LogMel,
+                      segments: int, threads: int) -> DecodedVideo:
+    vstream = container.streams.video[0] if container.streams.video else None
+    astream = container.streams.audio[0] if container.streams.audio and segments > 0 else None
+    audio = _AudioCollector(logmel.sample_rate) if astream is not None else None
+    if vstream is None:
+        errors, message = _demux(container, None, astream, None, audio)
+        wave = audio.finish() if audio is not None else None
+        duration = len(wave) / logmel.sample_rate if wave is not None else _container_seconds(container)
+        return _result(sampling, NO_VIDEO, message or "no video stream", wave, 0.0, duration)
+
+    vstream.thread_type = "AUTO"
+    vstream.thread_count = threads
+    fps = _frame_rate(vstream)
+    expected = _stream_seconds(container, vstream)
+    if expected is None:
+        expected = _scan_seconds(container.name, fps)
+    n_plan = valid_count(expected * fps, sampling.frames, sampling.clips)
+    starts = uniform_starts(expected, sampling.frames / fps, n_plan)
+    clips = _ClipCollector(starts, sampling, fps)
+    origin = float(vstream.start_time * vstream.time_base) if vstream.start_time is not None else None
+    on_video = _video_handler(clips, origin, fps)
+    errors, message = _demux(container, vstream, astream, on_video, audio)
+    wave = _trim_padding(audio.finish(), astream, logmel.sample_rate) if audio is not None else None
+
+    frames, times = clips.finish()
+    decoded = clips.last_time + 1.0 / fps if clips.seen else 0.0
+    if clips.seen == 0 or frames.shape[0] == 0:
+        return _result(sampling, DECODE_ERROR, message or "no video frame decoded", wave, fps, 0.0)
+    status, error = _status(clips.seen, decoded, expected, fps, vstream.frames, errors, message, wave)
+    return DecodedVideo(frames, times, wave, fps, decoded, status, error)
+
+
+def _status(seen: int, decoded: float, expected: float, fps: float, container_frames: int, errors: int,
+            message: str, wave: np.ndarray | None) -> tuple[str, str]:
+    """Status of a file that gave at least one clip."""
+    short_count = container_frames > 0 and seen < SHORT_FRACTION * container_frames
+    short_time = expected > 0 and decoded < SHORT_FRACTION * expected
+    if errors or short_count or short_time:
+        if not message:
+            total = container_frames if container_frames > 0 else round(expected * fps)
+            message = f"decoded {seen} of {total} frames ({decoded:.2f} of {expected:.2f} s)"
+        return SHORT_DECODE, message
+    if wave is None:
+        return NO_AUDIO, ""
+    return OK, ""
+
+
+def _video_handler(clips: "_ClipCollector", origin: float | None, fps: float) -> Callable[[av.VideoFrame], None]:
+    """Per-frame callback: timestamp relative to the stream start (frame count when pts is missing)."""
+    state = {"origin": origin}
+
+    def on_frame(frame: av.VideoFrame) -> None:
+        t = frame.time
+        if t is None:
+            t = clips.last_time + 1.0 / fps if clips.seen else 0.0
+        else:
+            if state["origin"] is None:
+                state["origin"] = t
+            t -= state["origin"]
+        clips.push(t, frame)
+
+    return on_frame
+
+
+def _demux(container: av.container.InputContainer, vstream: av.VideoStream | None,
+           astream: av.AudioStream | None, on_video: Callable[[av.VideoFrame], None] | None,
+           audio: "_AudioCollector | None") -> tuple[int, str]:
+    """Walk the file once; returns (errors, first error message). Undecodable packets are skipped."""
+    streams = [s for s in (vstream, astream) if s is not None]
+    errors, message = 0, ""
+    if not streams:
+        return errors, message
+    try:
+        for packet in container.demux(streams):
+            try:
+                frames = packet.decode()
+            except Exception as exc:  # a damaged packet: skip it, remember why
+                errors, message = errors + 1, message or error_message(exc)
+                if errors > MAX_PACKET_ERRORS:
+                    break
+                continue
+            for frame in frames:
+                if packet.stream is vstream:
+                    on_video(frame)
+                else:
+                    audio.push(frame)
+    except Exception as exc:  # the demuxer itself failed (truncated or damaged container)
+        errors, message = errors + 1, message or error_message(exc)
+        _flush(streams, vstream, on_video, audio)
+    return errors, message
+
+
+def _flush(streams: list, vstream: av.VideoStream | None, on_video: Callable | None,
+           audio: "_AudioCollector | None") -> None:
+    """Drain frames the decoders still hold (frame threading delays output) after a failed demux."""
+    for stream in streams:
+        try:
+            frames = stream.codec_context.decode(None)
+        except Exception:
+            continue
+        for frame in frames:
+            if stream is vstream:
+                on_video(frame)
+            else:
+                audio.push(frame)
+
+
+class _ClipCollector:
+    """Fills clip ``i`` with ``T`` consecutive frames from the first frame at or after ``starts[i]``.
+
+    Clips open in order, so the opened clips are always a prefix and the unfinished ones a contiguous range.
+    """
+
+    def __init__(self, starts: np.ndarray, sampling: ClipSampling, fps: float) -> None:
+        self.starts = starts
+        self.length = sampling.frames
+        self.size = sampling.size
+        self.side = max(sampling.short_side, sampling.size)
+        self.step = 1.0 / fps
+        self.eps = 0.25 / fps  # time-base rounding must not push a clip one frame late
+        n = len(starts)
+        self.out = np.empty((n, self.length, self.size, self.size, 3), dtype=np.uint8)
+        self.fill = np.zeros(n, dtype=np.int64)
+        self.first = np.zeros(n, dtype=np.float64)
+        self.last = np.zeros(n, dtype=np.float64)
+        self.lo = 0  # first unfinished clip
+        self.next = 0  # next clip to open
+        self.seen = 0
+        self.last_time = 0.0
+
+    def push(self, t: float, frame: av.VideoFrame) -> None:
+        self.seen += 1
+        self.last_time = t
+        while self.next < len(self.starts) and t >= self.starts[self.next] - self.eps:
+            self.first[self.next] = t
+            self.next += 1
+        if self.lo == self.next:
+            return  # no clip needs this frame: it is never converted
+        image = self._convert(frame)
+        for i in range(self.lo, self.next):
+            self.out[i, self.fill[i]] = image
+            self.fill[i] += 1
+            self.last[i] = t
+        while self.lo < self.next and self.fill[self.lo] == self.length:
+            self.lo += 1
+
+    def _convert(self, frame: av.VideoFrame) -> np.ndarray:
+        """``(S, S, 3)`` uint8: short side resized in swscale, centre crop sliced, display rotation applied."""
+        w, h = frame.width, frame.height
+        scale = self.side / min(w, h)
+        nw, nh = max(self.side, round(w * scale)), max(self.side, round(h * scale))
+        rgb = frame.reformat(width=nw, height=nh, format="rgb24", threads=1).to_ndarray()
+        top, left = (nh - self.size) // 2, (nw - self.size) // 2
+        crop = rgb[top:top + self.size, left:left + self.size]
+        turns = int(round(frame.rotation / 90.0)) % 4 if frame.rotation else 0
+        return np.rot90(crop, turns) if turns else crop
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, T, S, S, 3)`` clips that got at least one frame (short ones repeat their last frame) and
+        ``(n,)`` centre times in seconds."""
+        n = self.next
+        for i in range(self.lo, n):
+            got = int(self.fill[i])
+            self.out[i, got:] = self.out[i, got - 1]
+        times = (self.first[:n] + self.last[:n] + self.step) / 2.0
+        return self.out[:n], times
+
+
+class _AudioCollector:
+    """Resamples decoded audio frames to mono float32 at ``rate``; a new resampler whenever the input's
+    sample rate, layout or format changes (PyAV's resampler is fixed to its first frame)."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.resampler: av.AudioResampler | None = None
+        self.key: tuple | None = None
+        self.chunks: list[np.ndarray] = []
+
+    def push(self, frame: av.AudioFrame) -> None:
+        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if key != self.key:
+            self._pull(None)
+            self.resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+            self.key = key
+        self._pull(frame)
+
+    def _pull(self, frame: av.AudioFrame | None) -> None:
+        if self.resampler is None:
+            return
+        for out in self.resampler.resample(frame):
+            self.chunks.append(out.to_ndarray().reshape(-1))
+
+    def finish(self) -> np.ndarray | None:
+        """``(samples,)`` float32, or None when nothing was decoded."""
+        self._pull(None)
+        self.resampler, self.key = None, None
+        if not self.chunks:
+            return None
+        wave = np.concatenate(self.chunks).astype(np.float32, copy=False)
+        self.chunks = []
+        return wave if wave.size else None
+
+
+def _trim_padding(wave: np.ndarray | None, stream: av.AudioStream, rate: int) -> np.ndarray | None:
+    """Cut encoder padding (AAC pads its last 1024-sample frame) beyond the stream's declared duration.
+    Only a small excess is cut, so a wrong header never costs real audio."""
+    if wave is None or stream.duration is None or stream.time_base is None or stream.duration <= 0:
+        return wave
+    declared = int(math.ceil(float(stream.duration * stream.time_base) * rate))
+    excess = len(wave) - declared
+    return wave[:declared] if 0 < excess <= 0.25 * rate else wave
+
+
+def _frame_rate(stream: av.VideoStream) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate is not None and rate > 0 and math.isfinite(float(rate)):
+            return float(rate)
+    return 25.0
+
+
+def _stream_seconds(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    """The video's duration from the container: the stream's own, its Matroska DURATION tag, the file's."""
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
+    if tag:
+        match = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d*)?)", tag.strip())
+        if match:
+            hours, minutes, seconds = match.groups()
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    return _container_seconds(container)
+
+
+def _container_seconds(container: av.container.InputContainer) -> float | None:
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def _scan_seconds(path: str, fps: float) -> float:
+    """Duration of a file whose header has none: one packet-only pass (no decoding) over the video."""
+    times: list[float] = []
+    try:
+        with av.open(path) as container:
+            for packet in container.demux(container.streams.video[0]):
+                if packet.pts is not None:
+                    times.append(float(packet.pts * packet.time_base))
+    except Exception:  # whatever was read before the damage still counts
+        pass
+    return max(times) - min(times) + 1.0 / fps if times else 0.0
+
+
+def normalise_clips(clips: np.ndarray, sampling: ClipSampling) -> torch.Tensor:
+    """``(N, T, S, S, 3)`` uint8 -> ``(N, 3, T, S, S)`` float32 ``(x - mean) / std``.
+
+    The result is laid out channels_last_3d (a permuted view of the uint8 memory), which is what the 3D
+    CNN runs fastest on; call ``.contiguous()`` if a plain layout is needed.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(clips)).permute(0, 4, 1, 2, 3).to(torch.float32)
+    mean = torch.tensor(sampling.mean, dtype=torch.float32).view(1, 3, 1, 1, 1)
+    std = torch.tensor(sampling.std, dtype=torch.float32).view(1, 3, 1, 1, 1)
+    x.sub_(mean)
+    if any(s != 1.0 for s in sampling.std):
+        x.div_(std)
+    return x

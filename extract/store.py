@@ -1,0 +1,189 @@
+"""The HDF5 feature store, format version 1 (docs/store.md): shard files, consolidation and reading.
+
+A shard holds the rows ``[start, start + count)`` of the manifest. It is written to a ``.tmp`` name,
+flushed, fsynced and ``os.replace``d: the final name is the commit, so a shard either exists whole or
+not at all. ``consolidate`` copies the shards, in manifest order, into the one store file (also
+tmp + rename) together with the text embeddings and the configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import h5py
+import numpy as np
+
+from cavnet.errors import CavnetError
+from cavnet.extract.manifest import Manifest, ManifestRow
+
+FORMAT_VERSION = 1
+USABLE_STATUSES = ("ok", "no_audio", "short_decode")
+_STR = h5py.string_dtype("utf-8")
+_ROW_FIELDS = ("id", "split", "path", "status", "error")
+
+
+class StoreError(CavnetError):
+    """A store or shard that is missing, malformed, or does not match what the caller needs."""
+
+
+@dataclass(frozen=True)
+class StoreDims:
+    """Fixed per-store sizes: ``clips`` n, ``segments`` m, feature widths Dv, Da."""
+
+    clips: int
+    segments: int
+    visual_dim: int
+    audio_dim: int
+
+
+@dataclass
+class VideoFeatures:
+    """What stage one made of one video: ``visual`` (n_valid, Dv), ``audio`` (m_valid, Da) float32."""
+
+    status: str
+    error: str
+    duration: float
+    fps: float
+    visual: np.ndarray
+    audio: np.ndarray
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit_h5(path: Path, write) -> None:
+    """Write an HDF5 file atomically: ``write(h5file)`` on ``path.tmp``, fsync, rename onto ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            write(f)
+            f.flush()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _pad(rows: Sequence[np.ndarray], length: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stack variable-length ``(k_i, dim)`` arrays into ``(N, length, dim)`` float16 and a ``(N, length)`` mask."""
+    out = np.zeros((len(rows), length, dim), np.float16)
+    mask = np.zeros((len(rows), length), bool)
+    for i, arr in enumerate(rows):
+        k = min(len(arr), length)
+        if k:
+            out[i, :k] = arr[:k]
+            mask[i, :k] = True
+    return out, mask
+
+
+def write_shard(path: Path, start: int, rows: Sequence[ManifestRow], feats: Sequence[VideoFeatures],
+                dims: StoreDims, config_json: str) -> None:
+    """Commit one shard file holding manifest rows ``start .. start + len(rows)``."""
+    if len(rows) != len(feats):
+        raise ValueError("one VideoFeatures per manifest row")
+    visual, vmask = _pad([f.visual for f in feats], dims.clips, dims.visual_dim)
+    audio, amask = _pad([f.audio for f in feats], dims.segments, dims.audio_dim)
+
+    def write(f: h5py.File) -> None:
+        f.attrs.update(format_version=FORMAT_VERSION, config=config_json, start=start, count=len(rows))
+        f["videos/id"] = np.array([r.video_id for r in rows], dtype=object).astype(_STR)
+        f.create_dataset("videos/status", data=[x.status for x in feats], dtype=_STR)
+        f.create_dataset("videos/error", data=[x.error for x in feats], dtype=_STR)
+        f["videos/duration"] = np.array([x.duration for x in feats], np.float32)
+        f["videos/fps"] = np.array([x.fps for x in feats], np.float32)
+        f["visual/clips"], f["visual/mask"] = visual, vmask
+        f["audio/segments"], f["audio/mask"] = audio, amask
+
+    commit_h5(path, write)
+
+
+def read_shard(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of one committed shard, keyed by dataset path (``visual/clips`` ...)."""
+    out: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as f:
+        out["start"] = np.int64(f.attrs["start"])
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    for key in ("videos/id", "videos/status", "videos/error"):
+        out[key] = np.array([_text(s) for s in out[key]], dtype=object)
+    return out
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class TextTables:
+    """Label texts and embeddings ``(C, Dt)``, and one embedding per video ``(N, Dt)``."""
+
+    class_names: Sequence[str]
+    class_prompts: Sequence[str]
+    class_embedding: np.ndarray
+    video_embedding: np.ndarray
+    text_model: str
+
+
+def consolidate(out: Path, shards: Sequence[Path], manifest: Manifest, dims: StoreDims, texts: TextTables,
+                config_json: str, version: str) -> None:
+    """Copy committed shards (covering every manifest row exactly once) into the store ``out``."""
+    n = len(manifest)
+    chunk_rows = max(1, min(64, n))
+
+    def write(f: h5py.File) -> None:
+        f.attrs.update(format_version=FORMAT_VERSION, cavnet_version=version, config=config_json,
+                       text_model=texts.text_model, dims=json.dumps(dims.__dict__), num_videos=n)
+        rows = manifest.rows
+        f.create_dataset("videos/id", data=[r.video_id for r in rows], dtype=_STR)
+        f.create_dataset("videos/split", data=[r.split for r in rows], dtype=_STR)
+        f.create_dataset("videos/path", data=[r.path for r in rows], dtype=_STR)
+        f["videos/label"] = np.array([r.label for r in rows], np.int32)
+        for name in ("status", "error"):
+            f.create_dataset(f"videos/{name}", shape=(n,), dtype=_STR)
+        for name in ("duration", "fps"):
+            f.create_dataset(f"videos/{name}", shape=(n,), dtype=np.float32)
+        f.create_dataset("visual/clips", shape=(n, dims.clips, dims.visual_dim), dtype=np.float16,
+                         chunks=(chunk_rows, dims.clips, dims.visual_dim))
+        f.create_dataset("visual/mask", shape=(n, dims.clips), dtype=bool, chunks=(chunk_rows, dims.clips))
+        f.create_dataset("audio/segments", shape=(n, dims.segments, dims.audio_dim), dtype=np.float16,
+                         chunks=(chunk_rows, dims.segments, dims.audio_dim))
+        f.create_dataset("audio/mask", shape=(n, dims.segments), dtype=bool, chunks=(chunk_rows, dims.segments))
+        f["text/video"] = texts.video_embedding.astype(np.float16)
+        f.create_dataset("classes/name", data=list(texts.class_names), dtype=_STR)
+        f.create_dataset("classes/prompt", data=list(texts.class_prompts), dtype=_STR)
+        f["classes/embedding"] = texts.class_embedding.astype(np.float32)
+        seen = np.zeros(n, bool)
+        for shard in shards:
+            _copy_shard(f, read_shard(shard), manifest, seen)
+        if not seen.all():
+            raise StoreError(f"shards cover {int(seen.sum())} of {n} videos; rerun extract to finish")
+
+    commit_h5(out, write)
+
+
+def _copy_shard(f: h5py.File, data: dict[str, np.ndarray], manifest: Manifest, seen: np.ndarray) -> None:
+    start, count = int(data["start"]), len(data["videos/id"])
+    sl = slice(start, start + count)
+    expected = [r.video_id for r in manifest.rows[sl]]
+    if list(data["videos/id"]) != expected or seen[sl].any():
+        raise StoreError(f"shard at row {start} does not match the manifest (was the corpus changed?)")
+    for key in ("videos/status", "videos/error", "videos/duration", "videos/fps",
+                "visual/clips", "visual/mask", "audio/segments", "audio/mask"):
+        f[key][sl] = data[key]
+    seen[sl] = True
+
+
+def iter_status_counts(statuses: Sequence[str]) -> Iterator[tuple[str, int]]:
+    values, counts = np.unique(np.asarray(statuses, dtype=object).astype(str), return_counts=True)
+    return iter(sorted(zip(values.tolist(), counts.tolist()), key=lambda kv: -kv[1]))

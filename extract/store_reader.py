@@ -1,0 +1,122 @@
+"""Reading a consolidated feature store: metadata, per-split row tables, and feature blocks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from cavnet.extract.config import ExtractConfig
+from cavnet.extract.store import FORMAT_VERSION, USABLE_STATUSES, StoreDims, StoreError
+
+
+def _strings(ds: h5py.Dataset) -> np.ndarray:
+    return np.array([s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in ds[()]], dtype=object)
+
+
+@dataclass(frozen=True)
+class RowTable:
+    """Small per-video arrays of the whole store (N,): ids, splits, labels, statuses."""
+
+    ids: np.ndarray
+    splits: np.ndarray
+    labels: np.ndarray
+    statuses: np.ndarray
+    audio_present: np.ndarray
+
+    def select(self, split: str | None, labelled: bool = True) -> np.ndarray:
+        """Sorted row indices of ``split`` whose status is usable (and label known if ``labelled``)."""
+        keep = np.isin(self.statuses, USABLE_STATUSES)
+        if split is not None:
+            keep &= self.splits == split
+        if labelled:
+            keep &= self.labels >= 0
+        return np.flatnonzero(keep)
+
+
+@dataclass
+class Features:
+    """Feature rows as float32: visual (B, n, Dv), vmask (B, n), audio (B, m, Da), amask (B, m), text (B, Dt)."""
+
+    visual: np.ndarray
+    vmask: np.ndarray
+    audio: np.ndarray
+    amask: np.ndarray
+    text: np.ndarray
+    labels: np.ndarray
+
+
+class FeatureStore:
+    """A read-only view of one store file; refuses other format versions."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise StoreError(f"{self.path}: no such store")
+        try:
+            self._f = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise StoreError(f"{self.path}: not an HDF5 file ({exc})") from None
+        attrs = self._f.attrs
+        version = int(attrs.get("format_version", -1))
+        if version != FORMAT_VERSION:
+            self._f.close()
+            raise StoreError(f"{self.path}: store format version {version}, this cavnet reads {FORMAT_VERSION}")
+        if "num_videos" not in attrs:
+            self._f.close()
+            raise StoreError(f"{self.path}: a shard or an unfinished store, not a consolidated one")
+        self.config = ExtractConfig.from_json(attrs["config"])
+        self.dims = StoreDims(**json.loads(attrs["dims"]))
+        self.text_model = str(attrs["text_model"])
+        self.class_names = list(_strings(self._f["classes/name"]))
+        self.class_embedding = self._f["classes/embedding"][()].astype(np.float32)
+        self.num_videos = int(attrs["num_videos"])
+        self.chunk_rows = self._f["visual/clips"].chunks[0] if self._f["visual/clips"].chunks else 64
+
+    @property
+    def text_dim(self) -> int:
+        return int(self._f["text/video"].shape[1])
+
+    def rows(self) -> RowTable:
+        f = self._f
+        return RowTable(_strings(f["videos/id"]), _strings(f["videos/split"]), f["videos/label"][()],
+                        _strings(f["videos/status"]), f["audio/mask"][()].any(axis=1))
+
+    def read(self, index: np.ndarray) -> Features:
+        """Rows ``index`` (sorted, unique) as float32 arrays; contiguous runs are read as slices."""
+        index = np.asarray(index, dtype=np.int64)
+        parts = {k: [] for k in ("visual/clips", "visual/mask", "audio/segments", "audio/mask", "text/video",
+                                 "videos/label")}
+        for lo, hi in _runs(index):
+            for key, acc in parts.items():
+                acc.append(self._f[key][lo:hi])
+        cat = {k: (np.concatenate(v) if v else self._empty(k)) for k, v in parts.items()}
+        return Features(cat["visual/clips"].astype(np.float32), cat["visual/mask"],
+                        cat["audio/segments"].astype(np.float32), cat["audio/mask"],
+                        cat["text/video"].astype(np.float32), cat["videos/label"].astype(np.int64))
+
+    def _empty(self, key: str) -> np.ndarray:
+        ds = self._f[key]
+        return np.zeros((0,) + ds.shape[1:], ds.dtype)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _runs(index: np.ndarray) -> list[tuple[int, int]]:
+    """Split sorted indices into half-open runs of consecutive rows: [0,1,2,5,6] -> [(0,3), (5,7)]."""
+    if len(index) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(index) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [len(index)]])
+    return [(int(index[s]), int(index[e - 1]) + 1) for s, e in zip(starts, ends)]

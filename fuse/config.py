@@ -1,0 +1,133 @@
+"""Frozen, typed configuration of the CAV-Net fusion model; passed whole to ``CAVNet(config)`` and saved
+into every checkpoint as JSON (``to_dict`` / ``from_dict``) so a run can be rebuilt from its outputs.
+
+Every choice the paper leaves open (see ``docs/model.md``) is a field here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+MODALITIES = ("av", "v", "a")
+POOLS = ("gate", "mean")
+FUSIONS = ("cavnet", "late")
+HEADS = ("text", "linear")
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """CAV-Net bi-modal video encoder (paper section 3.1) and its output head.
+
+    Dimensions
+        visual_dim, audio_dim: per-clip / per-segment descriptor sizes Dv, Da of the feature store.
+        text_dim: sentence-embedding size Dt; the output size when ``head == 'text'``.
+        num_classes: C; the output size when ``head == 'linear'`` (may stay 0 for ``head == 'text'``).
+        d_model: width of every token after the input projection; ``heads`` must divide it.
+        heads: attention heads of each B(S, T); the scale is N_d = sqrt(d_model / heads).
+        mlp_ratio: hidden width of the feed-forward after each attention, as a multiple of d_model;
+            0 removes the feed-forward sub-layers.
+        gate_hidden: hidden width of the gate r(X) = sigmoid(W2 ReLU(W1 X)) (eq. 7).
+        max_len: most tokens per modality (size of the learned position tables).
+
+    Architecture switches (ablations)
+        modalities: 'av' both streams, 'v' visual only, 'a' audio only (the other branch is removed).
+        self_attn: eq. 2-3; False means V_self = V, A_self = A.
+        cross_attn: eq. 4-5; False means V_fuse = V_self, A_fuse = A_self.
+        pool: 'gate' (eq. 7-8) or 'mean' (masked mean over the valid tokens).
+        gate_normalize: False is eq. 8 as written (z = sum_i r_i X_i); True divides by sum_i r_i.
+        fusion: 'cavnet' (the paper) or 'late' (two-stream baseline: masked mean of each stream's
+            projected tokens, no attention, concatenated, then an MLP).
+        head: 'text' projects z to text_dim for the contrastive loss; 'linear' gives C logits.
+        pos_embed: learned temporal position embedding per modality (CAV-Net fusion only).
+
+    Regularisation
+        dropout: after the input projection, on each residual branch and before the head.
+        attn_dropout: on the attention weights.
+        input_dropout: on the raw descriptors (training only).
+        modality_dropout: probability that a training video has its whole audio stream masked out, so the
+            model learns the missing-audio case (K400 has audio-less videos); only used for 'av'.
+    """
+
+    visual_dim: int
+    audio_dim: int
+    text_dim: int = 384
+    num_classes: int = 0
+    d_model: int = 256
+    heads: int = 4
+    mlp_ratio: float = 2.0
+    gate_hidden: int = 128
+    max_len: int = 64
+    modalities: str = "av"
+    self_attn: bool = True
+    cross_attn: bool = True
+    pool: str = "gate"
+    gate_normalize: bool = False
+    fusion: str = "cavnet"
+    head: str = "text"
+    pos_embed: bool = True
+    dropout: float = 0.1
+    attn_dropout: float = 0.0
+    input_dropout: float = 0.0
+    modality_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._check_choices()
+        self._check_sizes()
+        for name in ("dropout", "attn_dropout", "input_dropout", "modality_dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+                raise ValueError(f"FusionConfig.{name} must be a number in [0, 1), got {value!r}")
+        for name in ("self_attn", "cross_attn", "gate_normalize", "pos_embed"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"FusionConfig.{name} must be True or False, got {getattr(self, name)!r}")
+
+    def _check_choices(self) -> None:
+        for name, allowed in (("modalities", MODALITIES), ("pool", POOLS), ("fusion", FUSIONS), ("head", HEADS)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"FusionConfig.{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+    def _check_sizes(self) -> None:
+        positive = ["visual_dim", "audio_dim", "d_model", "heads", "gate_hidden", "max_len"]
+        positive.append("text_dim" if self.head == "text" else "num_classes")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                why = f" (needed by head={self.head!r})" if name in ("text_dim", "num_classes") else ""
+                raise ValueError(f"FusionConfig.{name} must be a positive integer{why}, got {value!r}")
+        for name in ("text_dim", "num_classes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"FusionConfig.{name} must be a non-negative integer, got {value!r}")
+        if self.d_model % self.heads:
+            raise ValueError(f"FusionConfig.d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        if not isinstance(self.mlp_ratio, (int, float)) or isinstance(self.mlp_ratio, bool) or self.mlp_ratio < 0:
+            raise ValueError(f"FusionConfig.mlp_ratio must be a number >= 0, got {self.mlp_ratio!r}")
+
+    @property
+    def out_dim(self) -> int:
+        """Size of the model output: text_dim for head 'text', num_classes for head 'linear'."""
+        return self.text_dim if self.head == "text" else self.num_classes
+
+    @property
+    def use_visual(self) -> bool:
+        return "v" in self.modalities
+
+    @property
+    def use_audio(self) -> bool:
+        return "a" in self.modalities
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FusionConfig":
+        """Inverse of ``to_dict``; unknown keys are an error naming them (a checkpoint from another version)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"FusionConfig.from_dict: unknown field(s) {', '.join(unknown)}")
+        return cls(**data)

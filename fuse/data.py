@@ -1,0 +1,143 @@
+"""Store rows -> training batches: in RAM when the split fits, else chunk-aligned block reads.
+
+Both sources yield the same ``Batch`` type with float32 tensors, so the loop does not know which one
+it is fed by. Shuffling is driven by a seeded ``torch.Generator`` per epoch (deterministic, resumable).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from cavnet.extract.store_reader import FeatureStore, Features
+
+
+@dataclass
+class Batch:
+    """visual (B, n, Dv), vmask (B, n), audio (B, m, Da), amask (B, m), text (B, Dt), labels (B,), groups (B,)."""
+
+    visual: torch.Tensor
+    vmask: torch.Tensor
+    audio: torch.Tensor
+    amask: torch.Tensor
+    text: torch.Tensor
+    labels: torch.Tensor
+    groups: torch.Tensor
+
+    def to(self, device: torch.device) -> "Batch":
+        nb = device.type == "cuda"
+        return Batch(*(t.to(device, non_blocking=nb) for t in (self.visual, self.vmask, self.audio, self.amask,
+                                                                self.text, self.labels, self.groups)))
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def text_groups(text: np.ndarray) -> np.ndarray:
+    """Group id per row: rows with identical text embeddings ``(N, Dt)`` share a group (positives).
+
+    The id is a hash of the float16 embedding, so it is the same in every block of a streamed split.
+    """
+    rows = np.ascontiguousarray(text.astype(np.float16))
+    return np.array([int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=7).digest(), "little")
+                     for r in rows], dtype=np.int64)
+
+
+def _to_batch(f: Features, groups: np.ndarray) -> Batch:
+    return Batch(torch.from_numpy(f.visual), torch.from_numpy(f.vmask), torch.from_numpy(f.audio),
+                 torch.from_numpy(f.amask), torch.from_numpy(f.text), torch.from_numpy(f.labels),
+                 torch.from_numpy(groups))
+
+
+def split_bytes(store: FeatureStore, rows: int) -> int:
+    d = store.dims
+    return rows * 4 * (d.clips * d.visual_dim + d.segments * d.audio_dim + store.text_dim)
+
+
+def available_memory() -> int:
+    try:
+        import psutil
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # pragma: no cover
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+class InMemorySplit:
+    """All rows of a split held as float16 tensors; batches are cast to float32 on the way out."""
+
+    def __init__(self, store: FeatureStore, index: np.ndarray, targets: str) -> None:
+        f = store.read(index)
+        self.index = index
+        self.groups = torch.from_numpy(f.labels if targets == "label" else text_groups(f.text))
+        self.visual = torch.from_numpy(f.visual.astype(np.float16))
+        self.audio = torch.from_numpy(f.audio.astype(np.float16))
+        self.vmask, self.amask = torch.from_numpy(f.vmask), torch.from_numpy(f.amask)
+        self.text, self.labels = torch.from_numpy(f.text), torch.from_numpy(f.labels)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        order = torch.randperm(len(self), generator=generator) if generator is not None else torch.arange(len(self))
+        for sel in order.split(batch_size):
+            yield Batch(self.visual[sel].float(), self.vmask[sel], self.audio[sel].float(), self.amask[sel],
+                        self.text[sel], self.labels[sel], self.groups[sel])
+
+
+class StreamedSplit:
+    """Rows read from the store block by block, blocks aligned with the HDF5 chunks (for large stores).
+
+    Shuffling permutes the blocks, then the rows inside a buffer of ``buffer_blocks`` blocks.
+    """
+
+    def __init__(self, store: FeatureStore, index: np.ndarray, targets: str, buffer_blocks: int = 8) -> None:
+        self.store, self.index, self.targets = store, index, targets
+        self.buffer_blocks = buffer_blocks
+        chunk = store.chunk_rows
+        block_of = index // chunk
+        self.blocks = [index[block_of == b] for b in np.unique(block_of)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _read(self, rows: np.ndarray) -> Batch:
+        f = self.store.read(np.sort(rows))
+        groups = f.labels if self.targets == "label" else text_groups(f.text)
+        return _to_batch(f, groups)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        order = (torch.randperm(len(self.blocks), generator=generator).tolist() if generator is not None
+                 else list(range(len(self.blocks))))
+        carry: Batch | None = None
+        for at in range(0, len(order), self.buffer_blocks):
+            rows = np.concatenate([self.blocks[b] for b in order[at:at + self.buffer_blocks]])
+            buf = self._read(rows)
+            if generator is not None:
+                perm = torch.randperm(len(buf), generator=generator)
+                buf = Batch(*(t[perm] for t in _fields(buf)))
+            if carry is not None:
+                buf = Batch(*(torch.cat([a, b]) for a, b in zip(_fields(carry), _fields(buf))))
+            full = len(buf) // batch_size * batch_size
+            for s in range(0, full, batch_size):
+                yield Batch(*(t[s:s + batch_size] for t in _fields(buf)))
+            carry = Batch(*(t[full:] for t in _fields(buf))) if full < len(buf) else None
+        if carry is not None:
+            yield carry
+
+
+def _fields(b: Batch) -> tuple[torch.Tensor, ...]:
+    return (b.visual, b.vmask, b.audio, b.amask, b.text, b.labels, b.groups)
+
+
+def open_split(store: FeatureStore, index: np.ndarray, targets: str, stream: bool = False,
+               budget_bytes: int = 0) -> InMemorySplit | StreamedSplit:
+    """The split in RAM if it fits the budget (default: half the available memory), else streamed."""
+    budget = budget_bytes or available_memory() // 2
+    if stream or split_bytes(store, len(index)) > budget:
+        return StreamedSplit(store, index, targets)
+    return InMemorySplit(store, index, targets)

@@ -1,0 +1,100 @@
+"""The training and evaluation loops of stage two (no file I/O: the pipeline saves what they return)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cavnet.fuse.data import Batch
+from cavnet.fuse.model import predict
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the base learning rate, then cosine decay to zero at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def batch_loss(model: nn.Module, loss_fn: nn.Module | None, batch: Batch, class_emb: torch.Tensor,
+               targets: str) -> torch.Tensor:
+    """The training loss of one batch: contrastive against texts (head 'text') or cross-entropy (head 'linear')."""
+    out = model(batch.visual, batch.vmask, batch.audio, batch.amask)
+    if loss_fn is None:
+        return F.cross_entropy(out, batch.labels)
+    text = class_emb[batch.labels] if targets == "label" else batch.text
+    return loss_fn(out, text, batch.groups)
+
+
+def train_one_epoch(model: nn.Module, loss_fn: nn.Module | None, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, batches: Iterable[Batch],
+                    class_emb: torch.Tensor, targets: str, device: torch.device, bar=None) -> dict[str, float]:
+    """One pass over ``batches``; returns the mean loss, videos seen and seconds."""
+    model.train()
+    t0, total, seen = time.perf_counter(), 0.0, 0
+    for batch in batches:
+        batch = batch.to(device)
+        loss = batch_loss(model, loss_fn, batch, class_emb, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if loss_fn is not None and hasattr(loss_fn, "clamp_"):
+            loss_fn.clamp_()
+        total += float(loss.detach()) * len(batch)
+        seen += len(batch)
+        if bar is not None:
+            bar.update(len(batch))
+            bar.set_postfix(loss=f"{total / seen:.3f}")
+    return {"loss": total / max(1, seen), "videos": seen, "seconds": time.perf_counter() - t0}
+
+
+@dataclass
+class Scores:
+    """Class scores (N, C), true labels (N,) and whether each video had audio (N,)."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+    audio_present: np.ndarray
+
+
+@torch.no_grad()
+def score(model: nn.Module, batches: Iterable[Batch], class_emb: torch.Tensor, head: str,
+          device: torch.device) -> Scores:
+    """Scores of every video: cosine similarity to the class embeddings (paper's test stage) or logits."""
+    model.eval()
+    out, labels, audio = [], [], []
+    for batch in batches:
+        batch = batch.to(device)
+        emb = model(batch.visual, batch.vmask, batch.audio, batch.amask)
+        out.append((emb if head == "linear" else predict(emb, class_emb)).float().cpu())
+        labels.append(batch.labels.cpu())
+        audio.append(batch.amask.any(dim=1).cpu())
+    if not out:
+        return Scores(np.zeros((0, class_emb.shape[0]), np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
+    return Scores(torch.cat(out).numpy(), torch.cat(labels).numpy(), torch.cat(audio).numpy())
+
+
+def accuracy_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:
+    """top-1, top-5 and mean class accuracy (%) of ``scores`` (N, C) against ``labels`` (N,)."""
+    if len(labels) == 0:
+        return {"top1": float("nan"), "top5": float("nan"), "mean_class": float("nan"), "count": 0}
+    k = min(5, scores.shape[1])
+    topk = np.argsort(-scores, axis=1)[:, :k]
+    hit1 = topk[:, 0] == labels
+    hit5 = (topk == labels[:, None]).any(axis=1)
+    per_class = [hit1[labels == c].mean() for c in range(num_classes) if (labels == c).any()]
+    return {"top1": 100.0 * hit1.mean(), "top5": 100.0 * hit5.mean(),
+            "mean_class": 100.0 * float(np.mean(per_class)), "count": int(len(labels))}

@@ -1,0 +1,307 @@
+"""CAV-Net bi-modal video encoder (Hsiao et al., section 3.1), read top to bottom.
+
+    V, A          clip / segment descriptors                    (B, n, Dv), (B, m, Da)
+    -> TokenEmbed  Linear -> LayerNorm -> + position -> dropout  (B, n, d), (B, m, d)
+    -> V_self = B(V, V), A_self = B(A, A)                        eq. 2-3   (self_attn)
+    -> V_fuse = B(V_self, A_self), A_fuse = B(A_self, V_self)    eq. 4-5   (cross_attn)
+    -> X = [V_fuse, A_fuse], final LayerNorm                     eq. 6     (B, n+m, d)
+    -> r(X) = sigmoid(W2 ReLU(W1 X)), z = sum_i r_i X_i          eq. 7-8   (pool='gate')
+    -> LayerNorm -> dropout -> Linear                            (B, text_dim) or (B, C)
+
+Each B(S, T) (eq. 1) is multi-head scaled dot-product attention with N_d = sqrt(d_model / heads), wrapped
+pre-norm: S + Attn(LN(S), LN(T)) followed by S + FFN(LN(S)).
+
+Masking: padded tokens are zeroed at the input, masked as keys in every attention and given pooling
+weight 0, so neither their values nor their number changes the output. A video with no valid audio has
+no audio keys: the cross-attention of its visual tokens adds nothing (V_fuse = V_self + FFN), its audio
+tokens are excluded from X, and z pools only the visual tokens. Rows of attention with no valid key are
+set to zero, never NaN. See docs/model.md for every choice the paper leaves open.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cavnet.fuse.config import FusionConfig
+
+
+def masked_mean_weights(mask: torch.Tensor) -> torch.Tensor:
+    """Pooling weights of a masked mean: 1 / count at valid tokens, 0 elsewhere (all 0 if none valid).
+
+    mask (B, L) bool -> (B, L) float
+    """
+    m = mask.float()
+    return m / m.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+
+class MultiHeadAttention(nn.Module):
+    """Eq. 1: B(S, T) = softmax((Wq S)(Wk T)^T / N_d)(Wv T), over ``heads`` heads, then an output projection.
+
+    N_d = sqrt(head_dim). Keys where ``key_mask`` is False get weight exactly 0; a query with no valid key
+    returns 0.
+    """
+
+    def __init__(self, config: FusionConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.heads = config.heads
+        self.head_dim = d // config.heads
+        self.w_q = nn.Linear(d, d)
+        self.w_k = nn.Linear(d, d)
+        self.w_v = nn.Linear(d, d)
+        self.w_o = nn.Linear(d, d)
+        self.attn_drop = nn.Dropout(config.attn_dropout)
+
+    def forward(self, s: torch.Tensor, t: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """s (B, Ls, d) queries, t (B, Lt, d) keys/values, key_mask (B, Lt) bool -> (B, Ls, d)."""
+        b, ls, d = s.shape
+        lt = t.shape[1]
+        q = self.w_q(s).view(b, ls, self.heads, self.head_dim).transpose(1, 2)  # (B, h, Ls, hd)
+        k = self.w_k(t).view(b, lt, self.heads, self.head_dim).transpose(1, 2)  # (B, h, Lt, hd)
+        v = self.w_v(t).view(b, lt, self.heads, self.head_dim).transpose(1, 2)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, h, Ls, Lt)
+        keep = key_mask[:, None, None, :]
+        # a finite fill (not -inf) keeps all-masked rows NaN-free; multiplying by keep then zeroes them
+        scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+        attn = scores.softmax(dim=-1) * keep
+        attn = self.attn_drop(attn)
+        out = (attn @ v).transpose(1, 2).reshape(b, ls, d)
+        return self.w_o(out)
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP: Linear -> GELU -> dropout -> Linear.  (B, L, d) -> (B, L, d)"""
+
+    def __init__(self, config: FusionConfig) -> None:
+        super().__init__()
+        hidden = max(1, int(round(config.d_model * config.mlp_ratio)))
+        self.fc1 = nn.Linear(config.d_model, hidden)
+        self.fc2 = nn.Linear(hidden, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(F.gelu(self.fc1(x))))
+
+
+class AttentionBlock(nn.Module):
+    """One pre-norm B(S, T) layer: S + drop(Attn(LN(S), LN(T))), then S + drop(FFN(LN(S))).
+
+    ``cross=False`` (eq. 2-3) normalises S and T with the same LayerNorm, since T is S.
+    """
+
+    def __init__(self, config: FusionConfig, cross: bool) -> None:
+        super().__init__()
+        d = config.d_model
+        self.ln_q = nn.LayerNorm(d)
+        self.ln_kv = nn.LayerNorm(d) if cross else None
+        self.attn = MultiHeadAttention(config)
+        self.drop = nn.Dropout(config.dropout)
+        self.ln_ff = nn.LayerNorm(d) if config.mlp_ratio > 0 else None
+        self.ff = FeedForward(config) if config.mlp_ratio > 0 else None
+
+    def forward(self, s: torch.Tensor, t: torch.Tensor, t_mask: torch.Tensor) -> torch.Tensor:
+        """s (B, Ls, d), t (B, Lt, d), t_mask (B, Lt) bool -> (B, Ls, d)."""
+        q = self.ln_q(s)
+        kv = q if self.ln_kv is None else self.ln_kv(t)
+        s = s + self.drop(self.attn(q, kv, t_mask))
+        if self.ff is not None:
+            s = s + self.drop(self.ff(self.ln_ff(s)))
+        return s
+
+
+class TokenEmbed(nn.Module):
+    """Input projection of one modality: zero the padding, Linear(D_in, d) -> LayerNorm -> + position.
+
+    (B, L, D_in), (B, L) bool -> (B, L, d); padded rows are 0 on the way in, so garbage there is inert.
+    """
+
+    def __init__(self, in_dim: int, config: FusionConfig, positions: bool) -> None:
+        super().__init__()
+        self.in_dim = in_dim
+        self.max_len = config.max_len
+        self.in_drop = nn.Dropout(config.input_dropout)
+        self.proj = nn.Linear(in_dim, config.d_model)
+        self.ln = nn.LayerNorm(config.d_model)
+        self.pos = nn.Parameter(torch.zeros(config.max_len, config.d_model)) if positions else None
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = torch.where(mask[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+        x = self.ln(self.proj(self.in_drop(x)))
+        if self.pos is not None:
+            x = x + self.pos[: x.shape[1]]
+        return self.drop(x)
+
+
+class GatePool(nn.Module):
+    """Eq. 7-8: r(X) = sigmoid(W2 ReLU(W1 X)), one scalar per token; z = sum over valid tokens of r_i X_i.
+
+    X (B, L, d), mask (B, L) bool -> z (B, d), pooling weights (B, L) (0 at padded tokens).
+    With ``gate_normalize`` the weights are r_i / sum_j r_j (a gated mean) instead of r_i.
+    """
+
+    def __init__(self, config: FusionConfig) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(config.d_model, config.gate_hidden)
+        self.w2 = nn.Linear(config.gate_hidden, 1)
+        self.normalize = config.gate_normalize
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r = torch.sigmoid(self.w2(F.relu(self.w1(x)))).squeeze(-1) * mask
+        if self.normalize:
+            r = r / r.sum(dim=1, keepdim=True).clamp_min(1e-6)
+        return (r[..., None] * x).sum(dim=1), r
+
+
+class CAVNet(nn.Module):
+    """CAV-Net bi-modal video encoder plus its output head.
+
+    forward(visual (B, n, Dv), visual_mask (B, n) bool, audio (B, m, Da), audio_mask (B, m) bool)
+        -> (B, text_dim) video embedding (head 'text') or (B, C) logits (head 'linear');
+        with ``return_gates=True`` also the pooling weights (B, n_used + m_used), 0 at padded tokens, such
+        that z = sum_i w_i X_i (visual tokens first, then audio; only the streams of ``modalities``).
+    """
+
+    def __init__(self, config: FusionConfig) -> None:
+        super().__init__()
+        if not isinstance(config, FusionConfig):
+            raise TypeError(f"CAVNet expects a FusionConfig, got {type(config).__name__}")
+        self.config = c = config
+        d = c.d_model
+        attend = c.fusion == "cavnet"
+        positions = attend and c.pos_embed
+        self.embed_v = TokenEmbed(c.visual_dim, c, positions) if c.use_visual else None
+        self.embed_a = TokenEmbed(c.audio_dim, c, positions) if c.use_audio else None
+        both = c.use_visual and c.use_audio
+        self.self_v = AttentionBlock(c, cross=False) if attend and c.use_visual and c.self_attn else None
+        self.self_a = AttentionBlock(c, cross=False) if attend and c.use_audio and c.self_attn else None
+        self.cross_v = AttentionBlock(c, cross=True) if attend and both and c.cross_attn else None
+        self.cross_a = AttentionBlock(c, cross=True) if attend and both and c.cross_attn else None
+        self.ln_f = nn.LayerNorm(d) if attend else None
+        self.gate = GatePool(c) if attend and c.pool == "gate" else None
+        streams = int(c.use_visual) + int(c.use_audio)
+        self.late_mlp = None
+        if not attend:
+            self.late_mlp = nn.Sequential(nn.Linear(streams * d, d), nn.GELU(), nn.Dropout(c.dropout))
+        self.ln_head = nn.LayerNorm(d)
+        self.head_drop = nn.Dropout(c.dropout)
+        self.head = nn.Linear(d, c.out_dim)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, TokenEmbed) and module.pos is not None:
+            nn.init.normal_(module.pos, std=0.02)
+
+    # ---- inputs -------------------------------------------------------------------------------------
+
+    def _stream(
+        self, name: str, x: torch.Tensor | None, mask: torch.Tensor | None, embed: TokenEmbed
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Check one stream's shapes, default its mask to all-valid, embed it -> (B, L, d), (B, L) bool."""
+        if x is None:
+            raise ValueError(f"CAVNet(modalities={self.config.modalities!r}) needs the {name} input")
+        if x.dim() != 3 or x.shape[-1] != embed.in_dim:
+            raise ValueError(f"{name} must be (B, L, {embed.in_dim}), got {tuple(x.shape)}")
+        if x.shape[1] > embed.max_len:
+            raise ValueError(f"{name} has {x.shape[1]} tokens, more than max_len={embed.max_len}")
+        if mask is None:
+            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        if mask.shape != x.shape[:2]:
+            raise ValueError(f"{name}_mask must be {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
+        return embed(x, mask.bool()), mask.bool()
+
+    def _inputs(
+        self,
+        visual: torch.Tensor | None,
+        visual_mask: torch.Tensor | None,
+        audio: torch.Tensor | None,
+        audio_mask: torch.Tensor | None,
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Embedded streams in order [visual, audio] (those of ``modalities``), each ((B, L, d), (B, L))."""
+        streams = []
+        if self.embed_v is not None:
+            streams.append(self._stream("visual", visual, visual_mask, self.embed_v))
+        if self.embed_a is not None:
+            a, am = self._stream("audio", audio, audio_mask, self.embed_a)
+            p = self.config.modality_dropout
+            if self.training and p > 0 and self.embed_v is not None:
+                am = am & (torch.rand(am.shape[0], 1, device=am.device) >= p)
+            streams.append((a, am))
+        if len(streams) == 2 and streams[0][0].shape[0] != streams[1][0].shape[0]:
+            raise ValueError("visual and audio must have the same batch size")
+        return streams
+
+    # ---- fusion -------------------------------------------------------------------------------------
+
+    def _fuse(self, streams: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 2-6: self-attention per stream, cross-attention between them, concatenation.
+
+        -> X (B, n+m, d) after the final LayerNorm and zeroed at padded tokens, mask (B, n+m) bool.
+        """
+        pairs = ((self.self_v, self.embed_v), (self.self_a, self.embed_a))
+        blocks = [blk for blk, embed in pairs if embed is not None]  # aligned with streams
+        tokens = [x if blk is None else blk(x, x, mask) for (x, mask), blk in zip(streams, blocks)]  # eq. 2-3
+        masks = [mask for _, mask in streams]
+        if self.cross_v is not None:
+            (v, a), (vm, am) = tokens, masks
+            tokens = [self.cross_v(v, a, am), self.cross_a(a, v, vm)]  # eq. 4-5, both from the self vectors
+        x = torch.cat(tokens, dim=1)  # eq. 6
+        mask = torch.cat(masks, dim=1)
+        x = self.ln_f(x).masked_fill(~mask[..., None], 0.0)
+        return x, mask
+
+    def _pool(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 7-8 (gate) or masked mean.  X (B, L, d), mask (B, L) -> z (B, d), weights (B, L)."""
+        if self.gate is not None:
+            return self.gate(x, mask)
+        w = masked_mean_weights(mask)
+        return (w[..., None] * x).sum(dim=1), w
+
+    def _late(self, streams: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Late-fusion baseline: masked mean of each stream, no attention, concatenated, MLP -> (B, d)."""
+        pooled, weights = [], []
+        for x, mask in streams:
+            w = masked_mean_weights(mask)
+            pooled.append((w[..., None] * x).sum(dim=1))
+            weights.append(w)
+        return self.late_mlp(torch.cat(pooled, dim=-1)), torch.cat(weights, dim=1)
+
+    def forward(
+        self,
+        visual: torch.Tensor | None = None,
+        visual_mask: torch.Tensor | None = None,
+        audio: torch.Tensor | None = None,
+        audio_mask: torch.Tensor | None = None,
+        return_gates: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(B, n, Dv), (B, n), (B, m, Da), (B, m) -> (B, out_dim) [, pooling weights (B, L)].
+
+        Masks default to all-valid; the input of a modality not in ``modalities`` is ignored.
+        """
+        streams = self._inputs(visual, visual_mask, audio, audio_mask)
+        if self.late_mlp is not None:
+            z, weights = self._late(streams)
+        else:
+            z, weights = self._pool(*self._fuse(streams))
+        out = self.head(self.head_drop(self.ln_head(z)))
+        return (out, weights) if return_gates else out
+
+    # ---- testing stage ------------------------------------------------------------------------------
+
+    @staticmethod
+    def predict(video_emb: torch.Tensor, class_emb: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of each video to each class text: (B, D), (C, D) -> (B, C) scores."""
+        return F.normalize(video_emb.float(), dim=-1) @ F.normalize(class_emb.float(), dim=-1).T
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

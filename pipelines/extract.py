@@ -1,0 +1,125 @@
+"""Stage one, wired: plan shards, run them on Dask, embed texts, consolidate the store.
+
+A rerun of the same command skips committed shards and deletes stray ``.tmp`` files; once the store is
+consolidated (and its shard folder removed) a rerun is a no-op. A different configuration or corpus for
+an existing store or shard folder is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import h5py
+
+from cavnet import __version__
+from cavnet.errors import CavnetError
+from cavnet.extract.backbones import get_spec
+from cavnet.extract.config import ExtractConfig, RunOptions
+from cavnet.extract.manifest import Manifest
+from cavnet.extract.store import StoreDims, consolidate, read_shard
+from cavnet.pipelines.extract_texts import embed_texts
+from cavnet.pipelines.extract_worker import ShardSpec
+
+
+@dataclass
+class ExtractSummary:
+    store: Path
+    videos: int
+    counts: dict[str, int] = field(default_factory=dict)
+    shards_run: int = 0
+    shards_skipped: int = 0
+    seconds: float = 0.0
+    already_done: bool = False
+
+
+def _corpus_key(manifest: Manifest) -> str:
+    h = hashlib.sha256()
+    for r in manifest.rows:
+        h.update(f"{r.video_id}\t{r.split}\t{r.label}\n".encode())
+    return h.hexdigest()
+
+
+def _plan(shard_dir: Path, config: ExtractConfig, manifest: Manifest, shard_size: int) -> list[ShardSpec]:
+    """Shards of the manifest; the plan is recorded once so that reruns cut the corpus the same way."""
+    plan_file = shard_dir / "plan.json"
+    key = {"config": config.content_key(), "corpus": _corpus_key(manifest)}
+    if plan_file.exists():
+        recorded = json.loads(plan_file.read_text())
+        if recorded["key"] != key:
+            what = "corpus" if recorded["key"]["corpus"] != key["corpus"] else "configuration"
+            raise CavnetError(f"{shard_dir} holds shards of another {what}; use another --out or delete it")
+        shard_size = recorded["shard_size"]
+    else:
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        plan_file.write_text(json.dumps({"key": key, "shard_size": shard_size}, indent=1))
+    rows = manifest.rows
+    return [ShardSpec(i, start, rows[start:start + shard_size], str(shard_dir / f"shard-{i:05d}.h5"))
+            for i, start in enumerate(range(0, len(rows), shard_size))]
+
+
+def check_existing_store(out: Path, config: ExtractConfig, manifest: Manifest) -> bool:
+    """True when ``out`` is already this extraction, finished; refuses a store of another config."""
+    if not out.exists():
+        return False
+    try:
+        with h5py.File(out, "r") as f:
+            recorded = ExtractConfig.from_json(f.attrs["config"])
+            ids = [s.decode() if isinstance(s, bytes) else s for s in f["videos/id"][()]]
+    except (OSError, KeyError) as exc:
+        raise CavnetError(f"{out} exists but is not a cavnet store ({exc}); use another --out") from None
+    if recorded.content_key() != config.content_key():
+        diff = _first_difference(recorded.content_key(), config.content_key())
+        raise CavnetError(f"{out} was extracted with a different configuration ({diff}); use another --out")
+    if ids != [r.video_id for r in manifest.rows]:
+        raise CavnetError(f"{out} holds another corpus ({len(ids)} videos); use another --out")
+    return True
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+                return _first_difference(a[k], b[k], prefix + k + ".")
+            return f"{prefix}{k}: store has {a.get(k)!r}, asked {b.get(k)!r}"
+    return "none"
+
+
+def run_extract(manifest: Manifest, config: ExtractConfig, opts: RunOptions, out: Path,
+                echo: Callable[[str], None] = print, progress: bool = True) -> ExtractSummary:
+    """Extract ``manifest`` into the store ``out``; returns counts by status (they add up to the manifest)."""
+    t0 = time.perf_counter()
+    if len(manifest) == 0:
+        raise CavnetError("the manifest selects no videos (check --split and --limit)")
+    if check_existing_store(out, config, manifest):
+        return ExtractSummary(out, len(manifest), _store_counts(out), already_done=True,
+                              seconds=time.perf_counter() - t0)
+    shard_dir = out.with_name(out.name + ".shards")
+    shards = _plan(shard_dir, config, manifest, opts.shard_size)
+    for stray in shard_dir.glob("*.tmp"):
+        stray.unlink()
+    todo = [s for s in shards if not Path(s.path).exists()]
+    if todo:
+        from cavnet.pipelines.extract_run import run_shards
+        run_shards(todo, config, opts, len(manifest), len(shards) - len(todo), echo, progress)
+    dims = StoreDims(config.sampling.clips, config.audio_sampling.segments,
+                     get_spec(config.visual).out_dim, get_spec(config.audio).out_dim)
+    texts = embed_texts(manifest, config, opts.device)
+    consolidate(out, [Path(s.path) for s in shards], manifest, dims, texts, config.to_json(), __version__)
+    shutil.rmtree(shard_dir)
+    return ExtractSummary(out, len(manifest), _store_counts(out), len(todo), len(shards) - len(todo),
+                          time.perf_counter() - t0)
+
+
+def _store_counts(out: Path) -> dict[str, int]:
+    with h5py.File(out, "r") as f:
+        statuses = [s.decode() if isinstance(s, bytes) else s for s in f["videos/status"][()]]
+    counts: dict[str, int] = {}
+    for s in statuses:
+        counts[s] = counts.get(s, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))

@@ -1,0 +1,64 @@
+"""Build the manifest and the extraction config a command asked for (shared by extract, finetune, probe)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cavnet.errors import CavnetError
+from cavnet.extract.config import AudioSampling, ClipSampling, ExtractConfig
+from cavnet.extract.manifest import Manifest
+
+SYNTH_DEFAULT = Path.home() / ".cache" / "cavnet" / "av-synth"
+
+
+def load_manifest(dataset: str, root: Path | None = None, manifest: Path | None = None,
+                  splits: tuple[str, ...] | None = None, limit: int | None = None,
+                  synth_videos: int = 200, synth_classes: int = 8, seed: int = 0) -> Manifest:
+    """The manifest of ``dataset`` (k400 | csv | synth), restricted to ``splits`` and ``limit``."""
+    from cavnet.extract.datasets import read_csv_manifest, read_k400
+
+    if dataset == "k400":
+        if root is None:
+            raise CavnetError("--dataset k400 needs --root")
+        m = read_k400(root)
+    elif dataset == "csv":
+        if manifest is None:
+            raise CavnetError("--dataset csv needs --manifest F.csv")
+        m = read_csv_manifest(manifest, root)
+    elif dataset == "synth":
+        root = root or SYNTH_DEFAULT
+        if not (root / "train.csv").exists():
+            from cavnet.extract.synth import synth
+
+            synth(root, videos=synth_videos, classes=synth_classes, seed=seed)
+        m = read_k400(root)
+    else:
+        raise CavnetError(f"unknown dataset {dataset!r}; use k400, csv or synth")
+    selected = m.select(splits, limit)
+    if len(selected) == 0:
+        raise CavnetError(f"no videos in split(s) {','.join(splits or ())} of this {dataset} corpus")
+    return selected
+
+
+def extract_config(visual: str, audio: str, visual_weights: Path | None, audio_weights: Path | None,
+                   text_model: str, prompt: str, clips: int, segments: int) -> ExtractConfig:
+    """An ExtractConfig with the audio front end the audio backbone expects and the weights' hashes."""
+    from cavnet.extract.backbones import get_spec
+    from cavnet.extract.backbones.weights import file_sha256
+
+    try:
+        vspec, aspec = get_spec(visual), get_spec(audio)
+    except KeyError as exc:
+        raise CavnetError(str(exc.args[0])) from None
+    if vspec.modality != "visual" or aspec.modality != "audio":
+        raise CavnetError(f"--visual {visual} must be a visual backbone and --audio {audio} an audio one")
+    if "{label}" not in prompt:
+        raise CavnetError("--prompt must contain {label}")
+    return ExtractConfig(
+        visual=visual, audio=audio,
+        visual_weights=str(visual_weights) if visual_weights else None,
+        audio_weights=str(audio_weights) if audio_weights else None,
+        visual_weights_sha256=file_sha256(visual_weights) if visual_weights else None,
+        audio_weights_sha256=file_sha256(audio_weights) if audio_weights else None,
+        sampling=ClipSampling(clips=clips), audio_sampling=AudioSampling(segments=segments),
+        logmel=aspec.logmel, text_model=text_model, prompt_template=prompt)

@@ -1,0 +1,203 @@
+"""Backbones: every registered network runs and has the right output; architecture facts of the references;
+checkpoint loading in every accepted layout and every kind of mismatch."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from cavnet.extract.backbones import create_backbone, get_spec, list_backbones
+from cavnet.extract.backbones.audio_cnn import VGGish
+from cavnet.extract.backbones.resnext3d import RESNEXT3D_101, ResNeXt3D
+from cavnet.extract.backbones.weights import WeightsError, file_sha256, load_weights
+
+# (T, H, W) per visual backbone; the default is the real 16 x 112 x 112. 152 is the slowest on CPU, and its
+# pooling is adaptive, so a smaller frame does for a smoke test.
+_CLIP_SIZE = {"resnext3d-152": (16, 64, 64)}
+
+
+def _example_input(name: str) -> torch.Tensor:
+    spec = get_spec(name)
+    batch = 2 if name.endswith("-tiny") else 1
+    g = torch.Generator().manual_seed(0)
+    if spec.modality == "visual":
+        return torch.randn(batch, 3, *_CLIP_SIZE.get(name, (16, 112, 112)), generator=g)
+    assert spec.logmel is not None
+    return torch.randn(batch, 1, spec.logmel.example_frames, spec.logmel.n_mels, generator=g)
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_every_backbone_forward(name: str) -> None:
+    spec = get_spec(name)
+    model = create_backbone(name)
+    assert not model.training and model.out_dim == spec.out_dim
+    x = _example_input(name)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (x.shape[0], spec.out_dim)
+    assert torch.isfinite(y).all()
+    assert y.abs().sum() > 0
+    if x.shape[0] > 1:  # different inputs, different features
+        assert not torch.allclose(y[0], y[1])
+
+
+def test_registry_lists_both_modalities() -> None:
+    assert {"resnext3d-50", "resnext3d-101", "resnext3d-152", "resnext3d-tiny"} <= set(list_backbones("visual"))
+    assert {"vggish", "resnet50-audio", "audio-cnn-tiny"} <= set(list_backbones("audio"))
+    assert get_spec("resnet50-audio").logmel.n_mels == 128
+    assert get_spec("vggish").logmel.n_mels == 64
+
+
+def test_resnext101_matches_reference() -> None:
+    """47.5 M parameters without fc; the stage shapes of Hara et al. on a 16 x 112 x 112 clip."""
+    with torch.device("meta"):  # no memory, no compute: shapes only
+        model = ResNeXt3D(RESNEXT3D_101)
+        shapes = {}
+        for k in range(1, 5):
+            getattr(model, f"layer{k}").register_forward_hook(
+                lambda m, i, o, k=k: shapes.__setitem__(k, tuple(o.shape)))
+        out = model(torch.empty(2, 3, 16, 112, 112))
+    n_params = sum(p.numel() for p in model.parameters())
+    assert abs(n_params - 47.5e6) / 47.5e6 < 0.005, n_params
+    assert shapes == {1: (2, 256, 8, 28, 28), 2: (2, 512, 4, 14, 14), 3: (2, 1024, 2, 7, 7),
+                      4: (2, 2048, 1, 4, 4)}
+    assert tuple(out.shape) == (2, 2048)
+    keys = model.state_dict().keys()
+    for key in ("conv1.weight", "bn1.running_var", "layer3.22.conv2.weight", "layer1.0.downsample.0.weight",
+                "layer4.0.downsample.1.running_mean", "layer4.2.bn3.bias"):
+        assert key in keys
+    assert "layer1.1.downsample.0.weight" not in keys and not any(k.startswith("fc.") for k in keys)
+    assert model.state_dict()["layer3.0.conv2.weight"].shape == (512, 16, 3, 3, 3)  # 32 groups of 16
+
+
+def test_vggish_keys_and_strict_input() -> None:
+    with torch.device("meta"):
+        model = VGGish()
+    convs = [0, 3, 6, 8, 11, 13]
+    want = {f"features.{i}.{p}" for i in convs for p in ("weight", "bias")}
+    want |= {f"embeddings.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")}
+    assert set(model.state_dict()) == want
+    assert model.state_dict()["embeddings.0.weight"].shape == (4096, 512 * 6 * 4)
+    with pytest.raises(ValueError, match="96, 64"):
+        model(torch.empty(1, 1, 100, 64, device="meta"))
+
+
+# --- checkpoints -----------------------------------------------------------------------------------------
+
+def _trained_tiny() -> torch.nn.Module:
+    """A resnext3d-tiny whose every tensor (BN statistics included) differs from a fresh one."""
+    model = create_backbone("resnext3d-tiny")
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                t.add_(0.1 * torch.rand(t.shape, generator=g))  # positive: running_var stays valid
+            else:
+                t.fill_(7)
+    return model
+
+
+def _save(obj: object, path: Path) -> Path:
+    torch.save(obj, path)
+    return path
+
+
+def _released(state: dict[str, torch.Tensor]) -> dict[str, object]:
+    sd = {f"module.{k}": v for k, v in state.items()}
+    sd["module.fc.weight"] = torch.randn(400, 256)
+    sd["module.fc.bias"] = torch.randn(400)
+    return {"epoch": 200, "arch": "resnext-101", "state_dict": sd,
+            "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "momentum": 0.9, "params": [0, 1]}]}}
+
+
+@pytest.mark.parametrize("layout", ["released", "bare", "bare-module", "model"])
+def test_load_weights_layouts(layout: str, tmp_path: Path) -> None:
+    src = _trained_tiny()
+    state = src.state_dict()
+    obj = {"released": lambda: _released(state),
+           "bare": lambda: dict(state),
+           "bare-module": lambda: {f"module.{k}": v for k, v in state.items()},
+           "model": lambda: {"model": dict(state)}}[layout]()
+    path = _save(obj, tmp_path / "w.pth")
+    dst = create_backbone("resnext3d-tiny")
+    x = torch.randn(2, 3, 8, 48, 48)
+    with torch.no_grad():
+        assert not torch.allclose(src(x), dst(x))
+        digest = load_weights(dst, path, modality_hint="visual")
+        assert torch.equal(src(x), dst(x))
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest() == file_sha256(path)
+    for k, v in src.state_dict().items():
+        assert torch.equal(v, dst.state_dict()[k]), k
+
+
+def test_load_weights_old_checkpoint(tmp_path: Path) -> None:
+    """Checkpoints saved before PyTorch 0.4.1 (like the 2017 releases): legacy (non-zip) serialisation and
+    no batch-norm num_batches_tracked counters."""
+    src = _trained_tiny()
+    state = {k: v for k, v in src.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "old.pth"
+    torch.save(_released(state), path, _use_new_zipfile_serialization=False)
+    dst = create_backbone("resnext3d-tiny")
+    load_weights(dst, path)
+    assert torch.equal(dst.state_dict()["layer2.0.conv2.weight"], state["layer2.0.conv2.weight"])
+    assert torch.equal(dst.state_dict()["bn1.running_var"], state["bn1.running_var"])
+
+
+def _edited(edit: str) -> dict[str, torch.Tensor]:
+    state = dict(_trained_tiny().state_dict())
+    if edit == "missing":
+        del state["layer2.0.conv2.weight"]
+    elif edit == "unexpected":
+        state["layer5.0.conv1.weight"] = torch.zeros(1)
+    else:
+        state["conv1.weight"] = torch.zeros(16, 3, 3, 7, 7)
+    return state
+
+
+@pytest.mark.parametrize("edit, words", [
+    ("missing", ["1 missing keys", "layer2.0.conv2.weight"]),
+    ("unexpected", ["1 unexpected keys", "layer5.0.conv1.weight"]),
+    ("shape", ["1 shape mismatches", "conv1.weight (16, 3, 3, 7, 7) vs model (16, 3, 7, 7, 7)"]),
+])
+def test_load_weights_mismatch(edit: str, words: list[str], tmp_path: Path) -> None:
+    path = _save(_released(_edited(edit)), tmp_path / "bad.pth")
+    dst = create_backbone("resnext3d-tiny")
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(WeightsError) as info:
+        load_weights(dst, path, modality_hint="visual")
+    msg = str(info.value)
+    assert isinstance(info.value, ValueError) and "\n" not in msg
+    assert "visual weights" in msg and str(path) in msg and "resnext-101" in msg
+    for w in words:
+        assert w in msg
+    assert all(torch.equal(v, dst.state_dict()[k]) for k, v in before.items())  # untouched on failure
+
+
+def test_load_weights_wrong_network(tmp_path: Path) -> None:
+    path = _save(create_backbone("audio-cnn-tiny").state_dict(), tmp_path / "audio.pth")
+    with pytest.raises(WeightsError, match=r"\d+ missing keys .*\d+ unexpected keys"):
+        load_weights(create_backbone("resnext3d-tiny"), path)
+
+
+def test_load_weights_untrusted_pickle(tmp_path: Path) -> None:
+    src = _trained_tiny()
+    path = _save({"state_dict": src.state_dict(), "opt": argparse.Namespace(lr=0.1)}, tmp_path / "p.pth")
+    dst = create_backbone("resnext3d-tiny")
+    with pytest.raises(WeightsError, match="argparse.Namespace.*trust=True"):
+        load_weights(dst, path)
+    load_weights(dst, path, trust=True)
+    assert torch.equal(dst.state_dict()["conv1.weight"], src.state_dict()["conv1.weight"])
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", None])
+def test_load_weights_unreadable(content: bytes | None, tmp_path: Path) -> None:
+    path = tmp_path / "w.pth"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(WeightsError, match="w.pth") as info:
+        load_weights(create_backbone("resnext3d-tiny"), path, trust=True)
+    assert "\n" not in str(info.value)
