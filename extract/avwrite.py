@@ -35,6 +35,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndar
                 sample_rate = 48000 if sample_rate not in (8000, 12000, 16000, 24000, 48000) else sample_rate
             astream = container.add_stream(acodec, rate=sample_rate)
             astream.layout = "mono" if audio.shape[0] == 1 else "stereo"
+            if acodec == "aac":
+                astream.options = {"aac_coder": "fast"}
         for i in range(t):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i, :h, :w]), format="rgb24")
             container.mux(vs.encode(frame))

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ..errors import CavnetError
 from .manifest import Manifest, ManifestRow
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,10 @@ _K400_COLUMNS = ("youtube_id", "time_start", "time_end")
 _OFFICIAL_CSV_ORDER = {"train": 0, "validate": 1, "val": 1, "validation": 1, "test": 2}
 
 
-class DatasetError(ValueError):
-    """Bad dataset input: no CSV found, missing columns, an unreadable file or a malformed row."""
+class DatasetError(CavnetError):
+    """Bad dataset input: no CSV found, missing columns, an unreadable file or a malformed row.
+
+    A ``ValueError`` (through ``CavnetError``), so the CLI reports it as one line with exit code 2."""
 
 
 def normalise_split(name: str) -> str:

@@ -119,7 +119,7 @@ def modality_cap(table: list[SynthClass], modality: Literal["visual", "sound", "
 
 
 @dataclass(frozen=True)
-class _VideoSpec:
+class VideoSpec:
     """Everything needed to render one video, picklable for the encoding pool."""
 
     index: int
@@ -188,18 +188,18 @@ def _bounce(p0: float, v: float, t: np.ndarray, span: int) -> np.ndarray:
     return np.where(x > span, 2 * span - x, x).astype(int)
 
 
-def render_frames(spec: _VideoSpec) -> np.ndarray:
+def render_frames(spec: VideoSpec) -> np.ndarray:
     """Frames ``(T, H, W, 3)`` uint8: a moving pattern over a tinted, noisy background."""
     rng = np.random.default_rng([spec.seed, spec.index, 1])
     (w, h), pattern = spec.size, VISUAL_PATTERNS[spec.visual]
     t_frames = max(1, int(round(spec.duration * spec.fps)))
-    tint = rng.uniform(60, 140) + rng.uniform(-25, 25, size=3)
+    tint = rng.uniform(50, 130) + rng.uniform(-15, 15, size=3)
     texture = rng.normal(0, rng.uniform(4, 14), size=(h // 4 + 1, w // 4 + 1, 1))
     static = tint + np.repeat(np.repeat(texture, 4, 0), 4, 1)[:h, :w]
     backgrounds = [np.clip(static + rng.normal(0, 5, size=(h, w, 3)), 0, 255).astype(np.uint8)
                    for _ in range(3)]
     rgb = np.clip(np.array(pattern.rgb) + rng.integers(-15, 16, size=3), 0, 255).astype(np.uint8)
-    s = int(min(w, h) * rng.uniform(0.4, 0.55))
+    s = int(min(w, h) * rng.uniform(0.5, 0.7))
     colours, mask = _sprite(pattern.shape, rgb, s)
     t = np.arange(t_frames)
     speed = rng.uniform(0.5, 2.5, size=2) * rng.choice([-1, 1], size=2)
@@ -220,21 +220,25 @@ def _tone(freq: np.ndarray | float, sr: int, n: int) -> np.ndarray:
     return np.sin(phase)
 
 
+def _gate(t: np.ndarray, rate: float, duty: float, rng: np.random.Generator) -> np.ndarray:
+    """A 0/1 on-off envelope at ``rate`` Hz, on for ``duty`` of each period, random phase."""
+    return (np.mod(t * rate + rng.uniform(), 1.0) < duty).astype(float)
+
+
 def _sound(kind: str, sr: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """The clean ``(n,)`` signal of one sound pattern, pitch jittered by a few percent."""
     t = np.arange(n) / sr
     k = rng.uniform(0.97, 1.03)
-    gate = lambda rate, duty: (np.mod(t * rate + rng.uniform(), 1.0) < duty).astype(float)  # noqa: E731
     if kind == "hum":
         return _tone(220 * k, sr, n) + 0.5 * _tone(440 * k, sr, n) + 0.25 * _tone(660 * k, sr, n)
     if kind == "whistle":
         return _tone(2000 * k + 30 * np.sin(2 * np.pi * 5 * t), sr, n)
     if kind == "beep":
-        return _tone(1000 * k, sr, n) * gate(4, 0.5)
+        return _tone(1000 * k, sr, n) * _gate(t, 4, 0.5, rng)
     if kind == "chirp":
         return _tone(300 * k * 10 ** np.mod(t, 1.0), sr, n)  # 300 -> 3000 Hz each second
     if kind == "bursts":
-        return rng.uniform(-1, 1, n) * gate(2, 0.3)
+        return rng.uniform(-1, 1, n) * _gate(t, 2, 0.3, rng)
     if kind == "buzz":
         return sum(_tone(500 * k * h, sr, n) / h for h in (1, 3, 5, 7) if 500 * k * h < sr / 2)
     if kind == "knock":
@@ -245,7 +249,7 @@ def _sound(kind: str, sr: int, n: int, rng: np.random.Generator) -> np.ndarray:
     raise ValueError(f"unknown sound kind {kind!r}")
 
 
-def render_audio(spec: _VideoSpec) -> np.ndarray:
+def render_audio(spec: VideoSpec) -> np.ndarray:
     """Audio ``(channels, samples)`` float32 in [-1, 1]: the sound pattern plus background noise."""
     rng = np.random.default_rng([spec.seed, spec.index, 2])
     n = int(round(spec.duration * spec.sample_rate))
@@ -298,7 +302,7 @@ def _split_labels(videos: int, classes: int, rng: np.random.Generator) -> list[t
     return out
 
 
-def _plan(videos: int, classes: int, seed: int) -> list[_VideoSpec]:
+def _plan(videos: int, classes: int, seed: int) -> list[VideoSpec]:
     """The deterministic per-video plan for a seed; independent of the number of workers."""
     rng = np.random.default_rng(seed)
     table = class_table(classes)
@@ -313,7 +317,7 @@ def _plan(videos: int, classes: int, seed: int) -> list[_VideoSpec]:
     for i, (split, label) in enumerate(labels):
         r = np.random.default_rng([seed, i, 0])
         cls = table[label]
-        specs.append(_VideoSpec(
+        specs.append(VideoSpec(
             index=i, youtube_id=ids[i], time_start=int(r.integers(0, 300)), split=split, label=label,
             visual=[p.key for p in VISUAL_PATTERNS].index(cls.visual),
             sound=[p.key for p in SOUND_PATTERNS].index(cls.sound),
@@ -341,7 +345,7 @@ def _truncate(path: Path, keep: float = 0.55) -> None:
     path.write_bytes(data[:int(len(data) * keep)])
 
 
-def _make_video(job: tuple[_VideoSpec, str]) -> str:
+def _make_video(job: tuple[VideoSpec, str]) -> str:
     """Render, encode and (for broken ones) damage one video; returns its id."""
     spec, out = job
     path = Path(out) / spec.split / f"{spec.video_id}.mp4"
@@ -362,7 +366,7 @@ def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
         writer.writerows(rows)
 
 
-def _write_tables(out: Path, specs: list[_VideoSpec], table: list[SynthClass], seed: int) -> None:
+def _write_tables(out: Path, specs: list[VideoSpec], table: list[SynthClass], seed: int) -> None:
     """train.csv, validate.csv, test.csv (no label column), captions.csv and classes.csv."""
     for split, name in (("train", "train.csv"), ("val", "validate.csv"), ("test", "test.csv")):
         rows = [[table[s.label].name, s.youtube_id, s.time_start, s.time_start + 10, s.split]
