@@ -16,6 +16,7 @@ from typing import Callable
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 from .config import ClipSampling, LogMel
 from .sampling import uniform_starts, valid_count
@@ -27,6 +28,7 @@ STATUSES = (OK, NO_AUDIO, SHORT_DECODE, DECODE_ERROR, MISSING_FILE, EMPTY_FILE, 
 SHORT_FRACTION = 0.8  # decoded frames / duration below this share of the container's figure: short_decode
 MAX_PACKET_ERRORS = 16  # undecodable packets skipped before giving up on the file
 _MAX_MESSAGE = 240
+_ATTACHED_PIC = av.stream.Disposition.attached_pic  # album art: a video stream that is not a video
 
 
 @dataclass
@@ -89,12 +91,12 @@ def decode_video(path: str, sampling: ClipSampling, logmel: LogMel, segments: in
 
 def _decode_container(container: av.container.InputContainer, sampling: ClipSampling, logmel: LogMel,
                       segments: int, threads: int) -> DecodedVideo:
-    vstream = container.streams.video[0] if container.streams.video else None
+    vstream = next((s for s in container.streams.video if not s.disposition & _ATTACHED_PIC), None)
     astream = container.streams.audio[0] if container.streams.audio and segments > 0 else None
     audio = _AudioCollector(logmel.sample_rate) if astream is not None else None
     if vstream is None:
         errors, message = _demux(container, None, astream, None, audio)
-        wave = audio.finish() if audio is not None else None
+        wave = _trim_padding(audio.finish(), astream, logmel.sample_rate) if audio is not None else None
         duration = len(wave) / logmel.sample_rate if wave is not None else _container_seconds(container)
         return _result(sampling, NO_VIDEO, message or "no video stream", wave, 0.0, duration)
 
@@ -111,17 +113,20 @@ def _decode_container(container: av.container.InputContainer, sampling: ClipSamp
     on_video = _video_handler(clips, origin, fps)
     errors, message = _demux(container, vstream, astream, on_video, audio)
     wave = _trim_padding(audio.finish(), astream, logmel.sample_rate) if audio is not None else None
+    if audio is not None and audio.errors:
+        errors, message = errors + audio.errors, message or audio.error
 
     frames, times = clips.finish()
     decoded = clips.last_time + 1.0 / fps if clips.seen else 0.0
     if clips.seen == 0 or frames.shape[0] == 0:
         return _result(sampling, DECODE_ERROR, message or "no video frame decoded", wave, fps, 0.0)
-    status, error = _status(clips.seen, decoded, expected, fps, vstream.frames, errors, message, wave)
+    status, error = _status(clips.seen, decoded, expected, fps, vstream.frames, errors, message,
+                            segments > 0 and wave is None)
     return DecodedVideo(frames, times, wave, fps, decoded, status, error)
 
 
 def _status(seen: int, decoded: float, expected: float, fps: float, container_frames: int, errors: int,
-            message: str, wave: np.ndarray | None) -> tuple[str, str]:
+            message: str, audio_missing: bool) -> tuple[str, str]:
     """Status of a file that gave at least one clip."""
     short_count = container_frames > 0 and seen < SHORT_FRACTION * container_frames
     short_time = expected > 0 and decoded < SHORT_FRACTION * expected
@@ -130,7 +135,7 @@ def _status(seen: int, decoded: float, expected: float, fps: float, container_fr
             total = container_frames if container_frames > 0 else round(expected * fps)
             message = f"decoded {seen} of {total} frames ({decoded:.2f} of {expected:.2f} s)"
         return SHORT_DECODE, message
-    if wave is None:
+    if audio_missing:
         return NO_AUDIO, ""
     return OK, ""
 
@@ -206,6 +211,7 @@ class _ClipCollector:
         self.length = sampling.frames
         self.size = sampling.size
         self.side = max(sampling.short_side, sampling.size)
+        self.scaler = VideoReformatter()  # one swscale context for the whole file, not one per frame
         self.step = 1.0 / fps
         self.eps = 0.25 / fps  # time-base rounding must not push a clip one frame late
         n = len(starts)
@@ -235,11 +241,13 @@ class _ClipCollector:
             self.lo += 1
 
     def _convert(self, frame: av.VideoFrame) -> np.ndarray:
-        """``(S, S, 3)`` uint8: short side resized in swscale, centre crop sliced, display rotation applied."""
+        """``(S, S, 3)`` uint8: short side resized in swscale (area averaging: anti-aliased downscale, and
+        faster than its bilinear here), centre crop sliced, display rotation applied."""
         w, h = frame.width, frame.height
         scale = self.side / min(w, h)
         nw, nh = max(self.side, round(w * scale)), max(self.side, round(h * scale))
-        rgb = frame.reformat(width=nw, height=nh, format="rgb24", threads=1).to_ndarray()
+        rgb = self.scaler.reformat(frame, width=nw, height=nh, format="rgb24", interpolation="AREA",
+                                   threads=1).to_ndarray()
         top, left = (nh - self.size) // 2, (nw - self.size) // 2
         crop = rgb[top:top + self.size, left:left + self.size]
         turns = int(round(frame.rotation / 90.0)) % 4 if frame.rotation else 0
@@ -265,14 +273,19 @@ class _AudioCollector:
         self.resampler: av.AudioResampler | None = None
         self.key: tuple | None = None
         self.chunks: list[np.ndarray] = []
+        self.errors, self.error = 0, ""
 
     def push(self, frame: av.AudioFrame) -> None:
-        key = (frame.format.name, frame.layout.name, frame.sample_rate)
-        if key != self.key:
-            self._pull(None)
-            self.resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
-            self.key = key
-        self._pull(frame)
+        try:
+            key = (frame.format.name, frame.layout.name, frame.sample_rate)
+            if key != self.key:
+                self._pull(None)
+                self.resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+                self.key = key
+            self._pull(frame)
+        except Exception as exc:  # a frame the resampler cannot take: drop it, keep the video going
+            self.errors, self.error = self.errors + 1, self.error or f"audio: {error_message(exc)}"
+            self.resampler, self.key = None, None
 
     def _pull(self, frame: av.AudioFrame | None) -> None:
         if self.resampler is None:
@@ -282,7 +295,10 @@ class _AudioCollector:
 
     def finish(self) -> np.ndarray | None:
         """``(samples,)`` float32, or None when nothing was decoded."""
-        self._pull(None)
+        try:
+            self._pull(None)
+        except Exception as exc:
+            self.errors, self.error = self.errors + 1, self.error or f"audio: {error_message(exc)}"
         self.resampler, self.key = None, None
         if not self.chunks:
             return None
@@ -328,16 +344,22 @@ def _container_seconds(container: av.container.InputContainer) -> float | None:
 
 
 def _scan_seconds(path: str, fps: float) -> float:
-    """Duration of a file whose header has none: one packet-only pass (no decoding) over the video."""
+    """Duration of a file whose header has none (raw H.264, some streams): one packet-only pass (no
+    decoding) over the video; the pts span, or the packet count at ``fps`` when packets carry no pts."""
     times: list[float] = []
+    count = 0
     try:
         with av.open(path) as container:
             for packet in container.demux(container.streams.video[0]):
+                if packet.size == 0:
+                    continue
+                count += 1
                 if packet.pts is not None:
                     times.append(float(packet.pts * packet.time_base))
     except Exception:  # whatever was read before the damage still counts
         pass
-    return max(times) - min(times) + 1.0 / fps if times else 0.0
+    span = max(times) - min(times) + 1.0 / fps if times else 0.0
+    return max(span, count / fps)
 
 
 def normalise_clips(clips: np.ndarray, sampling: ClipSampling) -> torch.Tensor:

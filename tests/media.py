@@ -54,9 +54,10 @@ def make_video(path: str | Path, seconds: float = 2.0, fps: float = 25, size: tu
 
 
 def write_av(path: str | Path, frames: np.ndarray, times: np.ndarray, audio: np.ndarray | None = None,
-             rate: int = 16000) -> None:
+             rate: int = 16000, rotation: int = 0) -> None:
     """H.264 frames ``(T, H, W, 3)`` shown at ``times`` seconds (any spacing: variable frame rate),
-    yuv444p when a side is odd; optional ``audio`` ``(channels, samples)`` with 1, 2 or 6 channels."""
+    yuv444p when a side is odd; optional ``audio`` ``(channels, samples)`` with 1, 2 or 6 channels;
+    ``rotation`` degrees counter-clockwise in the display matrix (a phone's "rotate=90" is -90)."""
     path = Path(path)
     _, h, w, _ = frames.shape
     with av.open(str(path), "w") as container:
@@ -65,6 +66,8 @@ def write_av(path: str | Path, frames: np.ndarray, times: np.ndarray, audio: np.
         vs.pix_fmt = "yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p"
         vs.options = {"preset": "ultrafast", "tune": "zerolatency"}
         vs.codec_context.time_base = Fraction(1, 1000)
+        if rotation:
+            vs.set_display_rotation(rotation)
         astream = None if audio is None else _audio_stream(container, path.suffix, audio.shape[0], rate)
         for image, t in zip(frames, times):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
@@ -96,13 +99,40 @@ def _encode_audio(container: av.container.OutputContainer, stream: av.AudioStrea
 
 
 def make_audio_only(path: str | Path, seconds: float = 1.0, rate: int = 16000, channels: int = 1,
-                    hz: float = 440.0) -> Path:
-    """An audio-only file (AAC in .m4a/.mp4, Opus in .webm, MP2 in .ts)."""
+                    hz: float = 440.0, cover: bool = False) -> Path:
+    """An audio-only file (AAC in .m4a/.mp4, Opus in .webm); ``cover`` adds an attached-picture (album art)
+    MJPEG stream, which is a video stream that is not a video (.mp4 only)."""
     path = Path(path)
     with av.open(str(path), "w") as container:
         stream = _audio_stream(container, path.suffix, channels, rate)
+        if cover:
+            art = container.add_stream("mjpeg", rate=1)
+            art.width, art.height, art.pix_fmt = 64, 64, "yuvj420p"
+            art.disposition = av.stream.Disposition.attached_pic
+            picture = av.VideoFrame.from_ndarray(solid_frames(1, (64, 64), (128, 64, 32))[0], format="rgb24")
+            container.mux(art.encode(picture.reformat(format="yuvj420p")) + art.encode(None))
         _encode_audio(container, stream, tone(seconds, rate, hz, channels), rate)
     return path
+
+
+def make_ramp_video(path: str | Path, count: int, fps: float = 25, step: int = 4,
+                    size: tuple[int, int] = (64, 48)) -> Path:
+    """``count`` frames at constant ``fps`` where frame ``i`` has grey level ``step * i`` (no audio)."""
+    frames = np.stack([solid_frames(1, size, (step * i,) * 3)[0] for i in range(count)])
+    write_video(path, frames, fps)
+    return Path(path)
+
+
+def make_raw_h264(path: str | Path, count: int = 50, fps: float = 25, step: int = 4) -> Path:
+    """A raw H.264 elementary stream (no container: no duration, no frame count, no pts) of a grey ramp."""
+    frames = np.stack([solid_frames(1, (64, 48), (step * i,) * 3)[0] for i in range(count)])
+    with av.open(str(path), "w", format="h264") as container:
+        vs = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        for image in frames:
+            container.mux(vs.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(vs.encode(None))
+    return Path(path)
 
 
 def vfr_times() -> np.ndarray:

@@ -154,14 +154,14 @@ def _edited(edit: str) -> dict[str, torch.Tensor]:
     elif edit == "unexpected":
         state["layer5.0.conv1.weight"] = torch.zeros(1)
     else:
-        state["conv1.weight"] = torch.zeros(16, 3, 3, 7, 7)
+        state["conv1.weight"] = torch.zeros(16, 3, 5, 7, 7)
     return state
 
 
 @pytest.mark.parametrize("edit, words", [
     ("missing", ["1 missing keys", "layer2.0.conv2.weight"]),
     ("unexpected", ["1 unexpected keys", "layer5.0.conv1.weight"]),
-    ("shape", ["1 shape mismatches", "conv1.weight (16, 3, 3, 7, 7) vs model (16, 3, 7, 7, 7)"]),
+    ("shape", ["1 shape mismatches", "conv1.weight (16, 3, 5, 7, 7) vs model (16, 3, 3, 7, 7)"]),
 ])
 def test_load_weights_mismatch(edit: str, words: list[str], tmp_path: Path) -> None:
     path = _save(_released(_edited(edit)), tmp_path / "bad.pth")
