@@ -85,6 +85,10 @@ class FeatureStore:
         return RowTable(_strings(f["videos/id"]), _strings(f["videos/split"]), f["videos/label"][()],
                         _strings(f["videos/status"]), f["audio/mask"][()].any(axis=1))
 
+    def video_text(self) -> np.ndarray:
+        """The text embedding of every video, (N, Dt) float32."""
+        return self._f["text/video"][()].astype(np.float32)
+
     def read(self, index: np.ndarray) -> Features:
         """Rows ``index`` (sorted, unique) as float32 arrays; contiguous runs are read as slices."""
         index = np.asarray(index, dtype=np.int64)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cavnet.fuse.data import Batch
-from cavnet.fuse.model import predict
+from cavnet.fuse.model import CAVNet
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -79,7 +79,7 @@ def score(model: nn.Module, batches: Iterable[Batch], class_emb: torch.Tensor, h
     for batch in batches:
         batch = batch.to(device)
         emb = model(batch.visual, batch.vmask, batch.audio, batch.amask)
-        out.append((emb if head == "linear" else predict(emb, class_emb)).float().cpu())
+        out.append((emb if head == "linear" else CAVNet.predict(emb, class_emb)).float().cpu())
         labels.append(batch.labels.cpu())
         audio.append(batch.amask.any(dim=1).cpu())
     if not out:
@@ -96,5 +96,5 @@ def accuracy_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int) -
     hit1 = topk[:, 0] == labels
     hit5 = (topk == labels[:, None]).any(axis=1)
     per_class = [hit1[labels == c].mean() for c in range(num_classes) if (labels == c).any()]
-    return {"top1": 100.0 * hit1.mean(), "top5": 100.0 * hit5.mean(),
+    return {"top1": float(100.0 * hit1.mean()), "top5": float(100.0 * hit5.mean()),
             "mean_class": 100.0 * float(np.mean(per_class)), "count": int(len(labels))}

@@ -1,0 +1,171 @@
+"""ablate, wired: every variant of the paper's table trained on one store, over seeds, in parallel.
+
+Each (variant, seed) is a fuse-train run in ``DIR/runs/{variant}/seed{k}``; a run that finished has a
+``result.json`` and is skipped by a rerun. Runs execute on a local Dask cluster, one thread per worker.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from cavnet.errors import CavnetError
+from cavnet.fuse.train_config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str
+    label: str
+    group: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    pretrain: bool = False
+
+
+PAPER = (
+    Variant("audio-only", "Audio only (segment average)", "Audio only",
+            {"modalities": "a", "self_attn": False, "pool": "mean"}),
+    Variant("visual-mean", "Visual only (clip average)", "Visual only",
+            {"modalities": "v", "self_attn": False, "pool": "mean"}),
+    Variant("cavnet-visual", "CAV-Net (visual only)", "Visual only", {"modalities": "v"}),
+    Variant("late-fusion", "Two-stream late fusion", "Multi-modal", {"fusion": "late"}),
+    Variant("cavnet", "CAV-Net", "Multi-modal"),
+    Variant("cavnet-pretrain", "CAV-Net + pretrain", "Multi-modal", pretrain=True),
+)
+COMPONENTS = (
+    Variant("no-self-attn", "CAV-Net without self-attention", "Components", {"self_attn": False}),
+    Variant("no-cross-attn", "CAV-Net without cross-attention", "Components", {"cross_attn": False}),
+    Variant("mean-pool", "CAV-Net with mean pooling (no gate)", "Components", {"pool": "mean"}),
+    Variant("linear-head", "CAV-Net with a linear softmax head", "Components", {"head": "linear"}),
+)
+PRESETS = {"paper": PAPER, "components": COMPONENTS, "all": PAPER + COMPONENTS}
+METRICS = ("top1", "top5", "mean_class")
+
+
+def _run_one(store: str, run_dir: str, variant: Variant, tcfg: TrainConfig) -> dict[str, Any]:
+    """One (variant, seed): optional video-text pretraining, then label training; the last epoch's val metrics."""
+    import torch
+
+    from cavnet.pipelines.fuse_train import run_fuse_train
+
+    torch.set_num_threads(int(os.environ.get("CAVNET_TORCH_THREADS", "1")))
+    out, quiet = Path(run_dir), (lambda _msg: None)
+    init = None
+    if variant.pretrain:
+        pre = run_fuse_train(Path(store), out / "pretrain", replace(tcfg, targets="video-text"),
+                             dict(variant.overrides), echo=quiet, progress=False)
+        init = pre.out / "last.pt"
+    r = run_fuse_train(Path(store), out, tcfg, dict(variant.overrides), init=init, echo=quiet, progress=False)
+    result = {"variant": variant.key, "seed": tcfg.seed, **{k: r.last[k] for k in METRICS},
+              "best_top1": r.best["top1"], "epochs": r.last["epoch"]}
+    (out / "result.json").write_text(json.dumps(result))
+    return result
+
+
+def has_video_texts(store_path: Path) -> bool:
+    """True when some video's own text differs from its class prompt (captions, titles)."""
+    import numpy as np
+
+    from cavnet.extract.store_reader import FeatureStore
+
+    with FeatureStore(store_path) as store:
+        rows = store.rows()
+        idx = np.flatnonzero(rows.labels >= 0)
+        text = store.video_text()[idx]
+        return bool(np.abs(text - store.class_embedding[rows.labels[idx]]).max() > 1e-2) if len(idx) else False
+
+
+def run_ablate(store: Path, out: Path, preset: str, seeds: int, tcfg: TrainConfig, workers: int,
+               echo: Callable[[str], None] = print, only: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """Train every variant of ``preset`` (or ``only`` those keys) over ``seeds`` seeds; writes
+    results.csv/.md/.png in ``out``."""
+    chosen = list(PRESETS[preset])
+    if only:
+        unknown = sorted(set(only) - {v.key for v in chosen})
+        if unknown:
+            raise CavnetError(f"unknown variant(s) {', '.join(unknown)}; preset {preset} has "
+                              + ", ".join(v.key for v in chosen))
+        chosen = [v for v in chosen if v.key in only]
+    variants = [v for v in chosen if not v.pretrain or has_video_texts(store)]
+    if len(variants) < len(chosen):
+        echo("the store has no per-video texts: 'CAV-Net + pretrain' is left out")
+    jobs, results = [], []
+    for v in variants:
+        for s in range(seeds):
+            run_dir = out / "runs" / v.key / f"seed{s}"
+            done = run_dir / "result.json"
+            if done.exists():
+                results.append(json.loads(done.read_text()))
+            else:
+                jobs.append((str(store), str(run_dir), v, replace(tcfg, seed=tcfg.seed + s)))
+    echo(f"ablate: {len(variants)} variants x {seeds} seeds; {len(jobs)} to run, {len(results)} done before")
+    if jobs:
+        results += _run_jobs(jobs, workers, echo)
+    rows = summarise(variants, results)
+    write_results(out, rows)
+    return rows
+
+
+def _run_jobs(jobs: list[tuple], workers: int, echo: Callable[[str], None]) -> list[dict[str, Any]]:
+    if workers <= 1:
+        return [_run_one(*job) for job in jobs]
+    import dask
+    from distributed import Client, LocalCluster, as_completed
+
+    os.environ["CAVNET_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    dask.config.set({"distributed.worker.daemon": False})
+    out = []
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=50) as cluster, Client(cluster) as client:
+        futures = [client.submit(_run_one, *job, pure=False) for job in jobs]
+        for fut in as_completed(futures):
+            r = fut.result()
+            echo(f"  {r['variant']:<16} seed {r['seed']}: top-1 {r['top1']:.1f}")
+            out.append(r)
+    return out
+
+
+def summarise(variants: list[Variant], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for v in variants:
+        mine = [r for r in results if r["variant"] == v.key]
+        row: dict[str, Any] = {"variant": v.key, "label": v.label, "group": v.group, "seeds": len(mine)}
+        for m in METRICS:
+            vals = [r[m] for r in mine]
+            mean = sum(vals) / len(vals) if vals else math.nan
+            std = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+            row[f"{m}_mean"], row[f"{m}_std"] = mean, std
+        rows.append(row)
+    return rows
+
+
+def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
+    from cavnet.pipelines.plots import plot_results
+
+    if not rows:
+        raise CavnetError("no results to write")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    (out / "results.md").write_text(results_table(rows))
+    plot_results([r["label"] for r in rows], [r["top1_mean"] for r in rows], [r["top1_std"] for r in rows],
+                 out / "results.png")
+
+
+def results_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| Method | Top-1 (%) | Top-5 (%) | Mean class (%) | Seeds |", "|---|---|---|---|---|"]
+    group = None
+    for r in rows:
+        if r["group"] != group:
+            group = r["group"]
+            lines.append(f"| *{group}* | | | | |")
+        cells = [f"{r[f'{m}_mean']:.1f} ± {r[f'{m}_std']:.1f}" for m in METRICS]
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {r['seeds']} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,140 @@
+"""fuse-train and evaluate on small stores written by store_factory: outputs, resume, refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cavnet.cli import main
+from cavnet.errors import CavnetError
+from cavnet.extract.store_reader import FeatureStore
+from cavnet.fuse.data import InMemorySplit, StreamedSplit, text_groups
+from cavnet.fuse.train_config import TrainConfig
+from cavnet.pipelines.evaluate import run_evaluate
+from cavnet.pipelines.fuse_train import run_fuse_train
+from store_factory import make_store
+
+SMALL = {"d_model": 32, "heads": 2}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("store") / "s.h5"
+    make_store(path, videos=120, classes=4, no_audio_every=11, broken_every=17, noise=0.8)
+    return path
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cavnet.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_fuse_train_then_evaluate_through_the_cli(store, tmp_path):
+    run = tmp_path / "run"
+    r = CliRunner().invoke(main, ["fuse-train", "--store", str(store), "--out", str(run), "--epochs", "3",
+                                  "--batch-size", "16", "--d-model", "32", "--device", "cpu", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "curves.png"):
+        assert (run / name).exists(), name
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2, 3]
+    assert {"loss", "top1", "top5", "mean_class", "temperature", "seconds"} <= set(lines[0])
+    config = json.loads((run / "config.json").read_text())
+    # 120 rows: every 17th is broken (7 of them), split by i % 3 -> skipped counts are exact
+    broken = [i for i in range(120) if i % 17 == 16]
+    assert config["skipped_rows"] == {"train": sum(i % 3 != 2 for i in broken), "val": sum(i % 3 == 2 for i in broken)}
+    r = CliRunner().invoke(main, ["evaluate", "--store", str(store), "--checkpoint", str(run / "best.pt"), "--json",
+                                  "--out", str(tmp_path / "eval")])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output)
+    best = max(lines, key=lambda x: x["top1"])
+    assert result["top1"] == pytest.approx(best["top1"]) and result["top5"] == pytest.approx(best["top5"])
+    assert result["audio_present"]["count"] < result["count"]
+    assert (tmp_path / "eval" / "confusion_val.csv").exists() and (tmp_path / "eval" / "per_class_val.csv").exists()
+
+
+def test_fusion_beats_each_single_modality(store, tmp_path):
+    tcfg = TrainConfig(epochs=25, batch_size=16, lr=2e-3, device="cpu", seed=0)
+    top1 = {}
+    for mod in ("av", "v", "a"):
+        r = run_fuse_train(store, tmp_path / mod, tcfg, {**SMALL, "modalities": mod}, echo=lambda _: None,
+                           progress=False)
+        top1[mod] = r.last["top1"]
+    assert top1["av"] > max(top1["v"], top1["a"]) + 15, top1
+    assert max(top1["v"], top1["a"]) <= 70, top1  # each modality alone is capped near 50% by the class design
+
+
+class _Killed(Exception):
+    pass
+
+
+def _kill_after_epoch(n: int):
+    def echo(msg: str) -> None:
+        if msg.startswith(f"epoch {n}:"):
+            raise _Killed  # the run dies right after epoch n was checkpointed
+    return echo
+
+
+def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(store, tmp_path):
+    tcfg = TrainConfig(epochs=3, batch_size=16, device="cpu", seed=3)
+    full = run_fuse_train(store, tmp_path / "full", tcfg, SMALL, echo=lambda _: None, progress=False)
+    with pytest.raises(_Killed):
+        run_fuse_train(store, tmp_path / "cut", tcfg, SMALL, echo=_kill_after_epoch(1), progress=False)
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["epoch"] == 1
+    run_fuse_train(store, tmp_path / "cut", tcfg, SMALL, resume=True, echo=lambda _: None, progress=False)
+    a = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in b] == [1, 2, 3]
+    for x, y in zip(a, b):
+        assert x["loss"] == y["loss"] and x["top1"] == y["top1"] and x["temperature"] == y["temperature"]
+    assert full.last["loss"] == b[-1]["loss"]
+
+
+def test_streamed_split_yields_every_row_once(store):
+    with FeatureStore(store) as s:
+        index = s.rows().select("train")
+        streamed = StreamedSplit(s, index, "label", buffer_blocks=1)
+        memory = InMemorySplit(s, index, "label")
+        gen = torch.Generator().manual_seed(0)
+        rows = [b.visual.shape[0] for b in streamed.batches(16, gen)]
+        assert sum(rows) == len(index) and all(r == 16 for r in rows[:-1])
+        a = sorted(float(b.visual.sum()) for b in streamed.batches(len(index)))
+        m = sorted(float(b.visual.sum()) for b in memory.batches(len(index)))
+        assert a == pytest.approx(m, rel=1e-3)
+
+
+def test_text_groups_are_stable_across_calls():
+    t = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
+    t[3] = t[1]
+    g = text_groups(t)
+    assert g[3] == g[1] and len(set(g.tolist())) == 5
+    assert (text_groups(t[[3, 1]]) == g[[3, 1]]).all()
+
+
+@pytest.mark.parametrize("case", ["empty_split", "one_class", "dims"])
+def test_bad_inputs_exit_2_with_one_line(store, tmp_path, case):
+    if case == "empty_split":
+        with pytest.raises(CavnetError, match="split 'test' has no usable labelled videos"):
+            run_fuse_train(store, tmp_path / "r", TrainConfig(epochs=1, val_split="test"), SMALL,
+                           echo=lambda _: None, progress=False)
+        return
+    if case == "one_class":
+        one = tmp_path / "one.h5"
+        make_store(one, videos=30, classes=4, splits=("train", "val"))
+        import h5py
+        with h5py.File(one, "a") as f:
+            f["videos/label"][...] = 0
+        r = cli("fuse-train", "--store", str(one), "--out", str(tmp_path / "r"), "--epochs", "1", "--device", "cpu")
+        assert r.returncode == 2 and "single class" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        return
+    other = tmp_path / "other.h5"
+    make_store(other, videos=30, classes=4, text_dim=16)
+    run = tmp_path / "r"
+    run_fuse_train(store, run, TrainConfig(epochs=1, device="cpu"), SMALL, echo=lambda _: None, progress=False)
+    r = cli("evaluate", "--store", str(other), "--checkpoint", str(run / "best.pt"))
+    assert r.returncode == 2 and "does not match" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
