@@ -131,6 +131,7 @@ class TokenEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = torch.where(mask[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+        x = x.to(self.proj.weight.dtype)  # the store holds float16
         x = self.ln(self.proj(self.in_drop(x)))
         if self.pos is not None:
             x = x + self.pos[: x.shape[1]]

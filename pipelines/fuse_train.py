@@ -57,7 +57,10 @@ def _build(fcfg: FusionConfig, tcfg: TrainConfig, steps: int, device: torch.devi
     model = CAVNet(fcfg).to(device)
     loss_fn = ContrastiveLoss().to(device) if fcfg.head == "text" else None
     params = list(model.parameters()) + (list(loss_fn.parameters()) if loss_fn is not None else [])
-    optimizer = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    # decay matrices only: not biases, norms, position tables' scalars, nor the temperature
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tcfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=tcfg.lr)
     warmup = int(round(tcfg.warmup_epochs * steps / max(1, tcfg.epochs)))
     return model, loss_fn, optimizer, warmup_cosine(optimizer, warmup, steps)
 
