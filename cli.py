@@ -65,8 +65,10 @@ def synth(out: Path, videos: int, classes: int, seed: int, workers: int) -> None
     """Write the AV-Synth corpus (Kinetics-400 layout) to OUT."""
     from cavnet.extract.synth import synth as make
 
-    summary = make(out, videos=videos, classes=classes, seed=seed, workers=workers)
-    click.echo(f"AV-Synth: {summary}")
+    s = make(out, videos=videos, classes=classes, seed=seed, workers=workers)
+    splits = ", ".join(f"{k} {v}" for k, v in s.splits.items())
+    click.echo(f"AV-Synth: {s.videos} videos ({splits}), {s.classes} classes, {s.no_audio} without audio, "
+               f"{s.broken} broken on purpose, in {s.seconds:.1f} s -> {s.out}")
 
 
 def dataset_options(f):
@@ -134,16 +136,32 @@ def extract(dataset, root, manifest, split, limit, visual, audio, visual_weights
 
 
 @main.command()
-def probe() -> None:
-    """Open every file of a corpus quickly and summarise what is there (not built yet)."""
-    _not_built("probe")
+@dataset_options
+@click.option("--out", type=OUT, default=None, help="write the per-file table here (manifest.csv)")
+@click.option("--shard-size", default=64, show_default=True, type=click.IntRange(min=1), help="files per Dask task")
+@click.option("--scheduler", default=None, help="address of an existing Dask scheduler")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="local CPU workers")
+@click.option("--progress/--no-progress", default=True)
+def probe(dataset, root, manifest, split, limit, out, shard_size, scheduler, workers, progress) -> None:
+    """Open every file of a corpus (no full decode) on the Dask cluster and summarise what is there."""
+    from cavnet.extract.config import RunOptions
+    from cavnet.pipelines.manifests import load_manifest
+    from cavnet.pipelines.probe import run_probe
+
+    m = load_manifest(dataset, root, manifest, _splits(split), limit)
+    opts = RunOptions(shard_size=shard_size, workers=workers, scheduler=scheduler, device="cpu")
+    run_probe(m, opts, out, echo=click.echo, progress=progress)
 
 
 @main.command()
-@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("store", type=EXISTING)
 def check(store: Path) -> None:
-    """Validate a feature store (not built yet)."""
-    _not_built("check")
+    """Validate a feature store; list what is wrong and exit 1, or exit 0 when it is sound."""
+    from cavnet.pipelines.check import check_store
+
+    result = check_store(store)
+    click.echo("\n".join(result.lines()))
+    sys.exit(0 if result.ok else 1)
 
 
 # ----------------------------------------------------------------------------------------------- stage two
@@ -209,35 +227,89 @@ def fuse_train(store, out, epochs, batch_size, lr, weight_decay, seed, device, t
 
 
 @main.command()
-@click.option("--store", type=EXISTING, required=True)
+@click.option("--store", type=EXISTING, default=None, help="score on this store's features")
 @click.option("--checkpoint", type=EXISTING, required=True)
+@click.option("--dataset", type=click.Choice(["k400", "csv", "synth"]), default=None,
+              help="score on raw videos of this corpus instead (any checkpoint, finetune ones included)")
+@click.option("--root", type=click.Path(path_type=Path), help="corpus folder (k400), path base (csv), cache (synth)")
+@click.option("--manifest", type=EXISTING, help="generic CSV path,label[,text][,split] (--dataset csv)")
 @click.option("--split", default="val", show_default=True)
 @click.option("--out", type=OUT, default=None, help="folder for per-class CSV and confusion matrix")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="videos (--dataset)")
+@click.option("--decode-workers", default=2, show_default=True, type=click.IntRange(min=0), help="(--dataset)")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
-def evaluate(store, checkpoint, split, out, device, as_json) -> None:
-    """Score a checkpoint on a split of a store: top-1, top-5, mean class accuracy."""
+def evaluate(store, checkpoint, dataset, root, manifest, split, out, device, batch_size, decode_workers,
+             as_json) -> None:
+    """Score a checkpoint on a split of a store or of raw videos: top-1, top-5, mean class accuracy."""
     import json
 
-    from cavnet.pipelines.evaluate import run_evaluate
+    from cavnet.pipelines.finetune_eval import echo_metrics, evaluate_command
 
     out = out or Path(checkpoint).parent / "eval"
-    r = run_evaluate(store, checkpoint, split, out, device)
+    r = evaluate_command(checkpoint, split, out, device, store=store, dataset=dataset, root=root, manifest=manifest,
+                         batch_size=batch_size, decode_workers=decode_workers)
     if as_json:
         click.echo(json.dumps(r, indent=2))
         return
-    a = r["audio_present"]
-    click.echo(f"{split}: {r['count']} videos  top-1 {r['top1']:.2f}  top-5 {r['top5']:.2f}  "
-               f"mean-class {r['mean_class']:.2f}")
-    click.echo(f"{split} with audio: {a['count']} videos  top-1 {a['top1']:.2f}  top-5 {a['top5']:.2f}  "
-               f"mean-class {a['mean_class']:.2f}")
+    echo_metrics(r, click.echo)
     click.echo(f"per-class accuracy and confusion matrix in {out}")
 
 
 @main.command()
-def finetune() -> None:
-    """Fine-tune end to end from raw video (not built yet)."""
-    _not_built("finetune")
+@click.option("--init", type=EXISTING, required=True, help="fuse-train (or finetune) checkpoint to start from")
+@click.option("--out", type=OUT, required=True, help="run folder")
+@click.option("--dataset", type=click.Choice(["k400", "csv", "synth"]), default="k400", show_default=True)
+@click.option("--root", type=click.Path(path_type=Path), help="corpus folder (k400), path base (csv), cache (synth)")
+@click.option("--manifest", type=EXISTING, help="generic CSV path,label[,text][,split] (--dataset csv)")
+@click.option("--end-to-end", is_flag=True, help="back-propagate into the backbones (else they stay frozen)")
+@click.option("--epochs", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=2),
+              help="videos per step over all processes")
+@click.option("--lr", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="fusion and temperature")
+@click.option("--backbone-lr", default=1e-5, show_default=True, type=click.FloatRange(min=0))
+@click.option("--weight-decay", default=0.05, show_default=True, type=click.FloatRange(min=0))
+@click.option("--warmup-epochs", default=0.25, show_default=True, type=click.FloatRange(min=0))
+@click.option("--freeze-until", default="none", show_default=True,
+              type=click.Choice(["none", "stem", "layer1", "layer2", "layer3", "layer4"]),
+              help="visual stages kept frozen")
+@click.option("--freeze-audio", is_flag=True, help="keep the audio backbone frozen")
+@click.option("--freeze-bn/--train-bn", default=True, show_default=True,
+              help="keep the backbones' BatchNorm running statistics")
+@click.option("--grad-checkpoint", is_flag=True, help="recompute 3D-ResNeXt blocks in backward: less memory")
+@click.option("--amp", type=click.Choice(["auto", "off", "bf16"]), default="auto", show_default=True,
+              help="auto: audio backbone in bf16 on CUDA, the rest fp32/TF32")
+@click.option("--decode-workers", default=2, show_default=True, type=click.IntRange(min=0))
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--augment/--no-augment", default=True, show_default=True)
+@click.option("--save-every", default=0, show_default=True, type=click.IntRange(min=0),
+              help="also save last.pt every N steps")
+@click.option("--max-steps", default=0, show_default=True, type=click.IntRange(min=0),
+              help="stop after N steps (0: all epochs)")
+@click.option("--resume", is_flag=True, help="continue OUT/last.pt")
+@click.option("--eval-init/--no-eval-init", default=True, show_default=True,
+              help="score the --init checkpoint on val first (epoch 0)")
+@click.option("--progress/--no-progress", default=True)
+def finetune(init, out, dataset, root, manifest, end_to_end, epochs, batch_size, lr, backbone_lr, weight_decay,
+             warmup_epochs, freeze_until, freeze_audio, freeze_bn, grad_checkpoint, amp, decode_workers, device, seed,
+             augment, save_every, max_steps, resume, eval_init, progress) -> None:
+    """Train the whole CAV-Net from raw video, starting from a fuse-train checkpoint (torchrun: multi-GPU)."""
+    from cavnet.extract.augment import AugmentConfig
+    from cavnet.pipelines.finetune import run_finetune
+    from cavnet.pipelines.finetune_config import FinetuneConfig
+
+    cfg = FinetuneConfig(init=str(init), end_to_end=end_to_end, epochs=epochs, batch_size=batch_size, lr=lr,
+                         backbone_lr=backbone_lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
+                         freeze_until=freeze_until, freeze_audio=freeze_audio, freeze_bn=freeze_bn,
+                         grad_checkpoint=grad_checkpoint, amp=amp, decode_workers=decode_workers, device=device,
+                         seed=seed, save_every=save_every, max_steps=max_steps,
+                         augment=AugmentConfig(enabled=augment))
+    r = run_finetune(cfg, dataset, root, manifest, out, resume=resume, eval_init=eval_init, echo=click.echo,
+                     progress=progress)
+    if r.best.get("top1", -1) >= 0:
+        click.echo(f"best val top-1 {r.best['top1']:.1f} (epoch {r.best.get('epoch')}); checkpoints in {out}")
 
 
 @main.command()
@@ -250,15 +322,17 @@ def finetune() -> None:
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=2))
 @click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--seed", default=0, show_default=True, help="first seed")
+@click.option("--d-model", type=click.IntRange(min=8), default=None, help="fusion width of every variant")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="runs in parallel")
 @click.option("--device", default="cpu", show_default=True)
-def ablate(store, out, preset, seeds, variants, epochs, batch_size, lr, seed, workers, device) -> None:
+def ablate(store, out, preset, seeds, variants, epochs, batch_size, lr, seed, d_model, workers, device) -> None:
     """Train every variant of the paper's table on one store; mean and std over seeds."""
     from cavnet.fuse.train_config import TrainConfig
     from cavnet.pipelines.ablate import run_ablate
 
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
-    rows = run_ablate(store, out, preset, seeds, tcfg, workers, click.echo, only=_splits(variants))
+    base = {"d_model": d_model} if d_model else {}
+    rows = run_ablate(store, out, preset, seeds, tcfg, workers, click.echo, only=_splits(variants), base=base)
     click.echo((out / "results.md").read_text())
     click.echo(f"results in {out}/results.csv, results.md, results.png ({len(rows)} variants)")
 
@@ -267,7 +341,7 @@ def ablate(store, out, preset, seeds, variants, epochs, batch_size, lr, seed, wo
 @click.option("--out", type=OUT, default=Path("demo-out"), show_default=True)
 @click.option("--videos", default=200, show_default=True, type=click.IntRange(min=24))
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--epochs", default=40, show_default=True, type=click.IntRange(min=1))
+@click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--progress/--no-progress", default=True)
 def demo(out, videos, seeds, epochs, workers, progress) -> None:
@@ -281,9 +355,36 @@ def demo(out, videos, seeds, epochs, workers, progress) -> None:
 
 
 @main.command()
-def bench() -> None:
-    """Measure decode, backbone, extract, store-read and fuse-train speed (not built yet)."""
-    _not_built("bench")
+@click.option("--videos", type=click.IntRange(min=1), default=None, help="corpus size [CPU 16, CUDA 128]")
+@click.option("--seconds", type=click.FloatRange(min=1.0), default=None, help="video length [10; 2 with --small]")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Dask workers [CPU 2, CUDA one per GPU]")
+@click.option("--decode-workers", type=click.IntRange(min=0), default=None,
+              help="decode processes per worker [CPU 0, CUDA cores/GPUs - 1]")
+@click.option("--repeats", type=click.IntRange(min=1), default=None, help="timed repeats per figure [3]")
+@click.option("--visual", default=None, help="visual backbone [CPU resnext3d-tiny, CUDA resnext3d-101]")
+@click.option("--audio", default=None, help="audio backbone [CPU audio-cnn-tiny, CUDA resnet50-audio]")
+@click.option("--small", is_flag=True, help="a quick smoke run: 4 short videos, 2 repeats, small store")
+@click.option("--sections", default=",".join(("decode", "backbone", "extract", "store")), show_default=True)
+@click.option("--work", type=OUT, default=None, help="keep the corpus here for reuse (default: a temp folder)")
+@click.option("--json", "json_out", type=OUT, default=None, help="write the full report (every repeat) here")
+def bench(videos, seconds, device, workers, decode_workers, repeats, visual, audio, small, sections, work,
+          json_out) -> None:
+    """Measure decode, backbone, extract, store-read and fuse-train speed on a generated corpus."""
+    from cavnet.pipelines.bench import SECTIONS, BenchConfig, run_bench, write_json
+    from cavnet.pipelines.bench_table import render
+
+    chosen = _splits(sections) or SECTIONS
+    if set(chosen) - set(SECTIONS):
+        _fail(f"--sections: unknown {', '.join(sorted(set(chosen) - set(SECTIONS)))}; known: {', '.join(SECTIONS)}")
+    cfg = BenchConfig(device=device, videos=videos, seconds=seconds, workers=workers, decode_workers=decode_workers,
+                      repeats=repeats, visual=visual, audio=audio, small=small, sections=chosen,
+                      work=str(work) if work else None)
+    report = run_bench(cfg, echo=lambda m: click.echo(m, err=True))
+    click.echo(render(report))
+    if json_out:
+        write_json(report, json_out)
+        click.echo(f"report: {json_out}")
 
 
 if __name__ == "__main__":

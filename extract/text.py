@@ -48,7 +48,9 @@ def _load(location: str, device: str):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # the per-tensor "Loading weights" bar says nothing to a user
     try:
         return SentenceTransformer(location, device=device)
     except Exception as exc:  # transformers/hub raise OSError, ValueError, RuntimeError, ... for a bad model

@@ -47,7 +47,7 @@ PRESETS = {"paper": PAPER, "components": COMPONENTS, "all": PAPER + COMPONENTS}
 METRICS = ("top1", "top5", "mean_class")
 
 
-def _run_one(store: str, run_dir: str, variant: Variant, tcfg: TrainConfig) -> dict[str, Any]:
+def _run_one(store: str, run_dir: str, variant: Variant, tcfg: TrainConfig, base: dict[str, Any]) -> dict[str, Any]:
     """One (variant, seed): optional video-text pretraining, then label training; the last epoch's val metrics."""
     import torch
 
@@ -55,12 +55,13 @@ def _run_one(store: str, run_dir: str, variant: Variant, tcfg: TrainConfig) -> d
 
     torch.set_num_threads(int(os.environ.get("CAVNET_TORCH_THREADS", "1")))
     out, quiet = Path(run_dir), (lambda _msg: None)
+    overrides = {**base, **variant.overrides}
     init = None
     if variant.pretrain:
         pre = run_fuse_train(Path(store), out / "pretrain", replace(tcfg, targets="video-text"),
-                             dict(variant.overrides), echo=quiet, progress=False)
+                             overrides, echo=quiet, progress=False)
         init = pre.out / "last.pt"
-    r = run_fuse_train(Path(store), out, tcfg, dict(variant.overrides), init=init, echo=quiet, progress=False)
+    r = run_fuse_train(Path(store), out, tcfg, overrides, init=init, echo=quiet, progress=False)
     result = {"variant": variant.key, "seed": tcfg.seed, **{k: r.last[k] for k in METRICS},
               "best_top1": r.best["top1"], "epochs": r.last["epoch"]}
     (out / "result.json").write_text(json.dumps(result))
@@ -81,9 +82,10 @@ def has_video_texts(store_path: Path) -> bool:
 
 
 def run_ablate(store: Path, out: Path, preset: str, seeds: int, tcfg: TrainConfig, workers: int,
-               echo: Callable[[str], None] = print, only: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+               echo: Callable[[str], None] = print, only: tuple[str, ...] | None = None,
+               base: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Train every variant of ``preset`` (or ``only`` those keys) over ``seeds`` seeds; writes
-    results.csv/.md/.png in ``out``."""
+    results.csv/.md/.png in ``out``. ``base`` holds model settings shared by every variant (d_model ...)."""
     chosen = list(PRESETS[preset])
     if only:
         unknown = sorted(set(only) - {v.key for v in chosen})
@@ -102,7 +104,7 @@ def run_ablate(store: Path, out: Path, preset: str, seeds: int, tcfg: TrainConfi
             if done.exists():
                 results.append(json.loads(done.read_text()))
             else:
-                jobs.append((str(store), str(run_dir), v, replace(tcfg, seed=tcfg.seed + s)))
+                jobs.append((str(store), str(run_dir), v, replace(tcfg, seed=tcfg.seed + s), dict(base or {})))
     echo(f"ablate: {len(variants)} variants x {seeds} seeds; {len(jobs)} to run, {len(results)} done before")
     if jobs:
         results += _run_jobs(jobs, workers, echo)

@@ -26,7 +26,8 @@ class DemoConfig:
     clips: int = 8
     segments: int = 8
     seeds: int = 3
-    epochs: int = 40
+    epochs: int = 30
+    d_model: int = 128
     batch_size: int = 32
     workers: int = 2
     preset: str = "all"
@@ -55,7 +56,8 @@ def run_demo(out: Path, cfg: DemoConfig, echo: Callable[[str], None] = print, pr
     t_extract = time.perf_counter() - t0
     echo(f"[3/3] ablation: preset {cfg.preset}, {cfg.seeds} seeds, {cfg.epochs} epochs")
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, device="cpu")
-    rows = run_ablate(store, out / "ablation", cfg.preset, cfg.seeds, tcfg, cfg.workers, echo)
+    rows = run_ablate(store, out / "ablation", cfg.preset, cfg.seeds, tcfg, cfg.workers, echo,
+                      base={"d_model": cfg.d_model})
     report = out / "report.md"
     report.write_text(render_report(cfg, ex.counts, rows, t_extract, time.perf_counter() - t0))
     return report
@@ -77,15 +79,21 @@ def reading(rows: list[dict[str, Any]], classes: int) -> list[str]:
                    f"row ({best['label']}, {best['top1_mean']:.1f}%); AV-Synth caps each single modality at 50%.")
         above = all(r["top1_mean"] > chance for r in singles)
         out.append(f"Every single-modality row is {'above' if above else 'NOT above'} chance ({chance:.1f}%).")
-    mean = _row(rows, "mean-pool")
-    if cav and mean:
-        d = cav["top1_mean"] - mean["top1_mean"]
-        verdict = "beats" if d > 0 else "does not beat"
-        out.append(f"The gate {verdict} mean pooling ({d:+.1f} points top-1).")
-    late = _row(rows, "late-fusion")
-    if cav and late:
-        out.append(f"Attention fusion vs two-stream late fusion: {cav['top1_mean'] - late['top1_mean']:+.1f} points.")
+    for key, what in (("mean-pool", "The gate vs mean pooling"), ("late-fusion", "Attention fusion vs two-stream "
+                      "late fusion"), ("linear-head", "The language-guided head vs a linear softmax head")):
+        other = _row(rows, key)
+        if cav and other:
+            out.append(f"{what}: {_compare(cav, other)}.")
     return out
+
+
+def _compare(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """A difference of top-1 means, called clear only when it exceeds the spread over seeds."""
+    d = a["top1_mean"] - b["top1_mean"]
+    spread = max(a["top1_std"], b["top1_std"])
+    if abs(d) <= spread or d == 0:
+        return f"{d:+.1f} points top-1, within the spread over seeds (±{spread:.1f}): no clear difference here"
+    return f"{d:+.1f} points top-1 ({'better' if d > 0 else 'worse'} beyond the spread over seeds, ±{spread:.1f})"
 
 
 def render_report(cfg: DemoConfig, counts: dict[str, int], rows: list[dict[str, Any]], t_extract: float,
@@ -96,7 +104,8 @@ def render_report(cfg: DemoConfig, counts: dict[str, int], rows: list[dict[str, 
     lines = [
         "# cavnet demo report", "",
         f"AV-Synth, {cfg.videos} videos, {cfg.classes} classes (seed {cfg.seed}); backbones {cfg.visual} + "
-        f"{cfg.audio}, randomly initialised; {cfg.clips} clips and {cfg.segments} audio segments per video.",
+        f"{cfg.audio}, randomly initialised; {cfg.clips} clips and {cfg.segments} audio segments per video; "
+        f"fusion width {cfg.d_model}.",
         f"Extraction statuses: {status}. Ablation: {cfg.seeds} seeds x {cfg.epochs} epochs, val split, "
         "metrics of the last epoch (mean ± std over seeds).", "",
         results_table(rows), "![top-1 by variant](ablation/results.png)", "", "## Reading", "",
