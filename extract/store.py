@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import h5py
 import numpy as np
 
 from cavnet.errors import CavnetError
+from cavnet.extract import faults
 from cavnet.extract.manifest import Manifest, ManifestRow
 
 FORMAT_VERSION = 1
@@ -60,13 +62,30 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def commit_h5(path: Path, write) -> None:
-    """Write an HDF5 file atomically: ``write(h5file)`` on ``path.tmp``, fsync, rename onto ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
+def tmp_name(path: Path) -> Path:
+    """A tmp name beside ``path``, unique to each call: two runs of one task never share a tmp file."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def stray_tmp_files(path: Path) -> list[Path]:
+    """Leftovers of writers of ``path`` that died before their rename (``{name}.*.tmp`` and ``{name}.tmp``)."""
+    if not path.parent.is_dir():
+        return []
+    return [p for p in path.parent.iterdir()
+            if p.name.startswith(path.name + ".") and p.name.endswith(".tmp") and p.is_file()]
+
+
+def commit_h5(path: Path, write: Callable[[h5py.File], None]) -> None:
+    """Write an HDF5 file atomically: ``write(h5file)`` on a tmp name, fsync, rename onto ``path``.
+
+    Whatever fails (a full disk included), the tmp file is removed and ``path`` is left as it was.
+    """
+    tmp = tmp_name(path)
     try:
         with h5py.File(tmp, "w") as f:
             write(f)
             f.flush()
+        faults.before_commit(str(path))
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -118,6 +137,20 @@ def read_shard(path: Path) -> dict[str, np.ndarray]:
     for key in ("videos/id", "videos/status", "videos/error"):
         out[key] = np.array([_text(s) for s in out[key]], dtype=object)
     return out
+
+
+def shard_statuses(path: Path, start: int, ids: Sequence[str]) -> list[str] | None:
+    """The statuses of a committed shard that holds exactly the rows ``ids`` from ``start``; None when the
+    file is unreadable or holds other rows (it is then to be redone)."""
+    try:
+        with h5py.File(path, "r") as f:
+            if int(f.attrs["start"]) != start or int(f.attrs["count"]) != len(ids):
+                return None
+            if [_text(s) for s in f["videos/id"][()]] != list(ids):
+                return None
+            return [_text(s) for s in f["videos/status"][()]]
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def _text(value: bytes | str) -> str:

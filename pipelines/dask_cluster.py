@@ -18,20 +18,31 @@ def _gpu_count() -> int:
         return 0
 
 
+# A shard task fails at its worker's first death (no blind retry of a file that kills its worker: the client
+# redoes the shard with each video in a process of its own), and a worker holds one task per thread, so a
+# death blames only the shard it was running. The workers' statistical profiler is off: it samples the
+# task thread every 10 ms and keeps an hour of samples, which made a worker's memory grow by about 0.2 MiB
+# per shard (benchmarks/worker_memory.py), and costs CPU that decoding needs.
+CLUSTER_CONFIG = {"distributed.worker.daemon": False,
+                  "distributed.scheduler.allowed-failures": 0,
+                  "distributed.scheduler.worker-saturation": 1.0,
+                  "distributed.worker.profile.enabled": False,
+                  "distributed.admin.tick.limit": "60s"}
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: str | None, workers: int, device: str, echo=print) -> Iterator["object"]:
     """Yield a ``distributed.Client``; a local cluster is started (and closed) when no scheduler is named.
 
     Workers must be allowed children (decode processes): ``distributed.worker.daemon`` is set to False
-    here for local clusters; a remote cluster needs ``DASK_DISTRIBUTED__WORKER__DAEMON=False`` itself.
+    here for local clusters; a remote cluster needs ``DASK_DISTRIBUTED__WORKER__DAEMON=False`` itself, and
+    should set the scheduler options of :data:`CLUSTER_CONFIG` too (docs/reliability.md).
     """
     import dask
     from distributed import Client, LocalCluster
 
-    dask.config.set({"distributed.worker.daemon": False,
-                     "distributed.scheduler.allowed-failures": 2,
-                     "distributed.admin.tick.limit": "60s"})
-    logging.getLogger("distributed").setLevel(logging.ERROR)
+    dask.config.set(CLUSTER_CONFIG)
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)  # the client reports lost workers itself
     if scheduler:
         try:
             client = Client(scheduler, timeout="20s")
@@ -44,10 +55,10 @@ def dask_client(scheduler: str | None, workers: int, device: str, echo=print) ->
     gpus = _gpu_count() if device in ("auto", "cuda") else 0
     cluster = _local_cuda_cluster(gpus) if gpus else None
     if cluster is None:
-        threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-        os.environ.setdefault("CAVNET_TORCH_THREADS", str(threads))
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.ERROR)
+        # each worker's share of the cores, set in the workers only (the client's own torch is left alone)
+        threads = os.environ.get("CAVNET_TORCH_THREADS") or str(max(1, (os.cpu_count() or 1) // max(1, workers)))
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               silence_logs=logging.CRITICAL, env={"CAVNET_TORCH_THREADS": threads})
     with cluster, Client(cluster) as client:
         link = getattr(client, "dashboard_link", None)
         kind = f"{gpus} GPU workers" if gpus else f"{workers} CPU workers"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -22,9 +23,9 @@ from cavnet.errors import CavnetError
 from cavnet.extract.backbones import get_spec
 from cavnet.extract.config import ExtractConfig, RunOptions
 from cavnet.extract.manifest import Manifest
-from cavnet.extract.store import StoreDims, consolidate, read_shard
+from cavnet.extract.store import StoreDims, consolidate, shard_statuses, stray_tmp_files, tmp_name
 from cavnet.pipelines.extract_texts import embed_texts
-from cavnet.pipelines.extract_worker import ShardSpec
+from cavnet.pipelines.extract_worker import ShardResult, ShardSpec
 
 
 @dataclass
@@ -48,19 +49,47 @@ def _corpus_key(manifest: Manifest) -> str:
 def _plan(shard_dir: Path, config: ExtractConfig, manifest: Manifest, shard_size: int) -> list[ShardSpec]:
     """Shards of the manifest; the plan is recorded once so that reruns cut the corpus the same way."""
     plan_file = shard_dir / "plan.json"
-    key = {"config": config.content_key(), "corpus": _corpus_key(manifest)}
+    # through JSON, as it is recorded (tuples become lists), so that a rerun compares like with like
+    key = json.loads(json.dumps({"config": config.content_key(), "corpus": _corpus_key(manifest)}))
     if plan_file.exists():
-        recorded = json.loads(plan_file.read_text())
-        if recorded["key"] != key:
-            what = "corpus" if recorded["key"]["corpus"] != key["corpus"] else "configuration"
+        try:
+            recorded = json.loads(plan_file.read_text())
+            recorded_key, shard_size = recorded["key"], int(recorded["shard_size"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CavnetError(f"{plan_file} is damaged ({exc}); delete {shard_dir} and rerun") from None
+        if recorded_key != key:
+            what = "corpus" if recorded_key.get("corpus") != key["corpus"] else \
+                f"configuration ({_first_difference(recorded_key.get('config', {}), key['config'])})"
             raise CavnetError(f"{shard_dir} holds shards of another {what}; use another --out or delete it")
-        shard_size = recorded["shard_size"]
     else:
         shard_dir.mkdir(parents=True, exist_ok=True)
-        plan_file.write_text(json.dumps({"key": key, "shard_size": shard_size}, indent=1))
+        tmp = tmp_name(plan_file)
+        tmp.write_text(json.dumps({"key": key, "shard_size": shard_size}, indent=1))
+        os.replace(tmp, plan_file)
     rows = manifest.rows
     return [ShardSpec(i, start, rows[start:start + shard_size], str(shard_dir / f"shard-{i:05d}.h5"))
             for i, start in enumerate(range(0, len(rows), shard_size))]
+
+
+def _pending(shards: list[ShardSpec]) -> list[ShardSpec]:
+    """Shards still to run: not committed, or committed with other rows (then the file is removed)."""
+    todo = []
+    for spec in shards:
+        path = Path(spec.path)
+        if path.exists() and shard_statuses(path, spec.start, [r.video_id for r in spec.rows]) is not None:
+            continue
+        path.unlink(missing_ok=True)
+        todo.append(spec)
+    return todo
+
+
+def _remove_strays(out: Path, shard_dir: Path) -> None:
+    """Delete tmp files of writers that died before their rename: beside the store and in the shard folder."""
+    strays = stray_tmp_files(out)
+    if shard_dir.is_dir():
+        strays += [p for p in shard_dir.iterdir() if p.name.endswith(".tmp")]
+    for stray in strays:
+        stray.unlink(missing_ok=True)
 
 
 def check_existing_store(out: Path, config: ExtractConfig, manifest: Manifest) -> bool:
@@ -86,31 +115,38 @@ def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
         if a.get(k) != b.get(k):
             if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
                 return _first_difference(a[k], b[k], prefix + k + ".")
-            return f"{prefix}{k}: store has {a.get(k)!r}, asked {b.get(k)!r}"
+            return f"{prefix}{k}: recorded {a.get(k)!r}, asked {b.get(k)!r}"
     return "none"
 
 
 def run_extract(manifest: Manifest, config: ExtractConfig, opts: RunOptions, out: Path,
-                echo: Callable[[str], None] = print, progress: bool = True) -> ExtractSummary:
-    """Extract ``manifest`` into the store ``out``; returns counts by status (they add up to the manifest)."""
+                echo: Callable[[str], None] = print, progress: bool = True,
+                on_shard: Callable[[ShardResult], None] | None = None) -> ExtractSummary:
+    """Extract ``manifest`` into the store ``out``; returns counts by status (they add up to the manifest).
+    ``on_shard`` sees the result of every shard run (worker, seconds, resident memory)."""
     t0 = time.perf_counter()
     if len(manifest) == 0:
         raise CavnetError("the manifest selects no videos (check --split and --limit)")
+    shard_dir = out.with_name(out.name + ".shards")
     if check_existing_store(out, config, manifest):
+        _remove_strays(out, shard_dir)
+        shutil.rmtree(shard_dir, ignore_errors=True)  # killed between the store's rename and this cleanup
         return ExtractSummary(out, len(manifest), _store_counts(out), already_done=True,
                               seconds=time.perf_counter() - t0)
-    shard_dir = out.with_name(out.name + ".shards")
     shards = _plan(shard_dir, config, manifest, opts.shard_size)
-    for stray in shard_dir.glob("*.tmp"):
-        stray.unlink()
-    todo = [s for s in shards if not Path(s.path).exists()]
+    _remove_strays(out, shard_dir)
+    todo = _pending(shards)
     if todo:
         from cavnet.pipelines.extract_run import run_shards
-        run_shards(todo, config, opts, len(manifest), len(shards) - len(todo), echo, progress)
+        run_shards(todo, config, opts, len(manifest), len(shards) - len(todo), echo, progress, on_shard)
     dims = StoreDims(config.sampling.clips, config.audio_sampling.segments,
                      get_spec(config.visual).out_dim, get_spec(config.audio).out_dim)
     texts = embed_texts(manifest, config, opts.device)
-    consolidate(out, [Path(s.path) for s in shards], manifest, dims, texts, config.to_json(), __version__)
+    try:
+        consolidate(out, [Path(s.path) for s in shards], manifest, dims, texts, config.to_json(), __version__)
+    except OSError as exc:
+        raise CavnetError(f"writing {out} failed ({exc}); the shards in {shard_dir} are kept: "
+                          "fix the cause and rerun the same command") from None
     shutil.rmtree(shard_dir)
     return ExtractSummary(out, len(manifest), _store_counts(out), len(todo), len(shards) - len(todo),
                           time.perf_counter() - t0)

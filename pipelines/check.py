@@ -1,0 +1,227 @@
+"""``cavnet check STORE.h5``: validate a feature store against docs/store.md and say exactly what is wrong.
+
+Checked: the format version and root attributes; every dataset's presence, shape and dtype against the
+recorded config and dims; statuses known and adding up to ``num_videos``; unique ids; labels in range;
+masks against statuses (failed videos have none, usable ones a clip, ``no_audio`` no audio, masks are
+prefixes, padding is zero); every feature finite; class embeddings unit length; no shard folder or tmp
+file left beside the store (a consolidated store has none).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from cavnet.extract.store import FORMAT_VERSION, USABLE_STATUSES, StoreDims, stray_tmp_files
+
+KNOWN_STATUSES = ("ok", "no_audio", "short_decode", "decode_error", "missing_file", "empty_file", "no_video",
+                  "worker_crash")
+_EXAMPLES = 5
+
+
+@dataclass
+class CheckResult:
+    """``problems``: one line each (empty: the store is sound); ``facts``: what was found."""
+
+    path: Path
+    problems: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def lines(self) -> list[str]:
+        if self.ok:
+            f = self.facts
+            counts = ", ".join(f"{k} {v}" for k, v in f["statuses"].items())
+            return [f"{self.path}: ok; format {FORMAT_VERSION}, {f['videos']} videos ({counts}); "
+                    f"n={f['clips']} clips x {f['visual_dim']}, m={f['segments']} segments x {f['audio_dim']}, "
+                    f"text {f['text_dim']}, {f['classes']} classes"]
+        return [f"{self.path}: {len(self.problems)} problem(s)"] + [f"  - {p}" for p in self.problems]
+
+
+def _strings(ds: h5py.Dataset) -> np.ndarray:
+    return np.array([s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in ds[()]], dtype=object)
+
+
+def _ids(ids: np.ndarray, where: np.ndarray) -> str:
+    picked = [str(x) for x in ids[np.flatnonzero(where)[:_EXAMPLES]]]
+    more = int(np.count_nonzero(where)) - len(picked)
+    return ", ".join(picked) + (f" and {more} more" if more > 0 else "")
+
+
+def _header(f: h5py.File, problems: list[str]) -> tuple[StoreDims, int] | None:
+    """The store's dims and N from its root attributes, or None when they cannot be read."""
+    from cavnet.extract.config import ExtractConfig
+
+    version = f.attrs.get("format_version")
+    if version is None or int(version) != FORMAT_VERSION:
+        problems.append(f"format_version is {version}, this cavnet reads {FORMAT_VERSION}")
+        return None
+    for name in ("cavnet_version", "config", "dims", "text_model", "num_videos"):
+        if name not in f.attrs:
+            problems.append(f"root attribute {name!r} missing"
+                            + (" (a shard or an unfinished store?)" if name == "num_videos" else ""))
+    try:
+        config = ExtractConfig.from_json(f.attrs["config"])
+        dims = StoreDims(**json.loads(f.attrs["dims"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        problems.append(f"config or dims attribute unreadable ({type(exc).__name__}: {exc})")
+        return None
+    if (dims.clips, dims.segments) != (config.sampling.clips, config.audio_sampling.segments):
+        problems.append(f"dims say {dims.clips} clips / {dims.segments} segments, the config "
+                        f"{config.sampling.clips} / {config.audio_sampling.segments}")
+    _check_backbone_dims(config, dims, problems)
+    n = int(f.attrs.get("num_videos", f["videos/id"].shape[0] if "videos/id" in f else 0))
+    return dims, n
+
+
+def _check_backbone_dims(config: Any, dims: StoreDims, problems: list[str]) -> None:
+    from cavnet.extract.backbones import get_spec
+
+    for name, width, what in ((config.visual, dims.visual_dim, "visual_dim"), (config.audio, dims.audio_dim,
+                                                                              "audio_dim")):
+        try:
+            expected = get_spec(name).out_dim
+        except KeyError:
+            continue  # a backbone this cavnet does not know: nothing to compare with
+        if expected != width:
+            problems.append(f"dims {what} is {width}, backbone {name} gives {expected}")
+
+
+def _layout(dims: StoreDims, n: int, c: int, dt: int) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Dataset -> (shape, dtype kind) as docs/store.md lays it out."""
+    out: dict[str, tuple[tuple[int, ...], str]] = {f"videos/{k}": ((n,), "str")
+                                                   for k in ("id", "split", "path", "status", "error")}
+    out.update({"videos/label": ((n,), "int32"), "videos/duration": ((n,), "float32"),
+                "videos/fps": ((n,), "float32"),
+                "visual/clips": ((n, dims.clips, dims.visual_dim), "float16"),
+                "visual/mask": ((n, dims.clips), "bool"),
+                "audio/segments": ((n, dims.segments, dims.audio_dim), "float16"),
+                "audio/mask": ((n, dims.segments), "bool"), "text/video": ((n, dt), "float16"),
+                "classes/name": ((c,), "str"), "classes/prompt": ((c,), "str"),
+                "classes/embedding": ((c, dt), "float32")})
+    return out
+
+
+def _kind(ds: h5py.Dataset) -> str:
+    return "str" if h5py.check_string_dtype(ds.dtype) is not None else str(ds.dtype)
+
+
+def _check_layout(f: h5py.File, dims: StoreDims, n: int, problems: list[str]) -> bool:
+    """True when every dataset is there with its documented shape and dtype."""
+    c = f["classes/name"].shape[0] if "classes/name" in f else 0
+    dt = f["classes/embedding"].shape[1] if "classes/embedding" in f and f["classes/embedding"].ndim == 2 else 0
+    sound = True
+    for name, (shape, kind) in _layout(dims, n, c, dt).items():
+        if name not in f:
+            problems.append(f"{name} missing")
+            sound = False
+        elif f[name].shape != shape or _kind(f[name]) != kind:
+            problems.append(f"{name} is {f[name].shape} {_kind(f[name])}, expected {shape} {kind}")
+            sound = False
+    return sound
+
+
+def _check_rows(f: h5py.File, n: int, problems: list[str]) -> dict[str, int]:
+    """Ids, statuses, errors and labels; returns the counts by status."""
+    ids, status, error = (_strings(f[f"videos/{k}"]) for k in ("id", "status", "error"))
+    counts = Counter(status.tolist())
+    unknown = ~np.isin(status, KNOWN_STATUSES)
+    if unknown.any():
+        problems.append(f"unknown status {sorted(set(status[unknown]))} in {int(unknown.sum())} rows "
+                        f"({_ids(ids, unknown)})")
+    if sum(counts.values()) != n or len(ids) != n:
+        problems.append(f"statuses add up to {sum(counts.values())}, the store says num_videos {n}")
+    names, seen = np.unique(ids.astype(str), return_counts=True)
+    if (seen > 1).any():
+        problems.append(f"duplicate video ids: {', '.join(names[seen > 1][:_EXAMPLES])}")
+    if (ids == "").any():
+        problems.append(f"{int((ids == '').sum())} rows without an id")
+    silent = ~unknown & ~np.isin(status, ("ok", "no_audio")) & (error == "")
+    if silent.any():
+        problems.append(f"{int(silent.sum())} failed rows without an error message ({_ids(ids, silent)})")
+    labels, classes = f["videos/label"][()], f["classes/name"].shape[0]
+    bad = (labels < -1) | (labels >= classes)
+    if bad.any():
+        problems.append(f"{int(bad.sum())} labels outside -1..{classes - 1} ({_ids(ids, bad)})")
+    return dict(counts.most_common())
+
+
+def _check_masks(f: h5py.File, problems: list[str]) -> None:
+    """Masks against statuses, and masks as prefixes (real clips first, padding after)."""
+    ids, status = _strings(f["videos/id"]), _strings(f["videos/status"])
+    vmask, amask = f["visual/mask"][()], f["audio/mask"][()]
+    usable, known = np.isin(status, USABLE_STATUSES), np.isin(status, KNOWN_STATUSES)
+    rules = [(known & ~usable & (vmask.any(1) | amask.any(1)), "failed rows with clips or segments"),
+             (usable & ~vmask.any(1), "usable rows without a single clip"),
+             ((status == "no_audio") & amask.any(1), "no_audio rows with audio segments")]
+    for name, mask in (("visual/mask", vmask), ("audio/mask", amask)):
+        rules.append(((mask[:, 1:] & ~mask[:, :-1]).any(1), f"{name} rows that are not a prefix"))
+    for bad, what in rules:
+        if bad.any():
+            problems.append(f"{int(bad.sum())} {what} ({_ids(ids, bad)})")
+
+
+def _check_values(f: h5py.File, problems: list[str]) -> None:
+    """Finite features, zero padding, unit class embeddings; read block by block."""
+    ids = _strings(f["videos/id"])
+    for feats, mask_name in (("visual/clips", "visual/mask"), ("audio/segments", "audio/mask")):
+        ds, rows = f[feats], f[feats].chunks[0] if f[feats].chunks else 64
+        nonfinite, padded = np.zeros(len(ids), bool), np.zeros(len(ids), bool)
+        for lo in range(0, ds.shape[0], rows):
+            block, mask = ds[lo:lo + rows], f[mask_name][lo:lo + rows]
+            nonfinite[lo:lo + rows] = ~np.isfinite(block).all(axis=(1, 2))
+            padded[lo:lo + rows] = ((block != 0).any(axis=2) & ~mask).any(axis=1)
+        if nonfinite.any():
+            problems.append(f"{feats}: non-finite values in {int(nonfinite.sum())} rows ({_ids(ids, nonfinite)})")
+        if padded.any():
+            problems.append(f"{feats}: non-zero padding in {int(padded.sum())} rows ({_ids(ids, padded)})")
+    for name in ("text/video", "classes/embedding", "videos/duration", "videos/fps"):
+        data = f[name][()]
+        if not np.isfinite(data).all():
+            problems.append(f"{name}: non-finite values")
+    norms = np.linalg.norm(f["classes/embedding"][()].astype(np.float64), axis=1)
+    if len(norms) and not np.allclose(norms, 1.0, atol=1e-3):
+        problems.append(f"classes/embedding: rows not unit length (norms {norms.min():.3f}..{norms.max():.3f})")
+
+
+def _check_leftovers(path: Path, problems: list[str]) -> None:
+    shard_dir = path.with_name(path.name + ".shards")
+    if shard_dir.exists():
+        problems.append(f"shard folder {shard_dir} is still there: the extraction did not finish its "
+                        "consolidation; rerun the same extract command")
+    for tmp in stray_tmp_files(path):
+        problems.append(f"stray tmp file {tmp} (a writer died); rerun extract or delete it")
+
+
+def check_store(path: Path) -> CheckResult:
+    """Validate the store at ``path``; every problem found is listed, none raises."""
+    result = CheckResult(Path(path))
+    _check_leftovers(result.path, result.problems)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        result.problems.append(f"not an HDF5 file ({exc})")
+        return result
+    with f:
+        header = _header(f, result.problems)
+        if header is None:
+            return result
+        dims, n = header
+        if not _check_layout(f, dims, n, result.problems):
+            return result  # values cannot be checked against a wrong layout
+        counts = _check_rows(f, n, result.problems)
+        _check_masks(f, result.problems)
+        _check_values(f, result.problems)
+        result.facts = {"videos": n, "statuses": counts, "clips": dims.clips, "segments": dims.segments,
+                        "visual_dim": dims.visual_dim, "audio_dim": dims.audio_dim,
+                        "text_dim": f["text/video"].shape[1], "classes": f["classes/name"].shape[0]}
+    return result
