@@ -119,11 +119,11 @@ def _run_jobs(jobs: list[tuple], workers: int, echo: Callable[[str], None]) -> l
     import dask
     from distributed import Client, LocalCluster, as_completed
 
-    os.environ["CAVNET_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
-    dask.config.set({"distributed.worker.daemon": False})
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    dask.config.set({"distributed.worker.daemon": False, "distributed.worker.profile.enabled": False})
     out = []
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=50) as cluster, Client(cluster) as client:
+                      silence_logs=50, env={"CAVNET_TORCH_THREADS": threads}) as cluster, Client(cluster) as client:
         futures = [client.submit(_run_one, *job, pure=False) for job in jobs]
         for fut in as_completed(futures):
             r = fut.result()
