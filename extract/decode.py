@@ -2,6 +2,8 @@
 
 Nothing is seeked: the demuxer walks the file once, the video decoder runs with FFmpeg threads, and a frame
 is converted to RGB (resized in FFmpeg's scaler, centre-cropped by a numpy slice) only when a clip needs it.
+Between clips the decoder drops the frames nothing refers to (``skip_frame=NONREF``: the B-frames of a typical
+H.264/HEVC file), so only the reference frames between clips are decoded at all.
 Bad media never raises: every path returns a :class:`DecodedVideo` whose ``status`` says what happened.
 """
 
@@ -16,9 +18,9 @@ from typing import Callable
 import av
 import numpy as np
 import torch
-from av.video.reformatter import VideoReformatter
 
 from .config import ClipSampling, LogMel
+from .decode_clips import _ClipCollector, _GapSkipper
 from .sampling import uniform_starts, valid_count
 
 OK, NO_AUDIO, SHORT_DECODE, DECODE_ERROR = "ok", "no_audio", "short_decode", "decode_error"
@@ -110,8 +112,11 @@ def _decode_container(container: av.container.InputContainer, sampling: ClipSamp
     starts = uniform_starts(expected, sampling.frames / fps, n_plan)
     clips = _ClipCollector(starts, sampling, fps)
     origin = float(vstream.start_time * vstream.time_base) if vstream.start_time is not None else None
-    on_video = _video_handler(clips, origin, fps)
-    errors, message = _demux(container, vstream, astream, on_video, audio)
+    skipper = _GapSkipper(vstream, clips, origin) if origin is not None else None
+    on_video = _video_handler(clips, origin, fps, skipper)
+    errors, message = _demux(container, vstream, astream, on_video, audio, skipper)
+    if skipper is not None:
+        clips.seen += skipper.dropped()
     wave = _trim_padding(audio.finish(), astream, logmel.sample_rate) if audio is not None else None
     if audio is not None and audio.errors:
         errors, message = errors + audio.errors, message or audio.error
@@ -140,11 +145,14 @@ def _status(seen: int, decoded: float, expected: float, fps: float, container_fr
     return OK, ""
 
 
-def _video_handler(clips: "_ClipCollector", origin: float | None, fps: float) -> Callable[[av.VideoFrame], None]:
+def _video_handler(clips: "_ClipCollector", origin: float | None, fps: float,
+                   skipper: "_GapSkipper | None" = None) -> Callable[[av.VideoFrame], None]:
     """Per-frame callback: timestamp relative to the stream start (frame count when pts is missing)."""
     state = {"origin": origin}
 
     def on_frame(frame: av.VideoFrame) -> None:
+        if skipper is not None and skipper.pending:
+            skipper.pending.discard(frame.pts)
         t = frame.time
         if t is None:
             t = clips.last_time + 1.0 / fps if clips.seen else 0.0
@@ -159,7 +167,7 @@ def _video_handler(clips: "_ClipCollector", origin: float | None, fps: float) ->
 
 def _demux(container: av.container.InputContainer, vstream: av.VideoStream | None,
            astream: av.AudioStream | None, on_video: Callable[[av.VideoFrame], None] | None,
-           audio: "_AudioCollector | None") -> tuple[int, str]:
+           audio: "_AudioCollector | None", skipper: "_GapSkipper | None" = None) -> tuple[int, str]:
     """Walk the file once; returns (errors, first error message). Undecodable packets are skipped."""
     streams = [s for s in (vstream, astream) if s is not None]
     errors, message = 0, ""
@@ -167,6 +175,8 @@ def _demux(container: av.container.InputContainer, vstream: av.VideoStream | Non
         return errors, message
     try:
         for packet in container.demux(streams):
+            if skipper is not None and packet.stream is vstream:
+                skipper.before(packet)
             try:
                 frames = packet.decode()
             except Exception as exc:  # a damaged packet: skip it, remember why
@@ -200,70 +210,6 @@ def _flush(streams: list, vstream: av.VideoStream | None, on_video: Callable | N
                 audio.push(frame)
 
 
-class _ClipCollector:
-    """Fills clip ``i`` with ``T`` consecutive frames from the first frame at or after ``starts[i]``.
-
-    Clips open in order, so the opened clips are always a prefix and the unfinished ones a contiguous range.
-    """
-
-    def __init__(self, starts: np.ndarray, sampling: ClipSampling, fps: float) -> None:
-        self.starts = starts
-        self.length = sampling.frames
-        self.size = sampling.size
-        self.side = max(sampling.short_side, sampling.size)
-        self.scaler = VideoReformatter()  # one swscale context for the whole file, not one per frame
-        self.step = 1.0 / fps
-        self.eps = 0.25 / fps  # time-base rounding must not push a clip one frame late
-        n = len(starts)
-        self.out = np.empty((n, self.length, self.size, self.size, 3), dtype=np.uint8)
-        self.fill = np.zeros(n, dtype=np.int64)
-        self.first = np.zeros(n, dtype=np.float64)
-        self.last = np.zeros(n, dtype=np.float64)
-        self.lo = 0  # first unfinished clip
-        self.next = 0  # next clip to open
-        self.seen = 0
-        self.last_time = 0.0
-
-    def push(self, t: float, frame: av.VideoFrame) -> None:
-        self.seen += 1
-        self.last_time = t
-        while self.next < len(self.starts) and t >= self.starts[self.next] - self.eps:
-            self.first[self.next] = t
-            self.next += 1
-        if self.lo == self.next:
-            return  # no clip needs this frame: it is never converted
-        image = self._convert(frame)
-        for i in range(self.lo, self.next):
-            self.out[i, self.fill[i]] = image
-            self.fill[i] += 1
-            self.last[i] = t
-        while self.lo < self.next and self.fill[self.lo] == self.length:
-            self.lo += 1
-
-    def _convert(self, frame: av.VideoFrame) -> np.ndarray:
-        """``(S, S, 3)`` uint8: short side resized in swscale (area averaging: anti-aliased downscale, and
-        faster than its bilinear here), centre crop sliced, display rotation applied."""
-        w, h = frame.width, frame.height
-        scale = self.side / min(w, h)
-        nw, nh = max(self.side, round(w * scale)), max(self.side, round(h * scale))
-        rgb = self.scaler.reformat(frame, width=nw, height=nh, format="rgb24", interpolation="AREA",
-                                   threads=1).to_ndarray()
-        top, left = (nh - self.size) // 2, (nw - self.size) // 2
-        crop = rgb[top:top + self.size, left:left + self.size]
-        turns = int(round(frame.rotation / 90.0)) % 4 if frame.rotation else 0
-        return np.rot90(crop, turns) if turns else crop
-
-    def finish(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(n, T, S, S, 3)`` clips that got at least one frame (short ones repeat their last frame) and
-        ``(n,)`` centre times in seconds."""
-        n = self.next
-        for i in range(self.lo, n):
-            got = int(self.fill[i])
-            self.out[i, got:] = self.out[i, got - 1]
-        times = (self.first[:n] + self.last[:n] + self.step) / 2.0
-        return self.out[:n], times
-
-
 class _AudioCollector:
     """Resamples decoded audio frames to mono float32 at ``rate``; a new resampler whenever the input's
     sample rate, layout or format changes (PyAV's resampler is fixed to its first frame)."""
@@ -280,11 +226,16 @@ class _AudioCollector:
             key = (frame.format.name, frame.layout.name, frame.sample_rate)
             if key != self.key:
                 self._pull(None)
-                self.resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+                self.resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate,
+                                                   frame_size=self.rate)  # 1 s frames: fewer to convert
                 self.key = key
             self._pull(frame)
         except Exception as exc:  # a frame the resampler cannot take: drop it, keep the video going
             self.errors, self.error = self.errors + 1, self.error or f"audio: {error_message(exc)}"
+            try:  # keep what the resampler already holds (up to one output frame)
+                self._pull(None)
+            except Exception:
+                pass
             self.resampler, self.key = None, None
 
     def _pull(self, frame: av.AudioFrame | None) -> None:

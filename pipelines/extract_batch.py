@@ -1,12 +1,23 @@
-"""Decode one video into model inputs, and run the backbones over batches of clips from many videos."""
+"""Decode one video into model inputs, and run the backbones over fixed-size batches of clips from many videos.
+
+The embedder keeps the accelerator busy: clips and log-mel examples of consecutive videos are queued and cut
+into full batches (a video's clips may span two batches), each batch is copied once into a pinned staging
+buffer, sent with a non-blocking copy and run in the precision and layout measured fastest
+(:mod:`cavnet.pipelines.runtime`); results come back asynchronously and a video is returned once all its
+clips and examples are done. Two staging buffers per modality let the host fill one while the device reads
+the other.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
+from cavnet.errors import CavnetError
 from cavnet.extract.audio import segment_examples
 from cavnet.extract.backbones import create_backbone
 from cavnet.extract.backbones.weights import load_weights
@@ -14,7 +25,7 @@ from cavnet.extract.config import ExtractConfig
 from cavnet.extract.decode import decode_video
 from cavnet.extract.manifest import ManifestRow
 from cavnet.extract.store import VideoFeatures
-from cavnet.errors import CavnetError
+from cavnet.pipelines.runtime import RunMode, forward, pick_mode
 
 
 @dataclass
@@ -33,9 +44,21 @@ class DecodedItem:
         return cls(status, error, 0.0, 0.0, np.zeros((0,), np.uint8), np.zeros((0,), np.float32))
 
 
-def decode_item(row: ManifestRow, config: ExtractConfig) -> DecodedItem:
-    """Decode ``row``'s file and cut its log-mel examples; bad media gives a status, never an exception."""
-    d = decode_video(row.path, config.sampling, config.logmel, config.audio_sampling.segments)
+def decode_threads() -> int:
+    """FFmpeg decoder threads for one video: ``CAVNET_DECODE_THREADS``, else the worker's share of the
+    cores (``CAVNET_TORCH_THREADS``, set for local CPU workers), else 0 (FFmpeg decides)."""
+    for name in ("CAVNET_DECODE_THREADS", "CAVNET_TORCH_THREADS"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def decode_item(row: ManifestRow, config: ExtractConfig, threads: int | None = None) -> DecodedItem:
+    """Decode ``row``'s file and cut its log-mel examples; bad media gives a status, never an exception.
+    ``threads``: FFmpeg decoder threads (None: :func:`decode_threads`)."""
+    threads = decode_threads() if threads is None else threads
+    d = decode_video(row.path, config.sampling, config.logmel, config.audio_sampling.segments, threads)
     if len(d.clips) == 0:
         return DecodedItem.failed(d.status, d.error)
     examples = segment_examples(d.audio, config.logmel, config.audio_sampling.segments, d.clip_times, d.duration)
@@ -61,17 +84,94 @@ def build_backbones(config: ExtractConfig, device: torch.device) -> tuple[torch.
             if expected and digest != expected:
                 raise CavnetError(f"{path}: sha256 {digest[:12]} differs from the {expected[:12]} recorded in the store")
         models.append(model.to(device).eval())
-    visual, audio = models
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        visual = visual.to(memory_format=torch.channels_last_3d)
-    return visual, audio
+    return models[0], models[1]
+
+
+class _Stream:
+    """One backbone fed fixed-size batches of rows (clips or examples) queued from many videos.
+
+    Two host slots, each a staging buffer ``(batch, *item)`` and a result buffer ``(batch, D)`` (pinned on
+    CUDA), alternate: a slot is reused only after its batch is harvested, so the host fills one while the
+    device works on the other. ``prepare`` turns a device batch into the model input.
+    """
+
+    def __init__(self, model: torch.nn.Module, mode: RunMode, batch: int, item: tuple[int, ...],
+                 dtype: torch.dtype, device: torch.device, prepare: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.model, self.mode, self.batch, self.device, self.prepare = model, mode, batch, device, prepare
+        pin = device.type == "cuda"
+        dim = int(model.out_dim)
+        self.slots = [(torch.empty((batch, *item), dtype=dtype, pin_memory=pin),
+                       torch.empty((batch, dim), dtype=torch.float32, pin_memory=pin)) for _ in range(2)]
+        self.turn = 0
+        self.queue: list[tuple[int, int, np.ndarray]] = []  # (video index, next row to send, rows)
+        self.queued = 0
+        self.inflight: list[tuple[torch.cuda.Event | None, torch.Tensor, list[tuple[int, int, int, int]]]] = []
+        self.ready: list[tuple[int, int, int, np.ndarray]] = []
+
+    def push(self, index: int, rows: np.ndarray) -> None:
+        if len(rows):
+            self.queue.append((index, 0, rows))
+            self.queued += len(rows)
+
+    def launch(self, final: bool) -> None:
+        """Run every full batch queued (and the remainder when ``final``)."""
+        while self.queued >= self.batch or (final and self.queued):
+            self._launch_one(min(self.batch, self.queued))
+
+    def _launch_one(self, n: int) -> None:
+        self._harvest(block=True, keep=len(self.slots) - 1)  # frees the slot used two batches ago
+        rows, out = self.slots[self.turn]
+        self.turn = (self.turn + 1) % len(self.slots)
+        staged, pieces, at = rows.numpy(), [], 0
+        while at < n:
+            index, first, data = self.queue[0]
+            take = min(len(data) - first, n - at)
+            staged[at:at + take] = data[first:first + take]
+            pieces.append((index, first, at, take))
+            at += take
+            if first + take == len(data):
+                self.queue.pop(0)
+            else:
+                self.queue[0] = (index, first + take, data)
+        self.queued -= n
+        x = rows[:n].to(self.device, non_blocking=True)
+        out[:n].copy_(forward(self.model, self.prepare(x), self.mode), non_blocking=True)
+        event = None
+        if self.device.type == "cuda":
+            event = torch.cuda.Event()
+            event.record()
+        self.inflight.append((event, out[:n], pieces))
+
+    def _harvest(self, block: bool, keep: int = 0) -> None:
+        """Move finished batches (all but ``keep``, waiting for them when ``block``) to ``ready``."""
+        while len(self.inflight) > keep:
+            event, out, pieces = self.inflight[0]
+            if event is not None:
+                if not block and not event.query():
+                    return
+                event.synchronize()
+            self.inflight.pop(0)
+            host = out.numpy()
+            self.ready += [(index, first, take, host[at:at + take].copy()) for index, first, at, take in pieces]
+
+    def collect(self, block: bool) -> list[tuple[int, int, int, np.ndarray]]:
+        """Finished results as (video index, first row, count, ``(count, D)`` features)."""
+        self._harvest(block)
+        done, self.ready = self.ready, []
+        return done
+
+
+@dataclass
+class _Pending:
+    item: DecodedItem
+    visual: np.ndarray  # (k, Dv) float32, filled as batches come back
+    audio: np.ndarray  # (m, Da)
+    left: int  # rows not back yet
 
 
 class BatchEmbedder:
-    """Collects decoded videos and runs the backbones on batches of about ``batch_clips`` clips."""
+    """Collects decoded videos and runs the backbones on batches of ``batch_clips`` clips (and of
+    ``4 * batch_clips`` log-mel examples); returns each video's features once they are all back."""
 
     def __init__(self, config: ExtractConfig, device: str, batch_clips: int) -> None:
         self.config = config
@@ -79,60 +179,58 @@ class BatchEmbedder:
         self.visual, self.audio = build_backbones(config, self.device)
         self.visual_dim, self.audio_dim = self.visual.out_dim, self.audio.out_dim
         self.batch_clips = max(1, batch_clips)
-        s = config.sampling
+        s, lm = config.sampling, config.logmel
         self._mean = torch.tensor(s.mean, device=self.device).view(1, 3, 1, 1, 1)
         self._std = torch.tensor(s.std, device=self.device).view(1, 3, 1, 1, 1)
-        self._pending: list[tuple[int, DecodedItem]] = []
+        clip = (s.frames, s.size, s.size, 3)
+        example = (1, lm.example_frames, lm.n_mels)
+        self.modes = {"visual": self._pick(self.visual, config.visual, (3, s.frames, s.size, s.size)),
+                      "audio": self._pick(self.audio, config.audio, example)}
+        self._streams = {
+            "visual": _Stream(self.visual, self.modes["visual"], self.batch_clips, clip, torch.uint8, self.device,
+                              self._normalise),
+            "audio": _Stream(self.audio, self.modes["audio"], 4 * self.batch_clips, example, torch.float32,
+                             self.device, lambda x: x),
+        }
+        self._pending: dict[int, _Pending] = {}
+
+    def _pick(self, model: torch.nn.Module, name: str, item: tuple[int, ...]) -> RunMode:
+        """The fastest layout (and precision, see runtime) for ``model``, timed on a small batch."""
+        n = min(self.batch_clips, 32 if self.device.type == "cuda" else 4)
+        n = n if len(item) == 4 else 4 * n
+        return pick_mode(model, torch.randn((n, *item), device=self.device), key=name)[0]
+
+    def _normalise(self, clips: torch.Tensor) -> torch.Tensor:
+        """``(B, T, S, S, 3)`` uint8 on the device -> ``(B, 3, T, S, S)`` float, channels-last-3d strides."""
+        return clips.permute(0, 4, 1, 2, 3).float().sub_(self._mean).div_(self._std)
 
     def add(self, index: int, item: DecodedItem) -> list[tuple[int, VideoFeatures]]:
-        self._pending.append((index, item))
-        if sum(len(it.clips) for _, it in self._pending) >= self.batch_clips:
-            return self.flush()
-        return []
+        """Queue one decoded video; returns the videos whose features are all back (any order)."""
+        k, m = len(item.clips), len(item.examples)
+        self._pending[index] = _Pending(item, np.zeros((k, self.visual_dim), np.float32),
+                                        np.zeros((m, self.audio_dim), np.float32), k + m)
+        self._streams["visual"].push(index, item.clips)
+        self._streams["audio"].push(index, item.examples)
+        for stream in self._streams.values():
+            stream.launch(final=False)
+        return self._finished(block=False)
 
     def flush(self) -> list[tuple[int, VideoFeatures]]:
-        pending, self._pending = self._pending, []
-        if not pending:
-            return []
-        vis = self._run_visual([it.clips for _, it in pending])
-        aud = self._run_audio([it.examples for _, it in pending])
-        return [(i, VideoFeatures(it.status, it.error, it.duration, it.fps, v, a))
-                for (i, it), v, a in zip(pending, vis, aud)]
+        """Run what is queued and return every video still pending."""
+        for stream in self._streams.values():
+            stream.launch(final=True)
+        return self._finished(block=True)
 
-    @torch.inference_mode()
-    def _run_visual(self, clips: list[np.ndarray]) -> list[np.ndarray]:
-        """uint8 clips (k_i, T, S, S, 3) per video -> features (k_i, Dv) per video."""
-        counts = [len(c) for c in clips]
-        full = [c for c in clips if len(c)]
-        if not full:
-            return [np.zeros((0, self.visual_dim), np.float32) for _ in clips]
-        x = torch.from_numpy(np.concatenate(full))
-        outs = []
-        for chunk in x.split(self.batch_clips):
-            if self.device.type == "cuda":
-                chunk = chunk.pin_memory().to(self.device, non_blocking=True)
-            chunk = chunk.to(self.device).permute(0, 4, 1, 2, 3).float().sub_(self._mean).div_(self._std)
-            if self.device.type == "cuda":
-                chunk = chunk.contiguous(memory_format=torch.channels_last_3d)
-            outs.append(self.visual(chunk).float().cpu())
-        return _split(torch.cat(outs).numpy(), counts, self.visual_dim)
-
-    @torch.inference_mode()
-    def _run_audio(self, examples: list[np.ndarray]) -> list[np.ndarray]:
-        """log-mel examples (k_i, 1, F, M) per video -> features (k_i, Da) per video."""
-        counts = [len(e) for e in examples]
-        full = [e for e in examples if len(e)]
-        if not full:
-            return [np.zeros((0, self.audio_dim), np.float32) for _ in examples]
-        x = torch.from_numpy(np.concatenate(full))
-        outs = [self.audio(chunk.to(self.device)).float().cpu() for chunk in x.split(4 * self.batch_clips)]
-        return _split(torch.cat(outs).numpy(), counts, self.audio_dim)
-
-
-def _split(features: np.ndarray, counts: list[int], dim: int) -> list[np.ndarray]:
-    """Cut ``(sum k_i, D)`` back into per-video ``(k_i, D)`` arrays."""
-    out, at = [], 0
-    for k in counts:
-        out.append(features[at:at + k] if k else np.zeros((0, dim), np.float32))
-        at += k
-    return out
+    def _finished(self, block: bool) -> list[tuple[int, VideoFeatures]]:
+        for name, stream in self._streams.items():
+            for index, first, take, feats in stream.collect(block):
+                p = self._pending[index]
+                (p.visual if name == "visual" else p.audio)[first:first + take] = feats
+                p.left -= take
+        done = [i for i, p in self._pending.items() if p.left == 0]
+        out = []
+        for i in done:
+            p = self._pending.pop(i)
+            it = p.item
+            out.append((i, VideoFeatures(it.status, it.error, it.duration, it.fps, p.visual, p.audio)))
+        return out

@@ -1,0 +1,141 @@
+"""Decode figures of ``cavnet bench``: cavnet's decode path against plain PyAV loops and the ffmpeg CLI.
+
+Every variant decodes the same files in the same number of processes with the same FFmpeg thread count:
+
+- ``cavnet``: :func:`cavnet.extract.decode.decode_video` (clips resized and cropped, 16 kHz mono audio);
+- ``cavnet+logmel``: what an extract worker does per video (decode, then the log-mel examples);
+- ``pyav-plain`` (the reference): a plain PyAV loop over every video and audio frame of the file, each
+  converted to an array (RGB24 at the stored size for video), as video loaders commonly do;
+- ``pyav-decode-only``: the same loop without any conversion: FFmpeg's decoding alone, the floor;
+- ``ffmpeg-cli``: ``ffmpeg -threads T -i FILE -map 0 -f null -``, when ``ffmpeg`` is on the PATH (one
+  process per file, start-up included; its FFmpeg build may differ from PyAV's).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from cavnet.extract.config import ExtractConfig
+from cavnet.extract.manifest import ManifestRow
+from cavnet.pipelines.bench_timing import Sync, for_at_least, interleaved, rates, run_ranks, split, summary
+
+VARIANTS = ("cavnet", "cavnet+logmel", "pyav-plain", "pyav-decode-only", "ffmpeg-cli")
+REFERENCE = "pyav-plain"
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    rows: tuple[ManifestRow, ...]
+    config: ExtractConfig
+    threads: int
+    repeats: int
+    ffmpeg: str | None
+    seconds: float  # a timed pass loops over the files until this long
+
+
+def _pyav_loop(path: str, threads: int, convert: bool) -> int:
+    """Decode every frame of every video and audio stream of ``path``; returns the video frame count."""
+    import av
+
+    count = 0
+    with av.open(path) as container:
+        video = container.streams.video[0]
+        video.thread_type, video.thread_count = "AUTO", threads
+        for frame in container.decode(*container.streams.video[:1], *container.streams.audio[:1]):
+            if isinstance(frame, av.VideoFrame):
+                count += 1
+                if convert:
+                    frame.to_ndarray(format="rgb24")
+            elif convert:
+                frame.to_ndarray()
+    return count
+
+
+def _ffmpeg(binary: str, path: str, threads: int) -> None:
+    subprocess.run([binary, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", str(threads),
+                    "-i", path, "-map", "0", "-f", "null", "-"], check=True, stdout=subprocess.DEVNULL)
+
+
+def _work(variant: str, job: DecodeJob) -> Callable[[str, ManifestRow], Any]:
+    from cavnet.extract.decode import decode_video
+    from cavnet.pipelines.extract_batch import decode_item
+
+    c, t = job.config, job.threads
+    return {
+        "cavnet": lambda p, r: decode_video(p, c.sampling, c.logmel, c.audio_sampling.segments, t),
+        "cavnet+logmel": lambda p, r: decode_item(r, c, t),
+        "pyav-plain": lambda p, r: _pyav_loop(p, t, True),
+        "pyav-decode-only": lambda p, r: _pyav_loop(p, t, False),
+        "ffmpeg-cli": lambda p, r: _ffmpeg(job.ffmpeg or "ffmpeg", p, t),
+    }[variant]
+
+
+def _decode_rank(job: DecodeJob, sync: Sync) -> dict[str, list]:
+    """One rank: every variant over this rank's share of the files, passes of at least ``job.seconds``,
+    repeats interleaved (one file of warm-up per variant first)."""
+    import torch
+
+    torch.set_num_threads(job.threads)  # the log-mel front end, as in a worker with this share of the cores
+    mine = split(list(job.rows), sync.ranks, sync.rank)
+    works = {}
+    for variant in VARIANTS:
+        if variant == "ffmpeg-cli" and not job.ffmpeg:
+            continue
+        fn = _work(variant, job)
+        fn(mine[0].path, mine[0])  # warm-up: imports, scaler and codec set-up
+
+        def one_pass(fn: Callable = fn) -> float:
+            for row in mine:
+                fn(row.path, row)
+            return len(mine)
+
+        works[variant] = for_at_least(job.seconds, one_pass)
+    return interleaved(works, sync, job.repeats)
+
+
+def frames_per_video(rows: tuple[ManifestRow, ...]) -> float:
+    """Mean video frame count of the files (container headers)."""
+    import av
+
+    counts = []
+    for row in rows:
+        with av.open(row.path) as container:
+            s = container.streams.video[0]
+            counts.append(s.frames or round(float(s.duration * s.time_base) * float(s.average_rate)))
+    return sum(counts) / max(1, len(counts))
+
+
+def _warm_page_cache(rows: tuple[ManifestRow, ...]) -> None:
+    for row in rows:
+        with open(row.path, "rb") as f:
+            while f.read(1 << 22):
+                pass
+
+
+def ffmpeg_version(binary: str | None) -> str:
+    if not binary:
+        return ""
+    out = subprocess.run([binary, "-version"], capture_output=True, text=True, check=False).stdout
+    return out.splitlines()[0] if out else ""
+
+
+def measure_decode(rows: tuple[ManifestRow, ...], config: ExtractConfig, processes: int, threads: int,
+                   repeats: int, seconds: float = 1.0) -> dict[str, Any]:
+    """Videos/s and frames/s of every variant; ratios of cavnet to each of the others."""
+    binary = shutil.which("ffmpeg")
+    _warm_page_cache(rows)
+    job = DecodeJob(tuple(rows), config, threads, repeats, binary, seconds)
+    per_rank = run_ranks(_decode_rank, job, processes, "decode")
+    frames = frames_per_video(rows)
+    section: dict[str, Any] = {"processes": processes, "ffmpeg_threads": threads, "frames_per_video": frames,
+                               "reference": REFERENCE, "ffmpeg_cli": ffmpeg_version(binary) or "not installed"}
+    for variant in per_rank[0]:
+        videos = summary(rates([r[variant] for r in per_rank]))
+        section[variant] = {"videos_per_s": videos, "frames_per_s": videos["median"] * frames}
+    cav = section["cavnet"]["videos_per_s"]["median"]
+    section["ratios"] = {f"cavnet/{v}": cav / section[v]["videos_per_s"]["median"]
+                         for v in per_rank[0] if v != "cavnet"}
+    return section
