@@ -45,3 +45,21 @@ def test_bad_arguments_give_one_line_and_exit_2(args, needle, tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("cavnet: error:") and needle in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_cli_reference_documents_every_option():
+    """docs/cli.md must name every option of every command (regenerate it from --help when this fails)."""
+    from pathlib import Path
+
+    import click
+
+    from cavnet.cli import main
+
+    doc = (Path(__file__).parent.parent / "docs" / "cli.md").read_text()
+    missing = []
+    for name, cmd in main.commands.items():
+        assert f"## `cavnet {name}`" in doc, name
+        for param in cmd.params:
+            if isinstance(param, click.Option):
+                missing += [f"{name} {o}" for o in param.opts if o not in doc]
+    assert not missing, missing
