@@ -284,6 +284,8 @@ def evaluate(store, checkpoint, dataset, root, manifest, split, out, device, bat
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--augment/--no-augment", default=True, show_default=True)
+@click.option("--eval-every", default=1, show_default=True, type=click.IntRange(min=0),
+              help="score val and save every N epochs (0: at the end)")
 @click.option("--save-every", default=0, show_default=True, type=click.IntRange(min=0),
               help="also save last.pt every N steps")
 @click.option("--max-steps", default=0, show_default=True, type=click.IntRange(min=0),
@@ -294,7 +296,7 @@ def evaluate(store, checkpoint, dataset, root, manifest, split, out, device, bat
 @click.option("--progress/--no-progress", default=True)
 def finetune(init, out, dataset, root, manifest, end_to_end, epochs, batch_size, lr, backbone_lr, weight_decay,
              warmup_epochs, freeze_until, freeze_audio, freeze_bn, grad_checkpoint, amp, decode_workers, device, seed,
-             augment, save_every, max_steps, resume, eval_init, progress) -> None:
+             augment, eval_every, save_every, max_steps, resume, eval_init, progress) -> None:
     """Train the whole CAV-Net from raw video, starting from a fuse-train checkpoint (torchrun: multi-GPU)."""
     from cavnet.extract.augment import AugmentConfig
     from cavnet.pipelines.finetune import run_finetune
@@ -304,7 +306,7 @@ def finetune(init, out, dataset, root, manifest, end_to_end, epochs, batch_size,
                          backbone_lr=backbone_lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
                          freeze_until=freeze_until, freeze_audio=freeze_audio, freeze_bn=freeze_bn,
                          grad_checkpoint=grad_checkpoint, amp=amp, decode_workers=decode_workers, device=device,
-                         seed=seed, save_every=save_every, max_steps=max_steps,
+                         seed=seed, eval_every=eval_every, save_every=save_every, max_steps=max_steps,
                          augment=AugmentConfig(enabled=augment))
     r = run_finetune(cfg, dataset, root, manifest, out, resume=resume, eval_init=eval_init, echo=click.echo,
                      progress=progress)
@@ -380,10 +382,11 @@ def bench(videos, seconds, device, workers, decode_workers, repeats, visual, aud
     cfg = BenchConfig(device=device, videos=videos, seconds=seconds, workers=workers, decode_workers=decode_workers,
                       repeats=repeats, visual=visual, audio=audio, small=small, sections=chosen,
                       work=str(work) if work else None)
-    report = run_bench(cfg, echo=lambda m: click.echo(m, err=True))
+    save = (lambda r: write_json(r, json_out)) if json_out else None
+    report = run_bench(cfg, echo=lambda m: click.echo(m, err=True), checkpoint=save)
     click.echo(render(report))
-    if json_out:
-        write_json(report, json_out)
+    if save:
+        save(report)
         click.echo(f"report: {json_out}")
 
 

@@ -71,7 +71,7 @@ def _local_cuda_cluster(gpus: int):
     try:
         from dask_cuda import LocalCUDACluster
     except ImportError:
-        from distributed import LocalCluster, Nanny, SpecCluster, Scheduler
+        from distributed import Nanny, Scheduler, SpecCluster
         workers = {i: {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": str(i)}}}
                    for i in range(gpus)}
         return SpecCluster(workers=workers, scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}})

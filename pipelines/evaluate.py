@@ -45,12 +45,12 @@ def run_evaluate(store_path: Path, checkpoint: Path, split: str = "val", out_dir
     result = {"split": split, "checkpoint": str(checkpoint), **accuracy_metrics(sc.scores, sc.labels, n),
               "audio_present": accuracy_metrics(sc.scores[sc.audio_present], sc.labels[sc.audio_present], n)}
     if out_dir is not None:
-        _write_reports(out_dir, split, sc.scores, sc.labels, names)
+        write_reports(out_dir, split, sc.scores, sc.labels, names)
         result["reports"] = str(out_dir)
     return result
 
 
-def _write_reports(out_dir: Path, split: str, scores: np.ndarray, labels: np.ndarray, names: list[str]) -> None:
+def write_reports(out_dir: Path, split: str, scores: np.ndarray, labels: np.ndarray, names: list[str]) -> None:
     from cavnet.pipelines.plots import plot_confusion
 
     out_dir.mkdir(parents=True, exist_ok=True)

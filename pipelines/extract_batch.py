@@ -73,12 +73,21 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+BACKBONE_SEED = 0  # random initialisation when no weight file is given: the same in every process
+
+
 def build_backbones(config: ExtractConfig, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """Both backbones in eval mode on ``device``, weights loaded and checked against the config hashes."""
+    """Both backbones in eval mode on ``device``, weights loaded and checked against the config hashes.
+
+    Without a weight file a backbone is initialised from ``BACKBONE_SEED``, so every worker process (and a
+    later fine-tune) builds the same random network; the caller's RNG state is left as it was.
+    """
     models = []
     for name, path, expected in ((config.visual, config.visual_weights, config.visual_weights_sha256),
                                  (config.audio, config.audio_weights, config.audio_weights_sha256)):
-        model = create_backbone(name)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(BACKBONE_SEED)
+            model = create_backbone(name)
         if path:
             digest = load_weights(model, path)
             if expected and digest != expected:

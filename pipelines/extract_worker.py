@@ -34,7 +34,6 @@ from cavnet.extract.store import StoreDims, VideoFeatures, shard_statuses, write
 from cavnet.pipelines.extract_batch import BatchEmbedder, DecodedItem, decode_item
 
 WORKER_CRASH = "worker_crash"
-BACKBONE_SEED = 0  # random initialisation when no weight file is given: the same in every process
 _STATE: dict[str, object] = {}
 _LOCK = threading.Lock()
 T = TypeVar("T")
@@ -80,9 +79,7 @@ def _embedder(config: ExtractConfig, opts: RunOptions) -> BatchEmbedder:
         if threads > 0:
             torch.set_num_threads(threads)
         _STATE.pop("embedder", None)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(BACKBONE_SEED)
-            _STATE["embedder"] = BatchEmbedder(config, opts.device, opts.batch_clips)
+        _STATE["embedder"] = BatchEmbedder(config, opts.device, opts.batch_clips)
         _STATE["embedder_key"] = key
     return _STATE["embedder"]  # type: ignore[return-value]
 

@@ -16,7 +16,6 @@ from cavnet.errors import CavnetError
 from cavnet.extract.store_reader import FeatureStore
 from cavnet.fuse.data import InMemorySplit, StreamedSplit, text_groups
 from cavnet.fuse.train_config import TrainConfig
-from cavnet.pipelines.evaluate import run_evaluate
 from cavnet.pipelines.fuse_train import run_fuse_train
 from store_factory import make_store
 

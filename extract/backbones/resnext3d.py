@@ -23,10 +23,13 @@ Module names match the released Kinetics checkpoints (``conv1``, ``bn1``, ``laye
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from cavnet.extract.backbones import register
 
@@ -91,8 +94,12 @@ class ResNeXt3D(nn.Module):
     """3D-ResNeXt feature extractor: clips ``(B, C, T, H, W)`` float -> ``(B, config.out_dim)``.
 
     Pooling is adaptive, so any ``T, H, W`` large enough to survive the strides works (the released
-    weights were trained on 16 x 112 x 112).
+    weights were trained on 16 x 112 x 112). With ``grad_checkpoint = True`` each bottleneck block keeps
+    only its input while gradients are being recorded and is run again in the backward pass (same outputs,
+    less memory; BatchNorm running statistics are updated once, not twice).
     """
+
+    grad_checkpoint: bool = False
 
     def __init__(self, config: ResNeXt3DConfig) -> None:
         super().__init__()
@@ -129,8 +136,39 @@ class ResNeXt3D(nn.Module):
         if x.dim() != 5 or x.shape[1] != self.config.in_channels:
             raise ValueError(f"expected clips (B, {self.config.in_channels}, T, H, W), got {tuple(x.shape)}")
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        if self.grad_checkpoint and torch.is_grad_enabled():
+            for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+                for block in stage:
+                    x = _checkpointed(block, x)
+        else:
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)
+
+
+def _checkpointed(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``block(x)`` under activation checkpointing; the backward-pass rerun leaves BN statistics alone."""
+    calls = [0]
+
+    def run(inp: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        with _bn_frozen_stats(block) if calls[0] > 1 else contextlib.nullcontext():
+            return block(inp)
+
+    return checkpoint(run, x, use_reentrant=False)
+
+
+@contextlib.contextmanager
+def _bn_frozen_stats(module: nn.Module) -> Iterator[None]:
+    """BatchNorm layers of ``module`` with momentum 0: a training-mode forward leaves running stats as they are."""
+    norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm3d) and m.training]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
 
 
 @register("resnext3d-50", "visual", RESNEXT3D_50.out_dim,

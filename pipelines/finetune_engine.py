@@ -1,0 +1,163 @@
+"""The fine-tune loop and raw-video scoring (no file I/O: the pipeline saves what these return)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cavnet.errors import CavnetError
+from cavnet.fuse.model import CAVNet
+from cavnet.pipelines import finetune_dist as fd
+from cavnet.pipelines.finetune_data import RETRIES, ClipBatch
+
+
+@dataclass
+class Targets:
+    """What each manifest row of a split is pulled towards: ``text`` (N, Dt) and positive ``groups`` (N,)
+    (the class for label targets, identical texts for video-text targets); indexed by batch positions."""
+
+    text: torch.Tensor
+    groups: torch.Tensor
+
+
+@dataclass
+class Trainer:
+    """Everything one optimizer step touches. ``model`` may be the DDP wrapper of ``net``."""
+
+    model: nn.Module
+    net: nn.Module
+    loss_fn: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    targets: Targets
+    env: fd.DistEnv
+    device: torch.device
+    step: int = 0  # optimizer steps taken in all
+
+
+@dataclass
+class EpochStats:
+    """Running figures of the steps taken so far in one epoch, summed over the processes."""
+
+    steps: int = 0
+    loss_sum: float = 0.0
+    videos: int = 0
+    clips: int = 0
+    substitutes: int = 0
+    seconds: float = 0.0
+    wait: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    last: dict[str, float] = field(default_factory=dict)  # clips, seconds and data wait of the latest step
+
+    def summary(self) -> dict[str, float]:
+        secs = max(self.seconds, 1e-9)
+        return {"loss": self.loss_sum / max(1, self.steps), "steps": self.steps, "videos": self.videos,
+                "clips": self.clips, "substitutes": self.substitutes, "seconds": self.seconds,
+                "videos_per_s": self.videos / secs, "clips_per_s": self.clips / secs,
+                "data_wait": self.wait / secs}
+
+
+def step_loss(tr: Trainer, batch: ClipBatch) -> torch.Tensor:
+    """The loss of one batch, on the batch of all processes: contrastive (head 'text') or cross-entropy."""
+    out = tr.model(batch.clips, batch.vmask, batch.examples, batch.amask)
+    if tr.loss_fn is None:
+        return F.cross_entropy(out.float(), batch.labels)
+    text, groups = tr.targets.text[batch.positions], tr.targets.groups[batch.positions]
+    return tr.loss_fn(fd.gather_with_grad(out, tr.env), fd.gather(text, tr.env), fd.gather(groups, tr.env))
+
+
+def train_step(tr: Trainer, batch: ClipBatch) -> float:
+    """One optimizer step; returns the loss (the same value in every process)."""
+    if not bool(batch.valid.all()):
+        raise CavnetError(f"a training batch holds videos that do not decode ({', '.join(sorted(set(batch.statuses)))})"
+                          f" even after {RETRIES} other videos were tried in their place: check the corpus")
+    loss = step_loss(tr, batch)
+    tr.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    tr.optimizer.step()
+    tr.scheduler.step()
+    if tr.loss_fn is not None and hasattr(tr.loss_fn, "clamp_"):
+        tr.loss_fn.clamp_()
+    tr.step += 1
+    value = float(loss.detach())
+    return fd.mean(value, tr.env, tr.device) if tr.loss_fn is None else value
+
+
+def train_epoch(tr: Trainer, batches: Iterable[ClipBatch], stats: EpochStats,
+                after_step: Callable[[EpochStats], bool]) -> EpochStats:
+    """Steps over ``batches`` until they run out or ``after_step(stats)`` returns False."""
+    tr.model.train()
+    t_wait = time.perf_counter()
+    for batch in batches:
+        t0 = time.perf_counter()
+        batch = batch.to(tr.device)
+        value = train_step(tr, batch)
+        if tr.device.type == "cuda":
+            torch.cuda.synchronize(tr.device)
+        t1 = time.perf_counter()
+        counts = fd.gather(torch.tensor([len(batch), int(batch.vmask.sum()), batch.substitutes],
+                                        device=tr.device), tr.env).view(-1, 3).sum(dim=0).tolist()
+        stats.steps += 1
+        stats.loss_sum += value
+        stats.losses.append(value)
+        stats.videos, stats.clips, stats.substitutes = (stats.videos + counts[0], stats.clips + counts[1],
+                                                        stats.substitutes + counts[2])
+        stats.wait += t0 - t_wait
+        stats.seconds += t1 - t_wait
+        stats.last = {"clips": counts[1], "seconds": t1 - t_wait, "wait": t0 - t_wait}
+        t_wait = time.perf_counter()
+        if not after_step(stats):
+            break
+    return stats
+
+
+@dataclass
+class VideoScores:
+    """Class scores (N, C), labels (N,), audio present (N,), manifest positions (N,) of the videos that
+    decoded, and the status of every video scored (decodable or not)."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+    audio_present: np.ndarray
+    positions: np.ndarray
+    statuses: dict[str, int]
+
+
+@torch.no_grad()
+def score_videos(net: nn.Module, batches: Iterable[ClipBatch], class_emb: torch.Tensor, head: str,
+                 device: torch.device, env: fd.DistEnv) -> VideoScores:
+    """Scores of this process's videos, gathered from every process; videos that do not decode are
+    counted in ``statuses`` and left out, like the unusable rows of a store."""
+    net.eval()
+    out, labels, audio, positions, statuses = [], [], [], [], {}
+    for batch in batches:
+        for s in batch.statuses:
+            statuses[s] = statuses.get(s, 0) + 1
+        keep = batch.valid
+        if not keep.any():
+            continue
+        batch = batch.to(device)
+        k = keep.to(device)
+        emb = net(batch.clips[k], batch.vmask[k], batch.examples[k], batch.amask[k])
+        out.append((emb if head == "linear" else CAVNet.predict(emb, class_emb)).float().cpu())
+        labels.append(batch.labels[k].cpu())
+        audio.append(batch.amask[k].any(dim=1).cpu())
+        positions.append(batch.positions[k].cpu())
+    c = int(class_emb.shape[0])
+    local = (torch.cat(out).numpy() if out else np.zeros((0, c), np.float32),
+             torch.cat(labels).numpy() if labels else np.zeros(0, np.int64),
+             torch.cat(audio).numpy() if audio else np.zeros(0, bool),
+             torch.cat(positions).numpy() if positions else np.zeros(0, np.int64), statuses)
+    parts = fd.gather_objects(local, env)
+    merged: dict[str, int] = {}
+    for p in parts:
+        for s, n in p[4].items():
+            merged[s] = merged.get(s, 0) + n
+    order = np.argsort(np.concatenate([p[3] for p in parts]), kind="stable")
+    return VideoScores(*(np.concatenate([p[i] for p in parts])[order] for i in range(4)), merged)
