@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,23 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write atomically (tmp + rename), so a killed run never leaves half a checkpoint."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def trim_jsonl(path: Path, key: str, upto: int) -> None:
+    """Keep the lines of a JSON-lines log whose ``key`` is at most ``upto`` (those the checkpoint a run
+    resumes from holds); drop later ones, which the resumed run redoes, and any line torn by a kill."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line)[key]) <= upto:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
     os.replace(tmp, path)
 
 

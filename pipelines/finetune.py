@@ -10,7 +10,6 @@ init's val scores as epoch 0, then every epoch), last.pt and best.pt.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +21,7 @@ from cavnet.extract.manifest import Manifest, ManifestRow
 from cavnet.fuse.engine import warmup_cosine
 from cavnet.fuse.loss import ContrastiveLoss
 from cavnet.pipelines import finetune_dist as fd
-from cavnet.pipelines.checkpoint import load_checkpoint, save_checkpoint
+from cavnet.pipelines.checkpoint import load_checkpoint, save_checkpoint, trim_jsonl
 from cavnet.pipelines.finetune_build import build_avnet, check_classes, store_config_of
 from cavnet.pipelines.finetune_config import FinetuneConfig
 from cavnet.pipelines.finetune_data import EpochSampler, VideoClips, make_loader
@@ -172,22 +171,9 @@ def _train(run: _Run, tr: Trainer, resume: bool, eval_init: bool) -> FinetuneRes
 
 
 def _trim_logs(out: Path, step: int) -> None:
-    """Drop the log lines written after the checkpoint a run resumes from (and a line torn by a kill), so
-    the steps redone are not logged twice."""
+    """Drop the log lines written after the checkpoint a run resumes from, so redone steps are not logged twice."""
     for name in ("steps.jsonl", "metrics.jsonl"):
-        path = out / name
-        if not path.exists():
-            continue
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                if int(json.loads(line)["step"]) <= step:
-                    kept.append(line + "\n")
-            except (ValueError, KeyError, TypeError):
-                continue
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, path)
+        trim_jsonl(out / name, "step", step)
 
 
 def _epoch(run: _Run, tr: Trainer, epoch: int, skip: int) -> tuple[EpochStats, bool]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -20,7 +19,7 @@ from cavnet.fuse.engine import accuracy_metrics, score, train_one_epoch, warmup_
 from cavnet.fuse.loss import ContrastiveLoss
 from cavnet.fuse.model import CAVNet
 from cavnet.fuse.train_config import TrainConfig
-from cavnet.pipelines.checkpoint import check_matches_store, load_checkpoint, save_checkpoint
+from cavnet.pipelines.checkpoint import check_matches_store, load_checkpoint, save_checkpoint, trim_jsonl
 from cavnet.pipelines.extract_batch import resolve_device
 
 
@@ -101,7 +100,7 @@ def run_fuse_train(store_path: Path, out: Path, tcfg: TrainConfig, model_overrid
             echo(f"resuming {out} at epoch {start + 1}")
         elif init is not None:
             _init_weights(init, model, store)
-        _keep_metrics(out / "metrics.jsonl", start)
+        trim_jsonl(out / "metrics.jsonl", "epoch", start)
         skipped = {"train": skipped_train, "val": skipped_val}
         (out / "config.json").write_text(json.dumps({"fusion": fcfg.to_dict(), "train": tcfg.to_dict(),
                                                      "store": str(store_path), "skipped_rows": skipped}, indent=2))
@@ -130,24 +129,6 @@ def run_fuse_train(store_path: Path, out: Path, tcfg: TrainConfig, model_overrid
     from cavnet.pipelines.plots import plot_curves
     plot_curves(out / "metrics.jsonl", out / "curves.png")
     return TrainResult(out, best, last, skipped)
-
-
-def _keep_metrics(path: Path, epochs: int) -> None:
-    """Keep the metrics of the first ``epochs`` epochs, those the checkpoint resumed from holds (none for a
-    fresh run). A run killed after logging an epoch but before checkpointing it redoes that epoch, which
-    would otherwise be logged twice; a line torn by the kill is dropped too."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if int(json.loads(line)["epoch"]) <= epochs:
-                kept.append(line + "\n")
-        except (ValueError, KeyError, TypeError):
-            continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
 
 
 def _temperature(loss_fn) -> float:
