@@ -106,8 +106,9 @@ def backbone_options(f):
 @click.option("--shard-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--scheduler", default=None, help="address of an existing Dask scheduler")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="local CPU workers")
-@click.option("--decode-workers", default=0, show_default=True, type=click.IntRange(min=0),
-              help="decode processes per worker (0: decode in the worker)")
+@click.option("--decode-workers", default=None, type=click.IntRange(min=0),
+              help="decode processes per worker (0: decode in the worker) [local GPU workers: cores/GPUs - 1, "
+                   "else 0]")
 @click.option("--batch-clips", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--progress/--no-progress", default=True)
@@ -125,6 +126,9 @@ def extract(dataset, root, manifest, split, limit, visual, audio, visual_weights
         click.echo("warning: no weights given for " + " and ".join(
             n for n, w in ((visual, visual_weights), (audio, audio_weights)) if not w)
             + ": randomly initialised backbones", err=True)
+    if decode_workers is None:
+        from cavnet.pipelines.dask_cluster import default_decode_workers
+        decode_workers = default_decode_workers(device, scheduler)
     opts = RunOptions(shard_size=shard_size, workers=workers, scheduler=scheduler, decode_workers=decode_workers,
                       device=device, batch_clips=batch_clips, limit=limit)
     s = run_extract(m, config, opts, out, echo=click.echo, progress=progress)

@@ -18,6 +18,13 @@ def _gpu_count() -> int:
         return 0
 
 
+def default_decode_workers(device: str, scheduler: str | None) -> int:
+    """Decode processes per worker when none are asked for: on local GPU workers the cores left over
+    (cores/GPUs - 1), so decoding overlaps the GPU; on CPU workers 0 (decode in the worker itself)."""
+    gpus = _gpu_count() if device in ("auto", "cuda") and not scheduler else 0
+    return max(1, (os.cpu_count() or 1) // gpus - 1) if gpus else 0
+
+
 # A shard task fails at its worker's first death (no blind retry of a file that kills its worker: the client
 # redoes the shard with each video in a process of its own), and a worker holds one task per thread, so a
 # death blames only the shard it was running. The workers' statistical profiler is off: it samples the
