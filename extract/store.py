@@ -13,7 +13,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import h5py
 import numpy as np
@@ -215,8 +215,3 @@ def _copy_shard(f: h5py.File, data: dict[str, np.ndarray], manifest: Manifest, s
                 "visual/clips", "visual/mask", "audio/segments", "audio/mask"):
         f[key][sl] = data[key]
     seen[sl] = True
-
-
-def iter_status_counts(statuses: Sequence[str]) -> Iterator[tuple[str, int]]:
-    values, counts = np.unique(np.asarray(statuses, dtype=object).astype(str), return_counts=True)
-    return iter(sorted(zip(values.tolist(), counts.tolist()), key=lambda kv: -kv[1]))

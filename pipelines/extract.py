@@ -8,6 +8,7 @@ an existing store or shard folder is refused.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 import json
 import os
 import shutil
@@ -154,8 +155,5 @@ def run_extract(manifest: Manifest, config: ExtractConfig, opts: RunOptions, out
 
 def _store_counts(out: Path) -> dict[str, int]:
     with h5py.File(out, "r") as f:
-        statuses = [s.decode() if isinstance(s, bytes) else s for s in f["videos/status"][()]]
-    counts: dict[str, int] = {}
-    for s in statuses:
-        counts[s] = counts.get(s, 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+        statuses = f["videos/status"].asstr()[()].tolist()
+    return dict(Counter(statuses).most_common())

@@ -9,6 +9,7 @@ the shards committed so far are kept for the rerun.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 import errno
 from typing import Any, Callable, Sequence
 
@@ -86,13 +87,12 @@ def run_shards(todo: Sequence[ShardSpec], config: ExtractConfig, opts: RunOption
     """
     from tqdm import tqdm
 
-    counts: dict[str, int] = {}
+    counts: Counter[str] = Counter()
     bar = tqdm(total=total, initial=total - sum(len(s.rows) for s in todo), unit="video",
                disable=not progress, dynamic_ncols=True, desc="extract")
 
     def done(result: ShardResult) -> None:
-        for status, k in result.counts.items():
-            counts[status] = counts.get(status, 0) + k
+        counts.update(result.counts)
         if on_result is not None:
             on_result(result)
         bar.update(sum(result.counts.values()))
@@ -103,4 +103,4 @@ def run_shards(todo: Sequence[ShardSpec], config: ExtractConfig, opts: RunOption
             stream_tasks(client, run_shard, todo, (config.to_json(), opts), "shard", done, echo, opts.window)
     finally:
         bar.close()
-    return counts
+    return dict(counts)

@@ -14,6 +14,7 @@ process runs one shard at a time (the batch embedder keeps state between calls).
 from __future__ import annotations
 
 import os
+from collections import Counter
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -162,13 +163,6 @@ def _memory() -> tuple[float, float]:
     return me.memory_info().rss / 2**20, children / 2**20
 
 
-def _counts(statuses: Sequence[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for s in statuses:
-        counts[s] = counts.get(s, 0) + 1
-    return counts
-
-
 def _features(spec: ShardSpec, config: ExtractConfig, opts: RunOptions) -> list[VideoFeatures]:
     """Features of every row of ``spec``, in order; on any error the embedder (which holds the videos
     it has not run yet) is dropped, so the next shard starts clean."""
@@ -192,7 +186,7 @@ def run_shard(spec: ShardSpec, config_json: str, opts: RunOptions) -> ShardResul
     with _LOCK:
         done = shard_statuses(Path(spec.path), spec.start, [r.video_id for r in spec.rows])
         if done is not None:
-            return ShardResult(spec.index, _counts(done), time.perf_counter() - t0, f"pid {os.getpid()}",
+            return ShardResult(spec.index, dict(Counter(done)), time.perf_counter() - t0, f"pid {os.getpid()}",
                                *_memory(), reused=True)
         config = ExtractConfig.from_json(config_json)
         feats = _features(spec, config, opts)
@@ -200,5 +194,5 @@ def run_shard(spec: ShardSpec, config_json: str, opts: RunOptions) -> ShardResul
         dims = StoreDims(config.sampling.clips, config.audio_sampling.segments, embedder.visual_dim,
                          embedder.audio_dim)
         write_shard(Path(spec.path), spec.start, spec.rows, feats, dims, config_json)  # type: ignore[arg-type]
-    return ShardResult(spec.index, _counts([vf.status for vf in feats]),  # type: ignore[union-attr]
+    return ShardResult(spec.index, dict(Counter(vf.status for vf in feats)),  # type: ignore[union-attr]
                        time.perf_counter() - t0, f"pid {os.getpid()}", *_memory())
