@@ -1,25 +1,39 @@
 # Two entry points: `make demo` (the whole pipeline on a generated corpus) and `make test`.
-# Both create .venv on first use (Python 3.11, torch 2.11 from PyPI) and reuse it afterwards.
+# Both create .venv on first use from requirements.lock (the whole dependency set, pinned) and reuse it.
+# Refresh the lock after changing dependencies in pyproject.toml with `make lock` (needs `pip install uv`).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 STAMP := $(VENV)/.cavnet-installed
+PIP := $(VENV)/bin/python -m pip --quiet --disable-pip-version-check --no-input
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast smoke install lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(PIP) install -r requirements.lock
+	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# Imports every module that loads a native library and checks the versions against the lock: a broken
+# wheel fails here in seconds, naming the package, instead of inside a test minutes later.
+smoke: $(STAMP)
+	$(VENV)/bin/python tools/check_install.py --lock requirements.lock
+
+demo: smoke
 	$(VENV)/bin/cavnet demo --out demo-out
 
-test: $(STAMP)
+test: smoke
 	$(VENV)/bin/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'pytest collected no tests' >&2; fi; exit $$rc
+
+test-fast: smoke
+	$(VENV)/bin/python -m pytest -q -m "not slow"
+
+lock:
+	uv pip compile pyproject.toml --extra test --universal --python-version 3.10 --no-header \
+		-o requirements.lock
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

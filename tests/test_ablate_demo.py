@@ -19,6 +19,7 @@ def cavnet(*args: str, cwd=None) -> subprocess.CompletedProcess:
                           timeout=600, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_tiny_ablation_end_to_end_and_rerun_skips(tmp_path):
     store = tmp_path / "s.h5"
     make_store(store, videos=60, classes=4)
@@ -56,6 +57,7 @@ def test_summary_statistics_and_reading():
     assert "+45.0 points over the best single-modality row" in text and "above chance (12.5%)" in text
 
 
+@pytest.mark.slow
 def test_demo_smoke_through_the_cli(tmp_path):
     out = tmp_path / "demo"
     r = cavnet("demo", "--out", str(out), "--videos", "24", "--seeds", "1", "--epochs", "2", "--no-progress")

@@ -37,6 +37,7 @@ def _numbers(node, path=""):
         yield path, node
 
 
+@pytest.mark.slow
 def test_gpu_check_script_cpu_smoke(tmp_path):
     """The one-call check script runs the whole bench on CPU and leaves a complete report under $OUT."""
     env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "TMPDIR": str(tmp_path)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -137,6 +138,7 @@ def _train_set_loss(ckpt: Path, corpus: Path) -> float:
     return loss - float(same.log().mean())
 
 
+@pytest.mark.slow
 def test_loss_goes_down_over_a_few_dozen_steps(corpus, init, tmp_path):
     run_finetune(_cfg(init[1], epochs=20, max_steps=40, lr=3e-3, backbone_lr=3e-3), "k400", corpus, None,
                  tmp_path / "r", eval_init=False, **QUIET)
@@ -161,12 +163,20 @@ def test_resume_gives_the_same_next_step_loss(corpus, init, tmp_path):
         run_finetune(other, "k400", corpus, None, tmp_path / "cut", resume=True, **QUIET)
 
 
+def _free_port() -> int:
+    """A TCP port nobody listens on now (a fixed port collides with a parallel run or a leftover process)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
 def test_two_processes_under_torchrun_match_one_and_write_one_checkpoint(corpus, init, tmp_path):
     args = ["finetune", "--end-to-end", "--dataset", "k400", "--root", str(corpus), "--init", str(init[1]),
             "--batch-size", "4", "--max-steps", "2", "--lr", "1e-3", "--backbone-lr", "1e-3", "--warmup-epochs",
             "0", "--decode-workers", "0", "--device", "cpu", "--no-eval-init", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "cavnet.cli", *args, "--out", str(tmp_path / "two")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert r.returncode == 0, r.stderr[-3000:]

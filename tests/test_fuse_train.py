@@ -57,6 +57,7 @@ def test_fuse_train_then_evaluate_through_the_cli(store, tmp_path):
     assert (tmp_path / "eval" / "confusion_val.csv").exists() and (tmp_path / "eval" / "per_class_val.csv").exists()
 
 
+@pytest.mark.slow
 def test_fusion_beats_each_single_modality(store, tmp_path):
     tcfg = TrainConfig(epochs=25, batch_size=16, lr=2e-3, device="cpu", seed=0)
     top1 = {}

@@ -97,6 +97,7 @@ def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
     return out
 
 
+@pytest.mark.slow
 def test_client_sigkilled_mid_run_then_rerun(corpus, cluster, tmp_path):
     out, shard_dir = tmp_path / "store.h5", tmp_path / "store.h5.shards"
     env = {**os.environ, "CAVNET_FAULT_HANG_ON": "shard-00003.h5", "CAVNET_FAULT_HANG_SECONDS": "300"}
@@ -123,6 +124,7 @@ def test_client_sigkilled_mid_run_then_rerun(corpus, cluster, tmp_path):
     assert _extract(corpus, out, cluster, shard_size=1).already_done
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_shard_the_shard_is_redone(corpus, cluster, tmp_path):
     out, fired = tmp_path / "store.h5", tmp_path / "fired"
     # the second video of shard 1 SIGKILLs its worker, once (the nanny starts a clean worker)

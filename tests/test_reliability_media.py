@@ -189,6 +189,7 @@ def test_a_task_executed_twice_writes_identical_shards(run, tmp_path):
     np.testing.assert_allclose(stored[:4].astype(np.float32), clips.astype(np.float32), atol=2e-3, rtol=2e-3)
 
 
+@pytest.mark.slow
 def test_a_decode_pool_whose_process_dies_isolates_the_rest_of_the_shard(run, tmp_path, monkeypatch):
     manifest, _, _, _ = run
     names = ["ok.mp4", "poison.mp4", "no_audio.mp4", "zero.mp4", "mono8k.mp4"]

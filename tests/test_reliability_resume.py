@@ -76,6 +76,7 @@ def _epoch(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
 
 
+@pytest.mark.slow
 def test_fuse_train_killed_twice_resumes_to_the_uninterrupted_result(store, tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     r = _fuse_train(_args(store, full))
