@@ -117,7 +117,7 @@ def extract(dataset, root, manifest, split, limit, visual, audio, visual_weights
             progress) -> None:
     """Stage one: decode a corpus, run the backbones in Dask workers, write the HDF5 feature store."""
     from cavnet.extract.config import RunOptions
-    from cavnet.pipelines.extract import run_extract
+    from cavnet.pipelines.extract.run import run_extract
     from cavnet.pipelines.manifests import extract_config, load_manifest
 
     m = load_manifest(dataset, root, manifest, _splits(split), limit)
@@ -127,7 +127,7 @@ def extract(dataset, root, manifest, split, limit, visual, audio, visual_weights
             n for n, w in ((visual, visual_weights), (audio, audio_weights)) if not w)
             + ": randomly initialised backbones", err=True)
     if decode_workers is None:
-        from cavnet.pipelines.dask_cluster import default_decode_workers
+        from cavnet.pipelines.extract.cluster import default_decode_workers
         decode_workers = default_decode_workers(device, scheduler)
     opts = RunOptions(shard_size=shard_size, workers=workers, scheduler=scheduler, decode_workers=decode_workers,
                       device=device, batch_clips=batch_clips, limit=limit)
@@ -302,9 +302,9 @@ def finetune(init, out, dataset, root, manifest, end_to_end, epochs, batch_size,
              warmup_epochs, freeze_until, freeze_audio, freeze_bn, grad_checkpoint, amp, decode_workers, device, seed,
              augment, eval_every, save_every, max_steps, resume, eval_init, progress) -> None:
     """Train the whole CAV-Net from raw video, starting from a fuse-train checkpoint (torchrun: multi-GPU)."""
-    from cavnet.extract.augment import AugmentConfig
+    from cavnet.finetune.augment import AugmentConfig
     from cavnet.pipelines.finetune import run_finetune
-    from cavnet.pipelines.finetune_config import FinetuneConfig
+    from cavnet.finetune.config import FinetuneConfig
 
     cfg = FinetuneConfig(init=str(init), end_to_end=end_to_end, epochs=epochs, batch_size=batch_size, lr=lr,
                          backbone_lr=backbone_lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
@@ -377,8 +377,8 @@ def demo(out, videos, seeds, epochs, workers, progress) -> None:
 def bench(videos, seconds, device, workers, decode_workers, repeats, visual, audio, small, sections, work,
           json_out) -> None:
     """Measure decode, backbone, extract, store-read and fuse-train speed on a generated corpus."""
-    from cavnet.pipelines.bench import SECTIONS, BenchConfig, run_bench, write_json
-    from cavnet.pipelines.bench_table import render
+    from cavnet.bench.run import SECTIONS, BenchConfig, run_bench, write_json
+    from cavnet.bench.table import render
 
     chosen = _splits(sections) or SECTIONS
     if set(chosen) - set(SECTIONS):

@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from .avwrite import write_video
+from .media.avwrite import write_video
 
 
 @dataclass(frozen=True)

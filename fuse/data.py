@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from cavnet.extract.store_reader import FeatureStore, Features
+from cavnet.extract.store.reader import FeatureStore, Features
 
 
 @dataclass

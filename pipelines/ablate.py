@@ -72,7 +72,7 @@ def has_video_texts(store_path: Path) -> bool:
     """True when some video's own text differs from its class prompt (captions, titles)."""
     import numpy as np
 
-    from cavnet.extract.store_reader import FeatureStore
+    from cavnet.extract.store.reader import FeatureStore
 
     with FeatureStore(store_path) as store:
         rows = store.rows()

@@ -18,7 +18,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from cavnet.extract.store import FORMAT_VERSION, USABLE_STATUSES, StoreDims, stray_tmp_files
+from cavnet.extract.store.writer import FORMAT_VERSION, USABLE_STATUSES, StoreDims, stray_tmp_files
 
 KNOWN_STATUSES = ("ok", "no_audio", "short_decode", "decode_error", "missing_file", "empty_file", "no_video",
                   "worker_crash")

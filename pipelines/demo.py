@@ -36,7 +36,7 @@ class DemoConfig:
 def run_demo(out: Path, cfg: DemoConfig, echo: Callable[[str], None] = print, progress: bool = True) -> Path:
     from cavnet.extract.synth import synth
     from cavnet.pipelines.ablate import run_ablate
-    from cavnet.pipelines.extract import run_extract
+    from cavnet.pipelines.extract.run import run_extract
     from cavnet.pipelines.manifests import extract_config, load_manifest
 
     t0 = time.perf_counter()

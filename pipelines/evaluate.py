@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from cavnet.errors import CavnetError
-from cavnet.extract.store_reader import FeatureStore
+from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.data import open_split
 from cavnet.fuse.engine import accuracy_metrics, score
-from cavnet.pipelines.checkpoint import check_matches_store, load_checkpoint, model_from_checkpoint
-from cavnet.pipelines.extract_batch import resolve_device
+from cavnet.fuse.checkpoint import check_matches_store, load_checkpoint, model_from_checkpoint
+from cavnet.extract.device import resolve_device
 
 
 def confusion(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:

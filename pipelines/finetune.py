@@ -20,14 +20,14 @@ from cavnet.errors import CavnetError
 from cavnet.extract.manifest import Manifest, ManifestRow
 from cavnet.fuse.engine import warmup_cosine
 from cavnet.fuse.loss import ContrastiveLoss
-from cavnet.pipelines import finetune_dist as fd
-from cavnet.pipelines.checkpoint import load_checkpoint, save_checkpoint, trim_jsonl
-from cavnet.pipelines.finetune_build import build_avnet, check_classes, store_config_of
-from cavnet.pipelines.finetune_config import FinetuneConfig
-from cavnet.pipelines.finetune_data import EpochSampler, VideoClips, make_loader
-from cavnet.pipelines.finetune_engine import EpochStats, Targets, Trainer, score_videos, train_epoch
+from cavnet.finetune import distributed as fd
+from cavnet.fuse.checkpoint import load_checkpoint, save_checkpoint, trim_jsonl
+from cavnet.finetune.build import build_avnet, check_classes, store_config_of
+from cavnet.finetune.config import FinetuneConfig
+from cavnet.finetune.data import EpochSampler, VideoClips, make_loader
+from cavnet.finetune.engine import EpochStats, Targets, Trainer, score_videos, train_epoch
 from cavnet.pipelines.finetune_eval import eval_loader, metrics_of
-from cavnet.pipelines.finetune_model import param_groups
+from cavnet.finetune.model import param_groups
 
 
 @dataclass
@@ -126,7 +126,7 @@ def _targets(rows: list[ManifestRow], m: Manifest, state: dict[str, Any], config
         labels = torch.tensor([r.label for r in rows])
         return Targets(class_emb[labels].to(device), labels.to(device))
     from cavnet.fuse.data import text_groups
-    from cavnet.pipelines.extract_texts import embed_texts
+    from cavnet.extract.text_tables import embed_texts
 
     tables = embed_texts(Manifest(tuple(rows), m.classes), config, "cpu")
     text = torch.from_numpy(tables.video)

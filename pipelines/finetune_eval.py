@@ -16,12 +16,12 @@ from cavnet.errors import CavnetError
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.manifest import ManifestRow
 from cavnet.fuse.engine import accuracy_metrics
-from cavnet.pipelines import finetune_dist as fd
-from cavnet.pipelines.checkpoint import load_checkpoint
-from cavnet.pipelines.extract_batch import resolve_device
-from cavnet.pipelines.finetune_build import build_avnet, check_classes, store_config_of
-from cavnet.pipelines.finetune_data import VideoClips, make_loader
-from cavnet.pipelines.finetune_engine import VideoScores, score_videos
+from cavnet.finetune import distributed as fd
+from cavnet.fuse.checkpoint import load_checkpoint
+from cavnet.extract.device import resolve_device
+from cavnet.finetune.build import build_avnet, check_classes, store_config_of
+from cavnet.finetune.data import VideoClips, make_loader
+from cavnet.finetune.engine import VideoScores, score_videos
 
 
 def backbones_trained(state: dict[str, Any]) -> bool:

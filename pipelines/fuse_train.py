@@ -12,15 +12,15 @@ import numpy as np
 import torch
 
 from cavnet.errors import CavnetError
-from cavnet.extract.store_reader import FeatureStore
+from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.config import FusionConfig
 from cavnet.fuse.data import open_split
 from cavnet.fuse.engine import accuracy_metrics, score, train_one_epoch, warmup_cosine
 from cavnet.fuse.loss import ContrastiveLoss
 from cavnet.fuse.model import CAVNet
 from cavnet.fuse.train_config import TrainConfig
-from cavnet.pipelines.checkpoint import check_matches_store, load_checkpoint, save_checkpoint, trim_jsonl
-from cavnet.pipelines.extract_batch import resolve_device
+from cavnet.fuse.checkpoint import check_matches_store, load_checkpoint, save_checkpoint, trim_jsonl
+from cavnet.extract.device import resolve_device
 
 
 @dataclass

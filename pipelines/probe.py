@@ -79,7 +79,7 @@ def _streams(container, record: ProbeRecord):
 
 def _first_frame(container, stream) -> str:
     """'' when a frame of ``stream`` decodes from its first packets, else why not."""
-    from cavnet.extract.decode import error_message
+    from cavnet.extract.media.decode import error_message
 
     last = "no video frame decoded"
     try:
@@ -104,7 +104,7 @@ def probe_file(row: ManifestRow, armed: dict[str, str] | None = None) -> ProbeRe
     import av
 
     from cavnet.extract import faults
-    from cavnet.extract.decode import error_message
+    from cavnet.extract.media.decode import error_message
 
     record = ProbeRecord(row.video_id, row.split, row.label, row.path, "ok")
     faults.before_open(row.path, armed)
@@ -141,7 +141,7 @@ def probe_chunk(chunk: ProbeChunk) -> tuple[int, list[ProbeRecord]]:
         from functools import partial
 
         from cavnet.extract import faults
-        from cavnet.pipelines.extract_worker import isolated_map
+        from cavnet.pipelines.extract.worker import isolated_map
 
         return chunk.index, list(isolated_map(partial(probe_file, armed=faults.armed()), chunk.rows, _crashed))
     return chunk.index, [probe_file(row) for row in chunk.rows]
@@ -152,8 +152,8 @@ def probe_records(manifest: Manifest, opts: RunOptions, echo: Callable[[str], No
     """Probe every row of ``manifest`` on the Dask cluster; records in manifest order."""
     from tqdm import tqdm
 
-    from cavnet.pipelines.dask_cluster import dask_client
-    from cavnet.pipelines.extract_run import stream_tasks
+    from cavnet.pipelines.extract.cluster import dask_client
+    from cavnet.pipelines.extract.tasks import stream_tasks
 
     rows, size = manifest.rows, max(1, opts.shard_size)
     chunks = [ProbeChunk(i, rows[s:s + size]) for i, s in enumerate(range(0, len(rows), size))]

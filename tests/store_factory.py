@@ -12,7 +12,7 @@ import numpy as np
 
 from cavnet.extract.config import AudioSampling, ClipSampling, ExtractConfig
 from cavnet.extract.manifest import Manifest, ManifestRow
-from cavnet.extract.store import StoreDims, TextTables, VideoFeatures, consolidate, write_shard
+from cavnet.extract.store.writer import StoreDims, TextTables, VideoFeatures, consolidate, write_shard
 
 
 def make_store(path: Path, videos: int = 96, classes: int = 4, dims: StoreDims = StoreDims(4, 4, 32, 16),

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchaudio
 
-from cavnet.extract.audio import LogMelFrontEnd, log_mel, segment_examples
+from cavnet.extract.media.audio import LogMelFrontEnd, log_mel, segment_examples
 from cavnet.extract.config import LogMel
 
 LM = LogMel()

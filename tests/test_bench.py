@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from cavnet.extract import decode as decode_mod
+from cavnet.extract.media import decode as decode_mod
 from cavnet.extract.config import ClipSampling, ExtractConfig, LogMel
-from cavnet.pipelines import runtime
-from cavnet.pipelines.bench import checks
-from cavnet.pipelines.bench_corpus import CorpusSpec, _encode
-from cavnet.pipelines.bench_timing import LOCAL, for_at_least, interleaved, rates, summary
-from cavnet.pipelines.extract_batch import BatchEmbedder, DecodedItem
+from cavnet.extract import runtime
+from cavnet.bench.run import checks
+from cavnet.bench.corpus import CorpusSpec, _encode
+from cavnet.bench.timing import LOCAL, for_at_least, interleaved, rates, summary
+from cavnet.extract.embed import BatchEmbedder, DecodedItem
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def _numbers(node, path=""):
 def test_gpu_check_script_cpu_smoke(tmp_path):
     """The one-call check script runs the whole bench on CPU and leaves a complete report under $OUT."""
     env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "TMPDIR": str(tmp_path)}
-    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--device", "cpu", "--small",
+    proc = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--device", "cpu", "--small",
                            "--videos", "2"], env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "out"

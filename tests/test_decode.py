@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from cavnet.extract.config import ClipSampling, LogMel
-from cavnet.extract.decode import _AudioCollector, decode_video, normalise_clips
-from cavnet.extract.sampling import uniform_starts, valid_count
+from cavnet.extract.media.decode import _AudioCollector, decode_video, normalise_clips
+from cavnet.extract.media.sampling import uniform_starts, valid_count
 
 try:  # tests/ as a package or as a plain folder on sys.path (pytest's default rootdir insertion)
     from . import media

@@ -17,22 +17,22 @@ from click.testing import CliRunner
 
 from cavnet.cli import main
 from cavnet.errors import CavnetError
-from cavnet.extract.augment import AugmentConfig, augment_clips, crop_box, train_sampling
+from cavnet.finetune.augment import AugmentConfig, augment_clips, crop_box, train_sampling
 from cavnet.extract.backbones import create_backbone
 from cavnet.extract.backbones.audio_cnn import TINY_LOGMEL
 from cavnet.extract.config import AudioSampling, ClipSampling, ExtractConfig
-from cavnet.extract.store import StoreDims, TextTables, consolidate, write_shard
-from cavnet.extract.store_reader import FeatureStore
+from cavnet.extract.store.writer import StoreDims, TextTables, consolidate, write_shard
+from cavnet.extract.store.reader import FeatureStore
 from cavnet.extract.synth import synth
 from cavnet.fuse.loss import ContrastiveLoss
 from cavnet.fuse.train_config import TrainConfig
-from cavnet.pipelines.checkpoint import load_checkpoint
-from cavnet.pipelines.extract_batch import BatchEmbedder, decode_item
-from cavnet.pipelines.extract_batch import BACKBONE_SEED
+from cavnet.fuse.checkpoint import load_checkpoint
+from cavnet.extract.embed import BatchEmbedder, decode_item
+from cavnet.extract.embed import BACKBONE_SEED
 from cavnet.pipelines.finetune import run_finetune
-from cavnet.pipelines.finetune_build import backbones_from, build_avnet
-from cavnet.pipelines.finetune_config import FinetuneConfig
-from cavnet.pipelines.finetune_data import VideoClips, collate
+from cavnet.finetune.build import backbones_from, build_avnet
+from cavnet.finetune.config import FinetuneConfig
+from cavnet.finetune.data import VideoClips, collate
 from cavnet.pipelines.fuse_train import run_fuse_train
 from cavnet.pipelines.manifests import load_manifest
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from cavnet.cli import main
 from cavnet.errors import CavnetError
-from cavnet.extract.store_reader import FeatureStore
+from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.data import InMemorySplit, StreamedSplit, text_groups
 from cavnet.fuse.train_config import TrainConfig
 from cavnet.pipelines.fuse_train import run_fuse_train

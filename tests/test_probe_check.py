@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 import media
 from cavnet.cli import main
-from cavnet.extract.store import StoreDims
+from cavnet.extract.store.writer import StoreDims
 from cavnet.pipelines.check import check_store
 from store_factory import make_store
 

@@ -26,10 +26,10 @@ import media
 from cavnet.errors import CavnetError
 from cavnet.extract import faults
 from cavnet.extract.config import RunOptions
-from cavnet.extract.store import shard_statuses, stray_tmp_files
+from cavnet.extract.store.writer import shard_statuses, stray_tmp_files
 from cavnet.pipelines.check import check_store
-from cavnet.pipelines.dask_cluster import CLUSTER_CONFIG
-from cavnet.pipelines.extract import run_extract
+from cavnet.pipelines.extract.cluster import CLUSTER_CONFIG
+from cavnet.pipelines.extract.run import run_extract
 from cavnet.pipelines.manifests import extract_config, load_manifest
 
 VIDEOS = [f"v{i}" for i in range(6)]
@@ -168,7 +168,7 @@ def test_disk_full_stops_the_run_and_the_rerun_completes(corpus, cluster, tmp_pa
 
 
 def test_a_shard_folder_of_another_configuration_is_refused(corpus, tmp_path):
-    from cavnet.pipelines.extract import _plan
+    from cavnet.pipelines.extract.run import _plan
 
     manifest, shard_dir = load_manifest("csv", None, corpus), tmp_path / "store.h5.shards"
     first = _plan(shard_dir, CONFIG, manifest, 4)

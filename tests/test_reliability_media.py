@@ -20,8 +20,8 @@ import pytest
 import media
 from cavnet.extract.config import RunOptions
 from cavnet.pipelines.check import check_store
-from cavnet.pipelines.extract import run_extract
-from cavnet.pipelines.extract_worker import ShardSpec, run_shard
+from cavnet.pipelines.extract.run import run_extract
+from cavnet.pipelines.extract.worker import ShardSpec, run_shard
 from cavnet.pipelines.manifests import extract_config, load_manifest
 
 SIZE = (32, 24)

@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
-from cavnet.extract.store import StoreDims, StoreError, VideoFeatures, read_shard, write_shard
-from cavnet.extract.store_reader import FeatureStore
+from cavnet.extract.store.writer import StoreDims, StoreError, VideoFeatures, read_shard, write_shard
+from cavnet.extract.store.reader import FeatureStore
 from cavnet.extract.manifest import ManifestRow
 from store_factory import make_store
 

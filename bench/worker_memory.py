@@ -1,6 +1,6 @@
 """Worker memory over a long extraction: does a worker's resident memory stay flat after warm-up?
 
-    .venv/bin/python benchmarks/worker_memory.py --videos 300 --shard-size 10 [--decode-workers 2]
+    .venv/bin/python bench/worker_memory.py --videos 300 --shard-size 10 [--decode-workers 2]
 
 Writes a corpus of short videos (mixed containers, sample rates and channel layouts, one in ten damaged:
 zero bytes, truncated, no audio), extracts it with ONE local CPU worker (tiny backbones, so decoding and
@@ -37,7 +37,7 @@ def _frames(i: int, count: int, size: tuple[int, int]) -> np.ndarray:
 
 def _damage(path: Path, i: int) -> None:
     """Every tenth video: zero bytes, truncated to a third, or re-written without audio."""
-    from cavnet.extract.avwrite import write_video
+    from cavnet.extract.media.avwrite import write_video
 
     kind = (i // 10) % 3
     if kind == 0:
@@ -51,7 +51,7 @@ def _damage(path: Path, i: int) -> None:
 
 def write_corpus(root: Path, videos: int, seconds: float = 2.0) -> Path:
     """``videos`` files under ``root`` and a CSV manifest; returns the manifest."""
-    from cavnet.extract.avwrite import write_video
+    from cavnet.extract.media.avwrite import write_video
 
     lines = ["path,label,split"]
     for i in range(videos):
@@ -77,7 +77,7 @@ def slope_per_100(videos: np.ndarray, mib: np.ndarray) -> float:
 def measure(manifest_csv: Path, out: Path, shard_size: int, decode_workers: int) -> list[dict]:
     """Extract with one worker; one record per shard: videos done, worker and children RSS (MiB)."""
     from cavnet.extract.config import RunOptions
-    from cavnet.pipelines.extract import run_extract
+    from cavnet.pipelines.extract.run import run_extract
     from cavnet.pipelines.manifests import extract_config, load_manifest
 
     manifest = load_manifest("csv", None, manifest_csv)

@@ -119,7 +119,7 @@ def run_bench(cfg: BenchConfig, echo: Callable[[str], None] = print,
     say = echo
     echo = lambda m: say(f"[{time.perf_counter() - start:6.1f} s] {m}")  # noqa: E731
 
-    from cavnet.pipelines.bench_timing import gpu_info, machine_info
+    from cavnet.bench.timing import gpu_info, machine_info
 
     cores = os.cpu_count() or 1
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -146,7 +146,7 @@ def run_bench(cfg: BenchConfig, echo: Callable[[str], None] = print,
 
 def _run_sections(cfg: BenchConfig, report: dict[str, Any], work: Path, threads: int,
                   echo: Callable[[str], None], checkpoint: Callable[[dict[str, Any]], None]) -> None:
-    from cavnet.pipelines.bench_corpus import CorpusSpec, make_corpus
+    from cavnet.bench.corpus import CorpusSpec, make_corpus
     from cavnet.pipelines.manifests import extract_config
 
     config = extract_config(cfg.visual, cfg.audio, None, None, "default", "a video of a person {label}", 10, 10)
@@ -163,13 +163,13 @@ def _run_sections(cfg: BenchConfig, report: dict[str, Any], work: Path, threads:
 
 
 def _decode_section(cfg: BenchConfig, config, manifest, work: Path, threads: int) -> dict[str, Any]:
-    from cavnet.pipelines.bench_decode import measure_decode
+    from cavnet.bench.decode import measure_decode
 
     return measure_decode(manifest.rows, config, _decode_processes(cfg), threads, cfg.repeats, _pass_seconds(cfg))
 
 
 def _backbone_section(cfg: BenchConfig, config, manifest, work: Path, threads: int) -> dict[str, Any]:
-    from cavnet.pipelines.bench_models import BackboneJob, measure_backbones
+    from cavnet.bench.models import BackboneJob, measure_backbones
 
     job = BackboneJob(config, cfg.device, max(1, (os.cpu_count() or 1) // cfg.workers), cfg.batch_clips,
                       max(2, cfg.videos // cfg.workers), cfg.repeats, _pass_seconds(cfg), manifest.rows[0])
@@ -178,7 +178,7 @@ def _backbone_section(cfg: BenchConfig, config, manifest, work: Path, threads: i
 
 def _extract_section(cfg: BenchConfig, config, manifest, work: Path, threads: int) -> dict[str, Any]:
     from cavnet.extract.config import RunOptions
-    from cavnet.pipelines.bench_extract import measure_extract, shard_size
+    from cavnet.bench.extract import measure_extract, shard_size
 
     opts = RunOptions(shard_size=shard_size(cfg.videos, cfg.workers), workers=cfg.workers,
                       decode_workers=cfg.decode_workers, device=cfg.device, batch_clips=cfg.batch_clips)
@@ -187,9 +187,9 @@ def _extract_section(cfg: BenchConfig, config, manifest, work: Path, threads: in
 
 def _store_section(cfg: BenchConfig, config, manifest, work: Path, threads: int) -> dict[str, Any]:
     from cavnet.extract.backbones import get_spec
-    from cavnet.extract.store import StoreDims
-    from cavnet.pipelines.bench_corpus import make_store
-    from cavnet.pipelines.bench_models import measure_store
+    from cavnet.extract.store.writer import StoreDims
+    from cavnet.bench.corpus import make_store
+    from cavnet.bench.models import measure_store
 
     dims = StoreDims(10, 10, get_spec(cfg.visual).out_dim, get_spec(cfg.audio).out_dim)
     t0 = time.perf_counter()

@@ -16,7 +16,7 @@ import torch
 import torchaudio
 from torch import nn
 
-from .config import LogMel
+from ..config import LogMel
 from .sampling import uniform_starts, valid_count
 
 

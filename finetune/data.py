@@ -1,8 +1,8 @@
 """Raw videos -> padded batches of uint8 clips and log-mel examples, decoded in DataLoader workers.
 
-Training items are augmented (:mod:`cavnet.extract.augment`) with a generator seeded by (seed, epoch,
+Training items are augmented (:mod:`cavnet.finetune.augment`) with a generator seeded by (seed, epoch,
 index), so a batch is the same whatever the worker count, the process it lands in, or a resume. Evaluation
-items are decoded exactly as extraction decodes them (:func:`cavnet.pipelines.extract_batch.decode_item`).
+items are decoded exactly as extraction decodes them (:func:`cavnet.extract.embed.decode_item`).
 A training video that does not decode is replaced by another one picked by the same generator, so every
 batch keeps its size (distributed processes must take the same number of steps).
 """
@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from cavnet.extract.audio import segment_examples
-from cavnet.extract.augment import AugmentConfig, augment_audio, augment_clips, clip_centres, train_sampling
+from cavnet.extract.media.audio import segment_examples
+from cavnet.finetune.augment import AugmentConfig, augment_audio, augment_clips, clip_centres, train_sampling
 from cavnet.extract.config import ExtractConfig
-from cavnet.extract.decode import decode_video
+from cavnet.extract.media.decode import decode_video
 from cavnet.extract.manifest import ManifestRow
-from cavnet.extract.sampling import valid_count
-from cavnet.pipelines.extract_batch import decode_item
+from cavnet.extract.media.sampling import valid_count
+from cavnet.extract.embed import decode_item
 
 RETRIES = 10  # other videos tried in place of one that does not decode (training)
 
@@ -179,7 +179,7 @@ def make_loader(dataset: VideoClips, batch_size: int, workers: int, device: torc
     kwargs = {}
     if workers > 0:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["cavnet.pipelines.finetune_data"])
+        ctx.set_forkserver_preload(["cavnet.finetune.data"])
         kwargs = dict(multiprocessing_context=ctx, persistent_workers=True, prefetch_factor=4,
                       worker_init_fn=_worker_init)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler if sampler is not None else list(indices),

@@ -3,7 +3,7 @@
 The embedder keeps the accelerator busy: clips and log-mel examples of consecutive videos are queued and cut
 into full batches (a video's clips may span two batches), each batch is copied once into a pinned staging
 buffer, sent with a non-blocking copy and run in the precision and layout measured fastest
-(:mod:`cavnet.pipelines.runtime`); results come back asynchronously and a video is returned once all its
+(:mod:`cavnet.extract.runtime`); results come back asynchronously and a video is returned once all its
 clips and examples are done. Two staging buffers per modality let the host fill one while the device reads
 the other.
 """
@@ -18,14 +18,15 @@ import numpy as np
 import torch
 
 from cavnet.errors import CavnetError
-from cavnet.extract.audio import segment_examples
+from cavnet.extract.media.audio import segment_examples
 from cavnet.extract.backbones import create_backbone
 from cavnet.extract.backbones.weights import load_weights
 from cavnet.extract.config import ExtractConfig
-from cavnet.extract.decode import decode_video
+from cavnet.extract.device import resolve_device
+from cavnet.extract.media.decode import decode_video
 from cavnet.extract.manifest import ManifestRow
-from cavnet.extract.store import VideoFeatures
-from cavnet.pipelines.runtime import RunMode, forward, pick_mode
+from cavnet.extract.store.writer import VideoFeatures
+from cavnet.extract.runtime import RunMode, forward, pick_mode
 
 
 @dataclass
@@ -63,14 +64,6 @@ def decode_item(row: ManifestRow, config: ExtractConfig, threads: int | None = N
         return DecodedItem.failed(d.status, d.error)
     examples = segment_examples(d.audio, config.logmel, config.audio_sampling.segments, d.clip_times, d.duration)
     return DecodedItem(d.status, d.error, float(d.duration), float(d.fps), d.clips, examples)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CavnetError(f"--device {device}: no CUDA device is available here")
-    return torch.device(device)
 
 
 BACKBONE_SEED = 0  # random initialisation when no weight file is given: the same in every process

@@ -1,4 +1,4 @@
-"""Per-frame video side of :func:`cavnet.extract.decode.decode_video`: which frames the decoder may drop
+"""Per-frame video side of :func:`cavnet.extract.media.decode.decode_video`: which frames the decoder may drop
 between clips, and how decoded frames become clips (resized in swscale, centre-cropped, rotated).
 """
 
@@ -10,7 +10,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from .config import ClipSampling
+from ..config import ClipSampling
 
 
 class _GapSkipper:

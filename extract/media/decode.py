@@ -19,8 +19,8 @@ import av
 import numpy as np
 import torch
 
-from .config import ClipSampling, LogMel
-from .decode_clips import _ClipCollector, _GapSkipper
+from ..config import ClipSampling, LogMel
+from .clips import _ClipCollector, _GapSkipper
 from .sampling import uniform_starts, valid_count
 
 OK, NO_AUDIO, SHORT_DECODE, DECODE_ERROR = "ok", "no_audio", "short_decode", "decode_error"

@@ -17,7 +17,7 @@ import numpy as np
 
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.manifest import Manifest, ManifestRow
-from cavnet.extract.store import StoreDims, TextTables, VideoFeatures, consolidate, write_shard
+from cavnet.extract.store.writer import StoreDims, TextTables, VideoFeatures, consolidate, write_shard
 
 CLASSES = 8
 AUDIO_RATE = 44100
@@ -43,7 +43,7 @@ def _encode(job: tuple[CorpusSpec, int, str]) -> None:
     """Render and encode video ``index`` of the corpus to ``path``."""
     import av
 
-    from cavnet.extract.avwrite import _write_audio
+    from cavnet.extract.media.avwrite import _write_audio
     from cavnet.extract.synth import VideoSpec
     from cavnet.extract.synth_render import render_audio, render_frames
 

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from cavnet.extract.config import ExtractConfig
-from cavnet.extract.store import FORMAT_VERSION, USABLE_STATUSES, StoreDims, StoreError
+from cavnet.extract.store.writer import FORMAT_VERSION, USABLE_STATUSES, StoreDims, StoreError
 
 
 def _strings(ds: h5py.Dataset) -> np.ndarray:

@@ -13,8 +13,8 @@ from torch import nn
 
 from cavnet.errors import CavnetError
 from cavnet.fuse.model import CAVNet
-from cavnet.pipelines import finetune_dist as fd
-from cavnet.pipelines.finetune_data import RETRIES, ClipBatch
+from cavnet.finetune import distributed as fd
+from cavnet.finetune.data import RETRIES, ClipBatch
 
 
 @dataclass

@@ -6,7 +6,7 @@ import numpy as np
 
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.manifest import Manifest
-from cavnet.extract.store import TextTables
+from cavnet.extract.store.writer import TextTables
 from cavnet.extract.text import TextEncoder
 
 

@@ -15,8 +15,8 @@ from typing import Any, Callable, Sequence
 
 from cavnet.errors import CavnetError
 from cavnet.extract.config import ExtractConfig, RunOptions
-from cavnet.pipelines.dask_cluster import dask_client
-from cavnet.pipelines.extract_worker import ShardResult, ShardSpec, run_shard
+from cavnet.pipelines.extract.cluster import dask_client
+from cavnet.pipelines.extract.worker import ShardResult, ShardSpec, run_shard
 
 ISOLATED_ATTEMPTS = 2  # a task whose worker died is redone isolated; if that worker dies too, once more
 _RERUN = "committed shards are kept: fix the cause and rerun the same command to continue"
@@ -35,7 +35,7 @@ def _failure(name: str, spec: Any, exc: BaseException) -> ShardFailed:
     """The one-line error for a task (``name`` and ``spec.index``) that could not be completed."""
     from distributed import KilledWorker
 
-    from cavnet.extract.decode import error_message
+    from cavnet.extract.media.decode import error_message
 
     where = f"{name} {spec.index}"
     if isinstance(exc, KilledWorker):

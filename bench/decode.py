@@ -2,7 +2,7 @@
 
 Every variant decodes the same files in the same number of processes with the same FFmpeg thread count:
 
-- ``cavnet``: :func:`cavnet.extract.decode.decode_video` (clips resized and cropped, 16 kHz mono audio);
+- ``cavnet``: :func:`cavnet.extract.media.decode.decode_video` (clips resized and cropped, 16 kHz mono audio);
 - ``cavnet+logmel``: what an extract worker does per video (decode, then the log-mel examples);
 - ``pyav-plain`` (the reference): a plain PyAV loop over every video and audio frame of the file, each
   converted to an array (RGB24 at the stored size for video), as video loaders commonly do;
@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.manifest import ManifestRow
-from cavnet.pipelines.bench_timing import Sync, for_at_least, interleaved, rates, run_ranks, split, summary
+from cavnet.bench.timing import Sync, for_at_least, interleaved, rates, run_ranks, split, summary
 
 VARIANTS = ("cavnet", "cavnet+logmel", "pyav-plain", "pyav-decode-only", "ffmpeg-cli")
 REFERENCE = "pyav-plain"
@@ -60,8 +60,8 @@ def _ffmpeg(binary: str, path: str, threads: int) -> None:
 
 
 def _work(variant: str, job: DecodeJob) -> Callable[[str, ManifestRow], Any]:
-    from cavnet.extract.decode import decode_video
-    from cavnet.pipelines.extract_batch import decode_item
+    from cavnet.extract.media.decode import decode_video
+    from cavnet.extract.embed import decode_item
 
     c, t = job.config, job.threads
     return {

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from cavnet.errors import CavnetError
-from cavnet.pipelines.extract_batch import resolve_device
+from cavnet.extract.device import resolve_device
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def default_decode_workers(device: str, scheduler: str | None) -> int:
 # redoes the shard with each video in a process of its own), and a worker holds one task per thread, so a
 # death blames only the shard it was running. The workers' statistical profiler is off: it samples the
 # task thread every 10 ms and keeps an hour of samples, which made a worker's memory grow by about 0.2 MiB
-# per shard (benchmarks/worker_memory.py), and costs CPU that decoding needs.
+# per shard (bench/worker_memory.py), and costs CPU that decoding needs.
 CLUSTER_CONFIG = {"distributed.worker.daemon": False,
                   "distributed.scheduler.allowed-failures": 0,
                   "distributed.scheduler.worker-saturation": 1.0,

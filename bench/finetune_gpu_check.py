@@ -6,9 +6,9 @@ that the loss falls), then runs ``finetune --end-to-end`` for a few hundred step
 (audio in bf16, visual in TF32, frozen BatchNorm statistics). First it times one forward + backward pass of
 each backbone in float32 and in bf16, so the ``--amp auto`` choice can be checked on the card at hand.
 
-    python benchmarks/finetune_gpu_check.py                          # CUDA, full size
-    python benchmarks/finetune_gpu_check.py --grad-checkpoint        # the same with checkpointing
-    python benchmarks/finetune_gpu_check.py --small --device cpu --steps 3 --videos 12   # smoke run
+    python bench/finetune_gpu_check.py                          # CUDA, full size
+    python bench/finetune_gpu_check.py --grad-checkpoint        # the same with checkpointing
+    python bench/finetune_gpu_check.py --small --device cpu --steps 3 --videos 12   # smoke run
 
 Prints the card, the date, training clips/s and the share of time spent waiting for decoded clips (both
 over the steps after the first 10), videos/s over the whole run, peak GPU memory and the loss at the start
@@ -98,7 +98,7 @@ def make_init(path: Path, corpus: Path, visual: str, audio: str, clips: int) -> 
     from cavnet.fuse.loss import ContrastiveLoss
     from cavnet.fuse.model import CAVNet
     from cavnet.fuse.train_config import TrainConfig
-    from cavnet.pipelines.checkpoint import save_checkpoint
+    from cavnet.fuse.checkpoint import save_checkpoint
     from cavnet.pipelines.manifests import extract_config
 
     classes = read_k400(corpus).classes
@@ -128,9 +128,9 @@ def summary(run: Path, device: torch.device) -> dict[str, float]:
 def main() -> None:
     args = parse()
     from cavnet.extract.synth import synth
-    from cavnet.pipelines.extract_batch import resolve_device
+    from cavnet.extract.device import resolve_device
     from cavnet.pipelines.finetune import run_finetune
-    from cavnet.pipelines.finetune_config import FinetuneConfig
+    from cavnet.finetune.config import FinetuneConfig
 
     device = resolve_device(args.device)
     visual, audio = ("resnext3d-tiny", "audio-cnn-tiny") if args.small else ("resnext3d-101", "resnet50-audio")

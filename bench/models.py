@@ -2,7 +2,7 @@
 
 Backbones run in as many processes as extraction has workers (one per GPU on CUDA), each with its share of
 the CPU threads: first every precision and layout the device has, on tensors already on the device, then
-the extraction path itself (:class:`~cavnet.pipelines.extract_batch.BatchEmbedder`: uint8 clips and
+the extraction path itself (:class:`~cavnet.extract.embed.BatchEmbedder`: uint8 clips and
 log-mel examples from host memory, batched across videos) in the mode it picks, in videos/s.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.manifest import ManifestRow
-from cavnet.pipelines.bench_timing import LOCAL, Sync, for_at_least, interleaved, rates, run_ranks, summary, timed
+from cavnet.bench.timing import LOCAL, Sync, for_at_least, interleaved, rates, run_ranks, summary, timed
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def _mode_table(model, example, sync: Sync, repeats: int, seconds: float) -> dic
     """Spans of ``model`` on ``example`` in every mode of the device (all precisions), interleaved."""
     import torch
 
-    from cavnet.pipelines.runtime import RunMode, candidate_modes, forward, prepare
+    from cavnet.extract.runtime import RunMode, candidate_modes, forward, prepare
 
     works = {}
     for mode in candidate_modes(example.device, "auto"):
@@ -66,7 +66,7 @@ def _mode_table(model, example, sync: Sync, repeats: int, seconds: float) -> dic
 def _backbone_rank(job: BackboneJob, sync: Sync) -> dict[str, Any]:
     import torch
 
-    from cavnet.pipelines.extract_batch import BatchEmbedder, build_backbones, decode_item
+    from cavnet.extract.embed import BatchEmbedder, build_backbones, decode_item
 
     device = _device(job, sync)
     s, lm = job.config.sampling, job.config.logmel
@@ -157,7 +157,7 @@ def _store_rank(job: tuple, sync: Sync) -> dict[str, Any]:
 
     import torch
 
-    from cavnet.extract.store_reader import FeatureStore
+    from cavnet.extract.store.reader import FeatureStore
     from cavnet.fuse.data import InMemorySplit, StreamedSplit
 
     path, device, batch_size, repeats, threads, seconds = job

@@ -4,9 +4,9 @@
 # Sized to finish in under 5 minutes on one H100 or H200 (the bench is stopped at CAVNET_CHECK_TIMEOUT
 # seconds, 285 by default; the JSON report holds every section finished by then).
 #
-#   benchmarks/gpu_check.sh                      # CUDA, full size
-#   benchmarks/gpu_check.sh --device cpu --small # the smoke run the tests use
-#   benchmarks/gpu_check.sh --videos 64          # any other `cavnet bench` option is passed on
+#   bench/gpu_check.sh                      # CUDA, full size
+#   bench/gpu_check.sh --device cpu --small # the smoke run the tests use
+#   bench/gpu_check.sh --videos 64          # any other `cavnet bench` option is passed on
 #
 # Writes bench.txt (the table), bench.json (every repeat), bench.log (progress and errors) and
 # environment.txt to $OUT when it is set, else to ./bench-out. Python: $PYTHON, else the repository's
@@ -77,7 +77,7 @@ status=$?
 cat "$out/bench.log" "$out/bench.txt"
 if { [ $status -eq 124 ] || [ $status -eq 137 ]; } && [ -s "$out/bench.json" ]; then
   echo "gpu_check: stopped after ${CAVNET_CHECK_TIMEOUT:-285} s; the sections finished by then:" >&2
-  "$py" -c "import json, sys; from cavnet.pipelines.bench_table import render; print(render(json.load(open(sys.argv[1]))))" \
+  "$py" -c "import json, sys; from cavnet.bench.table import render; print(render(json.load(open(sys.argv[1]))))" \
     "$out/bench.json" | tee "$out/bench.txt"
 fi
 exit $status

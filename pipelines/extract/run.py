@@ -24,9 +24,9 @@ from cavnet.errors import CavnetError
 from cavnet.extract.backbones import get_spec
 from cavnet.extract.config import ExtractConfig, RunOptions
 from cavnet.extract.manifest import Manifest
-from cavnet.extract.store import StoreDims, consolidate, shard_statuses, stray_tmp_files, tmp_name
-from cavnet.pipelines.extract_texts import embed_texts
-from cavnet.pipelines.extract_worker import ShardResult, ShardSpec
+from cavnet.extract.store.writer import StoreDims, consolidate, shard_statuses, stray_tmp_files, tmp_name
+from cavnet.extract.text_tables import embed_texts
+from cavnet.pipelines.extract.worker import ShardResult, ShardSpec
 
 
 @dataclass
@@ -138,7 +138,7 @@ def run_extract(manifest: Manifest, config: ExtractConfig, opts: RunOptions, out
     _remove_strays(out, shard_dir)
     todo = _pending(shards)
     if todo:
-        from cavnet.pipelines.extract_run import run_shards
+        from cavnet.pipelines.extract.tasks import run_shards
         run_shards(todo, config, opts, len(manifest), len(shards) - len(todo), echo, progress, on_shard)
     dims = StoreDims(config.sampling.clips, config.audio_sampling.segments,
                      get_spec(config.visual).out_dim, get_spec(config.audio).out_dim)

@@ -15,10 +15,10 @@ from cavnet.errors import CavnetError
 from cavnet.extract.backbones import create_backbone
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.manifest import Manifest
-from cavnet.pipelines.checkpoint import model_from_checkpoint
-from cavnet.pipelines.extract_batch import build_backbones
-from cavnet.pipelines.finetune_config import FinetuneConfig
-from cavnet.pipelines.finetune_model import AVNet, stem_and_stages
+from cavnet.fuse.checkpoint import model_from_checkpoint
+from cavnet.extract.embed import build_backbones
+from cavnet.finetune.config import FinetuneConfig
+from cavnet.finetune.model import AVNet, stem_and_stages
 
 
 def store_config_of(state: dict[str, Any], source: str) -> ExtractConfig:

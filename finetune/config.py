@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cavnet.errors import CavnetError
-from cavnet.extract.augment import AugmentConfig
+from cavnet.finetune.augment import AugmentConfig
 
 FREEZE_STAGES = ("none", "stem", "layer1", "layer2", "layer3", "layer4")
 AMP_MODES = ("auto", "off", "bf16")

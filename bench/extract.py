@@ -4,7 +4,7 @@ Steady state: one local cluster is started and warmed up (models built, layouts 
 started). Then each repeat runs three passes over the whole corpus, cut into the same shards, on the same
 workers, in an order rotated per repeat: decode only (the worker's own decode path, inline or its pool),
 backbones only (a decoded corpus video fed to the worker's own embedder once per row) and the real task
-(:func:`~cavnet.pipelines.extract_worker.run_shard`: decode, backbones, shard file committed). So the
+(:func:`~cavnet.pipelines.extract.worker.run_shard`: decode, backbones, shard file committed). So the
 three figures the extract ratio compares come from the same processes at the same time. Cluster start,
 model loading and text embedding are excluded; they are timed apart, and a complete ``run_extract``
 (everything included) is reported beside it.
@@ -20,11 +20,11 @@ from typing import Any
 
 from cavnet.extract.config import ExtractConfig, RunOptions
 from cavnet.extract.manifest import Manifest
-from cavnet.pipelines.bench_timing import summary
+from cavnet.bench.timing import summary
 
 
 def _shards(manifest: Manifest, folder: Path, size: int, tag: str) -> list:
-    from cavnet.pipelines.extract_worker import ShardSpec
+    from cavnet.pipelines.extract.worker import ShardSpec
 
     folder.mkdir(parents=True, exist_ok=True)
     rows = manifest.rows
@@ -42,7 +42,7 @@ _SAMPLE: dict[str, object] = {}  # per worker process: one decoded corpus video 
 
 def decode_only(spec, config_json: str, opts: RunOptions) -> int:
     """Dask task: decode a shard's videos the way the worker does, nothing else; returns the count."""
-    from cavnet.pipelines.extract_worker import _decoded
+    from cavnet.pipelines.extract.worker import _decoded
 
     config = ExtractConfig.from_json(config_json)
     return sum(1 for _ in _decoded(spec.rows, config, opts, False))
@@ -50,8 +50,8 @@ def decode_only(spec, config_json: str, opts: RunOptions) -> int:
 
 def backbone_only(spec, config_json: str, opts: RunOptions) -> int:
     """Dask task: the worker's embedder over one decoded video per row of the shard; returns the count."""
-    from cavnet.pipelines.extract_batch import decode_item
-    from cavnet.pipelines.extract_worker import _embedder
+    from cavnet.extract.embed import decode_item
+    from cavnet.pipelines.extract.worker import _embedder
 
     config = ExtractConfig.from_json(config_json)
     if config_json not in _SAMPLE:
@@ -71,7 +71,7 @@ def _pass(client, task, specs: list, config_json: str, opts: RunOptions, **where
 
 def _steady(client, manifest: Manifest, config: ExtractConfig, opts: RunOptions, folder: Path,
             repeats: int) -> dict[str, Any]:
-    from cavnet.pipelines.extract_worker import run_shard
+    from cavnet.pipelines.extract.worker import run_shard
 
     config_json = config.to_json()
     workers = sorted(client.scheduler_info()["workers"])
@@ -100,7 +100,7 @@ def measure_extract(manifest: Manifest, config: ExtractConfig, opts: RunOptions,
                     repeats: int, once: bool = True) -> dict[str, Any]:
     """Steady-state videos/s over Dask workers, the one-time costs, and (``once``) the text embedding and a
     whole ``run_extract`` run, start-up included."""
-    from cavnet.pipelines.dask_cluster import dask_client
+    from cavnet.pipelines.extract.cluster import dask_client
 
     section: dict[str, Any] = {"workers": opts.workers, "decode_workers": opts.decode_workers,
                                "batch_clips": opts.batch_clips, "device": opts.device}
@@ -116,7 +116,7 @@ def measure_extract(manifest: Manifest, config: ExtractConfig, opts: RunOptions,
 
 def _time_texts(manifest: Manifest, config: ExtractConfig, device: str) -> float | str:
     """Seconds to load the text model and embed the corpus texts once (on the client)."""
-    from cavnet.pipelines.extract_texts import embed_texts
+    from cavnet.extract.text_tables import embed_texts
 
     t0 = time.perf_counter()
     try:
@@ -128,7 +128,7 @@ def _time_texts(manifest: Manifest, config: ExtractConfig, device: str) -> float
 
 def _whole_run(manifest: Manifest, config: ExtractConfig, opts: RunOptions, out: Path) -> dict[str, Any]:
     """One complete ``cavnet extract`` as a user runs it: cluster, models, texts, store; start-up included."""
-    from cavnet.pipelines.extract import run_extract
+    from cavnet.pipelines.extract.run import run_extract
 
     out.unlink(missing_ok=True)
     try:

@@ -31,8 +31,8 @@ import torch
 from cavnet.extract import faults
 from cavnet.extract.config import ExtractConfig, RunOptions
 from cavnet.extract.manifest import ManifestRow
-from cavnet.extract.store import StoreDims, VideoFeatures, shard_statuses, write_shard
-from cavnet.pipelines.extract_batch import BatchEmbedder, DecodedItem, decode_item
+from cavnet.extract.store.writer import StoreDims, VideoFeatures, shard_statuses, write_shard
+from cavnet.extract.embed import BatchEmbedder, DecodedItem, decode_item
 
 WORKER_CRASH = "worker_crash"
 _STATE: dict[str, object] = {}
@@ -88,7 +88,7 @@ def _embedder(config: ExtractConfig, opts: RunOptions) -> BatchEmbedder:
 def _forkserver() -> BaseContext:
     """The ``forkserver`` context, its server preloading torch and PyAV so that forks start at once."""
     ctx = get_context("forkserver")
-    ctx.set_forkserver_preload(["cavnet.pipelines.extract_batch"])
+    ctx.set_forkserver_preload(["cavnet.extract.embed"])
     return ctx
 
 
