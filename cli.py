@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from cavnet import __version__
+from cavnet.cli_options import build, option, options
 from cavnet.errors import CavnetError
 
 EXISTING = click.Path(exists=True, path_type=Path)
@@ -50,8 +51,10 @@ def _splits(value: str | None) -> tuple[str, ...] | None:
     return tuple(s.strip() for s in value.split(",") if s.strip()) if value else None
 
 
-def _not_built(name: str) -> None:
-    _fail(f"'cavnet {name}' is not built yet in this version")
+def _run_opt(name: str, **kw):
+    from cavnet.pipelines.extract.options import RunOptions
+
+    return option(RunOptions, name, **kw)
 
 
 # ----------------------------------------------------------------------------------------------- stage one
@@ -84,77 +87,81 @@ def dataset_options(f):
 
 
 def backbone_options(f):
+    from cavnet.extract.config import PRECISIONS, AudioSampling, ClipSampling, ExtractConfig
+
     for opt in reversed([
-        click.option("--visual", default="resnext3d-101", show_default=True, help="visual backbone"),
-        click.option("--audio", default="resnet50-audio", show_default=True, help="audio backbone"),
+        option(ExtractConfig, "visual", help="visual backbone"),
+        option(ExtractConfig, "audio", help="audio backbone"),
         click.option("--visual-weights", type=EXISTING, default=None, help="released 3D-ResNeXt checkpoint"),
         click.option("--audio-weights", type=EXISTING, default=None, help="audio backbone checkpoint"),
-        click.option("--text-model", default="default", show_default=True,
-                     help="sentence-transformers model path or name (default: packaged all-MiniLM-L6-v2)"),
-        click.option("--prompt", default="a video of a person {label}", show_default=True),
-        click.option("--clips", default=10, show_default=True, type=click.IntRange(min=1)),
-        click.option("--segments", default=10, show_default=True, type=click.IntRange(min=1)),
+        option(ExtractConfig, "text_model",
+               help="sentence-transformers model path or name (default: packaged all-MiniLM-L6-v2)"),
+        option(ExtractConfig, "prompt_template", "--prompt", help="label prompt; must contain {label}"),
+        option(ClipSampling, "clips", help="visual clips per video"),
+        option(AudioSampling, "segments", help="audio segments per video, aligned with the clips"),
+        option(ExtractConfig, "precision", choices=PRECISIONS,
+               help="backbone precision (recorded in the store: reduced precision changes the features)"),
     ]):
         f = opt(f)
     return f
+
+
+def run_options(f):
+    from cavnet.pipelines.extract.options import RunOptions
+
+    return options(RunOptions, {"shard_size": "videos per Dask task", "scheduler": "address of an existing Dask scheduler",
+                                "workers": "local CPU workers"})(f)
 
 
 @main.command()
 @dataset_options
 @backbone_options
 @click.option("--out", type=OUT, required=True, help="the store file to write (STORE.h5)")
-@click.option("--shard-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--scheduler", default=None, help="address of an existing Dask scheduler")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="local CPU workers")
+@run_options
 @click.option("--decode-workers", default=None, type=click.IntRange(min=0),
               help="decode processes per worker (0: decode in the worker) [local GPU workers: cores/GPUs - 1, "
                    "else 0]")
-@click.option("--batch-clips", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@_run_opt("batch_clips", help="clips per backbone batch")
+@_run_opt("device", choices=("auto", "cpu", "cuda"))
 @click.option("--progress/--no-progress", default=True)
-def extract(dataset, root, manifest, split, limit, visual, audio, visual_weights, audio_weights, text_model,
-            prompt, clips, segments, out, shard_size, scheduler, workers, decode_workers, batch_clips, device,
-            progress) -> None:
+def extract(**p) -> None:
     """Stage one: decode a corpus, run the backbones in Dask workers, write the HDF5 feature store."""
-    from cavnet.extract.config import RunOptions
+    from cavnet.pipelines.extract.options import RunOptions
     from cavnet.pipelines.extract.run import run_extract
     from cavnet.pipelines.manifests import extract_config, load_manifest
 
-    m = load_manifest(dataset, root, manifest, _splits(split), limit)
-    config = extract_config(visual, audio, visual_weights, audio_weights, text_model, prompt, clips, segments)
-    if not (visual_weights and audio_weights):
-        click.echo("warning: no weights given for " + " and ".join(
-            n for n, w in ((visual, visual_weights), (audio, audio_weights)) if not w)
-            + ": randomly initialised backbones", err=True)
-    if decode_workers is None:
+    m = load_manifest(p["dataset"], p["root"], p["manifest"], _splits(p["split"]), p["limit"])
+    config = extract_config(p["visual"], p["audio"], p["visual_weights"], p["audio_weights"], p["text_model"],
+                            p["prompt_template"], p["clips"], p["segments"], p["precision"])
+    if p["decode_workers"] is None:
         from cavnet.pipelines.extract.cluster import default_decode_workers
-        decode_workers = default_decode_workers(device, scheduler)
-    opts = RunOptions(shard_size=shard_size, workers=workers, scheduler=scheduler, decode_workers=decode_workers,
-                      device=device, batch_clips=batch_clips, limit=limit)
-    s = run_extract(m, config, opts, out, echo=click.echo, progress=progress)
+        p["decode_workers"] = default_decode_workers(p["device"], p["scheduler"])
+    opts = build(RunOptions, p)
+    if not (p["visual_weights"] and p["audio_weights"]):
+        click.echo("warning: no weights given for " + " and ".join(
+            n for n, w in ((p["visual"], p["visual_weights"]), (p["audio"], p["audio_weights"])) if not w)
+            + ": randomly initialised backbones", err=True)
+    s = run_extract(m, config, opts, p["out"], echo=click.echo, progress=p["progress"])
     if s.already_done:
-        click.echo(f"{out}: already complete ({s.videos} videos); nothing to do")
+        click.echo(f"{p['out']}: already complete ({s.videos} videos); nothing to do")
     counts = ", ".join(f"{k} {v}" for k, v in s.counts.items())
-    click.echo(f"{out}: {s.videos} videos in {s.seconds:.1f} s ({counts}); "
+    click.echo(f"{p['out']}: {s.videos} videos in {s.seconds:.1f} s ({counts}); "
                f"shards run {s.shards_run}, reused {s.shards_skipped}")
 
 
 @main.command()
 @dataset_options
 @click.option("--out", type=OUT, default=None, help="write the per-file table here (manifest.csv)")
-@click.option("--shard-size", default=64, show_default=True, type=click.IntRange(min=1), help="files per Dask task")
-@click.option("--scheduler", default=None, help="address of an existing Dask scheduler")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="local CPU workers")
+@run_options
 @click.option("--progress/--no-progress", default=True)
-def probe(dataset, root, manifest, split, limit, out, shard_size, scheduler, workers, progress) -> None:
+def probe(**p) -> None:
     """Open every file of a corpus (no full decode) on the Dask cluster and summarise what is there."""
-    from cavnet.extract.config import RunOptions
+    from cavnet.pipelines.extract.options import RunOptions
     from cavnet.pipelines.manifests import load_manifest
     from cavnet.pipelines.probe import run_probe
 
-    m = load_manifest(dataset, root, manifest, _splits(split), limit)
-    opts = RunOptions(shard_size=shard_size, workers=workers, scheduler=scheduler, device="cpu")
-    run_probe(m, opts, out, echo=click.echo, progress=progress)
+    m = load_manifest(p["dataset"], p["root"], p["manifest"], _splits(p["split"]), p["limit"])
+    run_probe(m, build(RunOptions, p, device="cpu"), p["out"], echo=click.echo, progress=p["progress"])
 
 
 @main.command()
@@ -169,43 +176,43 @@ def check(store: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- stage two
+MODEL_HELP = {
+    "modalities": "av: both streams; v / a: one stream only",
+    "self_attn": "the inter-clip self-attention (eq. 2-3)",
+    "cross_attn": "the audio-visual cross-attention (eq. 4-5)",
+    "pool": "gate: gated pooling (eq. 7-8); mean: masked mean",
+    "fusion": "cavnet: the paper's encoder; late: two-stream late fusion",
+    "head": "text: contrastive head against label texts; linear: class logits",
+    "d_model": "fusion width",
+    "dropout": None,
+}
+
+
 def model_options(f):
-    for opt in reversed([
-        click.option("--modalities", type=click.Choice(["av", "v", "a"]), default="av", show_default=True),
-        click.option("--no-self-attn", is_flag=True, help="skip the inter-clip self-attention (eq. 2-3)"),
-        click.option("--no-cross-attn", is_flag=True, help="skip the audio-visual cross-attention (eq. 4-5)"),
-        click.option("--pool", type=click.Choice(["gate", "mean"]), default="gate", show_default=True),
-        click.option("--fusion", type=click.Choice(["cavnet", "late"]), default="cavnet", show_default=True),
-        click.option("--head", type=click.Choice(["text", "linear"]), default="text", show_default=True),
-        click.option("--d-model", type=click.IntRange(min=8), default=None, help="fusion width"),
-        click.option("--dropout", type=click.FloatRange(0, 0.9), default=None),
-    ]):
-        f = opt(f)
-    return f
+    from cavnet.fuse.config import FUSIONS, HEADS, MODALITIES, POOLS, FusionConfig
+
+    return options(FusionConfig, MODEL_HELP, modalities={"choices": MODALITIES}, pool={"choices": POOLS},
+                   fusion={"choices": FUSIONS}, head={"choices": HEADS})(f)
 
 
-def model_overrides(modalities, no_self_attn, no_cross_attn, pool, fusion, head, d_model, dropout) -> dict:
-    d = dict(modalities=modalities, self_attn=not no_self_attn, cross_attn=not no_cross_attn, pool=pool,
-             fusion=fusion, head=head)
-    if d_model is not None:
-        d["d_model"] = d_model
-    if dropout is not None:
-        d["dropout"] = dropout
-    return d
+def model_overrides(p: dict) -> dict:
+    return {k: p[k] for k in MODEL_HELP}
+
+
+def _train_opt(name: str, **kw):
+    from cavnet.fuse.train_config import TrainConfig
+
+    return option(TrainConfig, name, **kw)
 
 
 def train_options(f):
-    for opt in reversed([
-        click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1)),
-        click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=2)),
-        click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True)),
-        click.option("--weight-decay", default=0.05, show_default=True, type=click.FloatRange(min=0)),
-        click.option("--seed", default=0, show_default=True),
-        click.option("--device", default="auto", show_default=True),
-        click.option("--targets", type=click.Choice(["label", "video-text"]), default="label", show_default=True),
-    ]):
-        f = opt(f)
-    return f
+    from cavnet.fuse.train_config import TARGETS, TrainConfig
+
+    return options(TrainConfig, {"epochs": None, "batch_size": "videos per step", "lr": "peak learning rate",
+                                 "weight_decay": None, "warmup_epochs": "linear warm-up, in epochs", "seed": None,
+                                 "device": "auto, cpu, cuda or cuda:N",
+                                 "targets": "label: class prompts; video-text: each video's own text"},
+                   targets={"choices": TARGETS})(f)
 
 
 @main.command("fuse-train")
@@ -215,19 +222,16 @@ def train_options(f):
 @model_options
 @click.option("--init", type=EXISTING, default=None, help="start from this checkpoint's weights")
 @click.option("--resume", is_flag=True, help="continue OUT/last.pt")
-@click.option("--stream", is_flag=True, help="read the store block by block instead of into RAM")
+@_train_opt("stream", flag=True, help="read the store block by block instead of into RAM")
 @click.option("--progress/--no-progress", default=True)
-def fuse_train(store, out, epochs, batch_size, lr, weight_decay, seed, device, targets, modalities, no_self_attn,
-               no_cross_attn, pool, fusion, head, d_model, dropout, init, resume, stream, progress) -> None:
+def fuse_train(**p) -> None:
     """Stage two: train the CAV-Net fusion and contrastive head on a feature store."""
     from cavnet.fuse.train_config import TrainConfig
     from cavnet.pipelines.fuse_train import run_fuse_train
 
-    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                       device=device, targets=targets, stream=stream)
-    overrides = model_overrides(modalities, no_self_attn, no_cross_attn, pool, fusion, head, d_model, dropout)
-    r = run_fuse_train(store, out, tcfg, overrides, init=init, resume=resume, echo=click.echo, progress=progress)
-    click.echo(f"best val top-1 {r.best['top1']:.1f} (epoch {r.best.get('epoch')}); checkpoints in {out}")
+    r = run_fuse_train(p["store"], p["out"], build(TrainConfig, p), model_overrides(p), init=p["init"],
+                       resume=p["resume"], echo=click.echo, progress=p["progress"])
+    click.echo(f"best val top-1 {r.best['top1']:.1f} (epoch {r.best.get('epoch')}); checkpoints in {p['out']}")
 
 
 @main.command()
@@ -248,7 +252,7 @@ def evaluate(store, checkpoint, dataset, root, manifest, split, out, device, bat
     """Score a checkpoint on a split of a store or of raw videos: top-1, top-5, mean class accuracy."""
     import json
 
-    from cavnet.pipelines.finetune_eval import echo_metrics, evaluate_command
+    from cavnet.pipelines.evaluate import echo_metrics, evaluate_command
 
     out = out or Path(checkpoint).parent / "eval"
     r = evaluate_command(checkpoint, split, out, device, store=store, dataset=dataset, root=root, manifest=manifest,
@@ -260,62 +264,50 @@ def evaluate(store, checkpoint, dataset, root, manifest, split, out, device, bat
     click.echo(f"per-class accuracy and confusion matrix in {out}")
 
 
+FINETUNE_HELP = {
+    "end_to_end": "back-propagate into the backbones (else they stay frozen)",
+    "epochs": None, "batch_size": "videos per step over all processes", "lr": "fusion and temperature",
+    "backbone_lr": None, "weight_decay": None, "warmup_epochs": None,
+    "freeze_until": "visual stages kept frozen", "freeze_audio": "keep the audio backbone frozen",
+    "freeze_bn": "keep the backbones' BatchNorm running statistics",
+    "grad_checkpoint": "recompute 3D-ResNeXt blocks in backward: less memory",
+    "amp": "auto: audio backbone in bf16 on CUDA, the rest fp32/TF32",
+    "decode_workers": None, "device": None, "seed": None,
+    "eval_every": "score val and save every N epochs (0: at the end)",
+    "save_every": "also save last.pt every N steps", "max_steps": "stop after N steps (0: all epochs)",
+}
+
+
+def finetune_options(f):
+    from cavnet.finetune.config import AMP_MODES, FREEZE_STAGES, FinetuneConfig
+
+    return options(FinetuneConfig, FINETUNE_HELP, end_to_end={"flag": True}, freeze_audio={"flag": True},
+                   grad_checkpoint={"flag": True}, freeze_bn={"decls": ("--freeze-bn/--train-bn",)},
+                   freeze_until={"choices": FREEZE_STAGES}, amp={"choices": AMP_MODES})(f)
+
+
 @main.command()
 @click.option("--init", type=EXISTING, required=True, help="fuse-train (or finetune) checkpoint to start from")
 @click.option("--out", type=OUT, required=True, help="run folder")
 @click.option("--dataset", type=click.Choice(["k400", "csv", "synth"]), default="k400", show_default=True)
 @click.option("--root", type=click.Path(path_type=Path), help="corpus folder (k400), path base (csv), cache (synth)")
 @click.option("--manifest", type=EXISTING, help="generic CSV path,label[,text][,split] (--dataset csv)")
-@click.option("--end-to-end", is_flag=True, help="back-propagate into the backbones (else they stay frozen)")
-@click.option("--epochs", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=2),
-              help="videos per step over all processes")
-@click.option("--lr", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="fusion and temperature")
-@click.option("--backbone-lr", default=1e-5, show_default=True, type=click.FloatRange(min=0))
-@click.option("--weight-decay", default=0.05, show_default=True, type=click.FloatRange(min=0))
-@click.option("--warmup-epochs", default=0.25, show_default=True, type=click.FloatRange(min=0))
-@click.option("--freeze-until", default="none", show_default=True,
-              type=click.Choice(["none", "stem", "layer1", "layer2", "layer3", "layer4"]),
-              help="visual stages kept frozen")
-@click.option("--freeze-audio", is_flag=True, help="keep the audio backbone frozen")
-@click.option("--freeze-bn/--train-bn", default=True, show_default=True,
-              help="keep the backbones' BatchNorm running statistics")
-@click.option("--grad-checkpoint", is_flag=True, help="recompute 3D-ResNeXt blocks in backward: less memory")
-@click.option("--amp", type=click.Choice(["auto", "off", "bf16"]), default="auto", show_default=True,
-              help="auto: audio backbone in bf16 on CUDA, the rest fp32/TF32")
-@click.option("--decode-workers", default=2, show_default=True, type=click.IntRange(min=0))
-@click.option("--device", default="auto", show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@finetune_options
 @click.option("--augment/--no-augment", default=True, show_default=True)
-@click.option("--eval-every", default=1, show_default=True, type=click.IntRange(min=0),
-              help="score val and save every N epochs (0: at the end)")
-@click.option("--save-every", default=0, show_default=True, type=click.IntRange(min=0),
-              help="also save last.pt every N steps")
-@click.option("--max-steps", default=0, show_default=True, type=click.IntRange(min=0),
-              help="stop after N steps (0: all epochs)")
 @click.option("--resume", is_flag=True, help="continue OUT/last.pt")
 @click.option("--eval-init/--no-eval-init", default=True, show_default=True,
               help="score the --init checkpoint on val first (epoch 0)")
 @click.option("--progress/--no-progress", default=True)
-def finetune(init, out, dataset, root, manifest, end_to_end, epochs, batch_size, lr, backbone_lr, weight_decay,
-             warmup_epochs, freeze_until, freeze_audio, freeze_bn, grad_checkpoint, amp, decode_workers, device, seed,
-             augment, eval_every, save_every, max_steps, resume, eval_init, progress) -> None:
+def finetune(**p) -> None:
     """Train the whole CAV-Net from raw video, starting from a fuse-train checkpoint (torchrun: multi-GPU)."""
-    from cavnet.finetune.augment import AugmentConfig
+    from cavnet.finetune.config import AugmentConfig, FinetuneConfig
     from cavnet.pipelines.finetune import run_finetune
-    from cavnet.finetune.config import FinetuneConfig
 
-    cfg = FinetuneConfig(init=str(init), end_to_end=end_to_end, epochs=epochs, batch_size=batch_size, lr=lr,
-                         backbone_lr=backbone_lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-                         freeze_until=freeze_until, freeze_audio=freeze_audio, freeze_bn=freeze_bn,
-                         grad_checkpoint=grad_checkpoint, amp=amp, decode_workers=decode_workers, device=device,
-                         seed=seed, eval_every=eval_every, save_every=save_every, max_steps=max_steps,
-                         augment=AugmentConfig(enabled=augment))
-    r = run_finetune(cfg, dataset, root, manifest, out, resume=resume, eval_init=eval_init, echo=click.echo,
-                     progress=progress)
+    cfg = build(FinetuneConfig, {**p, "init": str(p["init"]), "augment": AugmentConfig(enabled=p["augment"])})
+    r = run_finetune(cfg, p["dataset"], p["root"], p["manifest"], p["out"], resume=p["resume"],
+                     eval_init=p["eval_init"], echo=click.echo, progress=p["progress"])
     if r.best.get("top1", -1) >= 0:
-        click.echo(f"best val top-1 {r.best['top1']:.1f} (epoch {r.best.get('epoch')}); checkpoints in {out}")
+        click.echo(f"best val top-1 {r.best['top1']:.1f} (epoch {r.best.get('epoch')}); checkpoints in {p['out']}")
 
 
 @main.command()
@@ -324,21 +316,22 @@ def finetune(init, out, dataset, root, manifest, end_to_end, epochs, batch_size,
 @click.option("--preset", type=click.Choice(["paper", "components", "all"]), default="all", show_default=True)
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--variants", default=None, help="comma-separated subset of the preset's variant keys")
-@click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=2))
-@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--seed", default=0, show_default=True, help="first seed")
-@click.option("--d-model", type=click.IntRange(min=8), default=None, help="fusion width of every variant")
+@_train_opt("epochs")
+@_train_opt("batch_size")
+@_train_opt("lr")
+@_train_opt("seed", help="first seed")
+@click.option("--d-model", type=click.IntRange(min=8), default=None, help="fusion width of every variant [256]")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="runs in parallel")
-@click.option("--device", default="cpu", show_default=True)
-def ablate(store, out, preset, seeds, variants, epochs, batch_size, lr, seed, d_model, workers, device) -> None:
+@_train_opt("device", default="cpu", help="runs share the machine: the CPU unless told otherwise")
+def ablate(**p) -> None:
     """Train every variant of the paper's table on one store; mean and std over seeds."""
     from cavnet.fuse.train_config import TrainConfig
     from cavnet.pipelines.ablate import run_ablate
 
-    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
-    base = {"d_model": d_model} if d_model else {}
-    rows = run_ablate(store, out, preset, seeds, tcfg, workers, click.echo, only=_splits(variants), base=base)
+    out = p["out"]
+    base = {"d_model": p["d_model"]} if p["d_model"] else {}
+    rows = run_ablate(p["store"], out, p["preset"], p["seeds"], build(TrainConfig, p), p["workers"], click.echo,
+                      only=_splits(p["variants"]), base=base)
     click.echo((out / "results.md").read_text())
     click.echo(f"results in {out}/results.csv, results.md, results.png ({len(rows)} variants)")
 

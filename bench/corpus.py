@@ -43,7 +43,7 @@ def _encode(job: tuple[CorpusSpec, int, str]) -> None:
     """Render and encode video ``index`` of the corpus to ``path``."""
     import av
 
-    from cavnet.extract.media.avwrite import _write_audio
+    from cavnet.extract.media.avwrite import write_audio
     from cavnet.extract.synth import VideoSpec
     from cavnet.extract.synth_render import render_audio, render_frames
 
@@ -61,7 +61,7 @@ def _encode(job: tuple[CorpusSpec, int, str]) -> None:
         for image in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode(None))
-        _write_audio(container, audio, render_audio(vs), AUDIO_RATE)
+        write_audio(container, audio, render_audio(vs), AUDIO_RATE)
 
 
 def make_corpus(folder: Path, spec: CorpusSpec, processes: int) -> Manifest:

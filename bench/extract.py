@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cavnet.extract.config import ExtractConfig, RunOptions
+from cavnet.extract.config import ExtractConfig
+from cavnet.pipelines.extract.options import RunOptions
 from cavnet.extract.manifest import Manifest
 from cavnet.bench.timing import summary
 
@@ -42,21 +43,21 @@ _SAMPLE: dict[str, object] = {}  # per worker process: one decoded corpus video 
 
 def decode_only(spec, config_json: str, opts: RunOptions) -> int:
     """Dask task: decode a shard's videos the way the worker does, nothing else; returns the count."""
-    from cavnet.pipelines.extract.worker import _decoded
+    from cavnet.pipelines.extract.worker import decoded_items
 
     config = ExtractConfig.from_json(config_json)
-    return sum(1 for _ in _decoded(spec.rows, config, opts, False))
+    return sum(1 for _ in decoded_items(spec.rows, config, opts, False))
 
 
 def backbone_only(spec, config_json: str, opts: RunOptions) -> int:
     """Dask task: the worker's embedder over one decoded video per row of the shard; returns the count."""
     from cavnet.extract.embed import decode_item
-    from cavnet.pipelines.extract.worker import _embedder
+    from cavnet.pipelines.extract.worker import worker_embedder
 
     config = ExtractConfig.from_json(config_json)
     if config_json not in _SAMPLE:
         _SAMPLE[config_json] = decode_item(spec.rows[0], config)
-    item, embedder = _SAMPLE[config_json], _embedder(config, opts)
+    item, embedder = _SAMPLE[config_json], worker_embedder(config, opts)
     done = sum(len(embedder.add(i, item)) for i in range(len(spec.rows)))  # type: ignore[arg-type]
     return done + len(embedder.flush())
 

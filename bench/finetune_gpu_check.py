@@ -98,7 +98,7 @@ def make_init(path: Path, corpus: Path, visual: str, audio: str, clips: int) -> 
     from cavnet.fuse.loss import ContrastiveLoss
     from cavnet.fuse.model import CAVNet
     from cavnet.fuse.train_config import TrainConfig
-    from cavnet.fuse.checkpoint import save_checkpoint
+    from cavnet.fuse.checkpoint import Checkpoint
     from cavnet.pipelines.manifests import extract_config
 
     classes = read_k400(corpus).classes
@@ -107,10 +107,9 @@ def make_init(path: Path, corpus: Path, visual: str, audio: str, clips: int) -> 
                         num_classes=len(classes))
     torch.manual_seed(0)
     emb = torch.nn.functional.normalize(torch.randn(len(classes), 384), dim=-1)
-    save_checkpoint(path, {"model": CAVNet(fcfg).state_dict(), "loss": ContrastiveLoss().state_dict(),
-                           "fusion_config": fcfg.to_dict(), "train_config": TrainConfig().to_dict(),
-                           "store_config": config.to_json(), "class_names": list(classes),
-                           "class_embedding": emb, "text_model": "random (finetune_gpu_check)"})
+    Checkpoint(model=CAVNet(fcfg).state_dict(), fusion=fcfg, class_names=list(classes), class_embedding=emb,
+               store_config=config.to_json(), text_model="random (finetune_gpu_check)", train=TrainConfig().to_dict(),
+               loss=ContrastiveLoss().state_dict()).save(path)
 
 
 def summary(run: Path, device: torch.device) -> dict[str, float]:

@@ -115,12 +115,12 @@ class _Epochs:
         import torch
 
         from cavnet.fuse.train_config import TrainConfig
-        from cavnet.pipelines.fuse_train import _build, fusion_config_for
+        from cavnet.fuse.trainer import build_training, fusion_config_for
 
         self.split, self.batch_size, self.device, self.seed = split, batch_size, device, 0
         self.tcfg = TrainConfig(batch_size=batch_size, device=str(device))
-        self.model, self.loss_fn, self.optimizer, self.scheduler = _build(
-            fusion_config_for(store, {}), self.tcfg, 10**6, device)
+        self.model, self.loss_fn, self.optimizer, self.scheduler = build_training(
+            fusion_config_for(store, {}), self.tcfg, 10**6 // self.tcfg.epochs, device)
         self.class_emb = torch.from_numpy(store.class_embedding).to(device)
 
     def _batches(self):

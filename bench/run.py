@@ -177,7 +177,7 @@ def _backbone_section(cfg: BenchConfig, config, manifest, work: Path, threads: i
 
 
 def _extract_section(cfg: BenchConfig, config, manifest, work: Path, threads: int) -> dict[str, Any]:
-    from cavnet.extract.config import RunOptions
+    from cavnet.pipelines.extract.options import RunOptions
     from cavnet.bench.extract import measure_extract, shard_size
 
     opts = RunOptions(shard_size=shard_size(cfg.videos, cfg.workers), workers=cfg.workers,

@@ -76,7 +76,7 @@ def slope_per_100(videos: np.ndarray, mib: np.ndarray) -> float:
 
 def measure(manifest_csv: Path, out: Path, shard_size: int, decode_workers: int) -> list[dict]:
     """Extract with one worker; one record per shard: videos done, worker and children RSS (MiB)."""
-    from cavnet.extract.config import RunOptions
+    from cavnet.pipelines.extract.options import RunOptions
     from cavnet.pipelines.extract.run import run_extract
     from cavnet.pipelines.manifests import extract_config, load_manifest
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from cavnet.configs import Config, check_choice, check_int
+from cavnet.errors import CavnetError
 
 # 3D-ResNeXt (Hara et al., CVPR 2018): pixels 0-255 minus the ActivityNet mean, std 1.
 RESNEXT_MEAN = (114.7748, 107.7354, 99.4750)
 RESNEXT_STD = (1.0, 1.0, 1.0)
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 @dataclass(frozen=True)
-class ClipSampling:
+class ClipSampling(Config):
     """How visual clips are cut from a video: ``clips`` clips of ``frames`` frames, spread uniformly,
     resized to short side ``short_side`` and centre-cropped to ``size`` x ``size``."""
 
@@ -24,9 +27,15 @@ class ClipSampling:
     mean: tuple[float, float, float] = RESNEXT_MEAN
     std: tuple[float, float, float] = RESNEXT_STD
 
+    def __post_init__(self) -> None:
+        for name in ("clips", "frames", "short_side", "size"):
+            check_int("--" + name.replace("_", "-"), getattr(self, name), 1)
+        if self.size > self.short_side:
+            raise CavnetError(f"crop size {self.size} is larger than the short side {self.short_side}")
+
 
 @dataclass(frozen=True)
-class LogMel:
+class LogMel(Config):
     """Audio front end: 16 kHz mono, windowed log-mel spectrogram cut into fixed-length examples.
 
     The defaults are the VGGish recipe: 25 ms periodic-Hann window, 10 ms hop, 512-point FFT,
@@ -57,14 +66,17 @@ class LogMel:
 
 
 @dataclass(frozen=True)
-class AudioSampling:
+class AudioSampling(Config):
     """``segments`` audio examples per video, aligned in time with the visual clips."""
 
     segments: int = 10
 
+    def __post_init__(self) -> None:
+        check_int("--segments", self.segments, 1)
+
 
 @dataclass(frozen=True)
-class ExtractConfig:
+class ExtractConfig(Config):
     """Everything that determines the content of a feature store."""
 
     visual: str = "resnext3d-101"
@@ -78,27 +90,10 @@ class ExtractConfig:
     logmel: LogMel = field(default_factory=LogMel)
     text_model: str = "default"
     prompt_template: str = "a video of a person {label}"
+    precision: str = "fp32"  # of the backbones: fp32 (TF32 on CUDA), bf16, fp16, or auto (measured fastest)
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ExtractConfig":
-        d = dict(d)
-        s = dict(d.pop("sampling", {}))
-        for key in ("mean", "std"):
-            if key in s:
-                s[key] = tuple(s[key])
-        return cls(
-            sampling=ClipSampling(**s),
-            audio_sampling=AudioSampling(**d.pop("audio_sampling", {})),
-            logmel=LogMel(**d.pop("logmel", {})),
-            **d,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> "ExtractConfig":
-        return cls.from_dict(json.loads(text))
+    def __post_init__(self) -> None:
+        check_choice("--precision", self.precision, PRECISIONS)
 
     def content_key(self) -> dict[str, Any]:
         """The fields that decide the numbers in the store (weight paths may move; their hashes may not)."""
@@ -106,17 +101,3 @@ class ExtractConfig:
         d.pop("visual_weights")
         d.pop("audio_weights")
         return d
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How an extraction runs; does not change the numbers written, so it is not part of the store key."""
-
-    shard_size: int = 64
-    workers: int = 2
-    scheduler: str | None = None
-    decode_workers: int = 0
-    device: str = "auto"
-    batch_clips: int = 64
-    limit: int | None = None
-    window: int = 0  # in-flight shards; 0 means 2 x workers

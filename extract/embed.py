@@ -21,6 +21,7 @@ from cavnet.errors import CavnetError
 from cavnet.extract.media.audio import segment_examples
 from cavnet.extract.backbones import create_backbone
 from cavnet.extract.backbones.weights import load_weights
+from cavnet.extract.clip_input import ClipNormalize
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.device import resolve_device
 from cavnet.extract.media.decode import decode_video
@@ -182,8 +183,7 @@ class BatchEmbedder:
         self.visual_dim, self.audio_dim = self.visual.out_dim, self.audio.out_dim
         self.batch_clips = max(1, batch_clips)
         s, lm = config.sampling, config.logmel
-        self._mean = torch.tensor(s.mean, device=self.device).view(1, 3, 1, 1, 1)
-        self._std = torch.tensor(s.std, device=self.device).view(1, 3, 1, 1, 1)
+        self._normalise = ClipNormalize(s).to(self.device)
         clip = (s.frames, s.size, s.size, 3)
         example = (1, lm.example_frames, lm.n_mels)
         self.modes = {"visual": self._pick(self.visual, config.visual, (3, s.frames, s.size, s.size)),
@@ -200,11 +200,8 @@ class BatchEmbedder:
         """The fastest layout (and precision, see runtime) for ``model``, timed on a small batch."""
         n = min(self.batch_clips, 32 if self.device.type == "cuda" else 4)
         n = n if len(item) == 4 else 4 * n
-        return pick_mode(model, torch.randn((n, *item), device=self.device), key=name)[0]
-
-    def _normalise(self, clips: torch.Tensor) -> torch.Tensor:
-        """``(B, T, S, S, 3)`` uint8 on the device -> ``(B, 3, T, S, S)`` float, channels-last-3d strides."""
-        return clips.permute(0, 4, 1, 2, 3).float().sub_(self._mean).div_(self._std)
+        return pick_mode(model, torch.randn((n, *item), device=self.device), key=name,
+                         precision=self.config.precision)[0]
 
     def add(self, index: int, item: DecodedItem) -> list[tuple[int, VideoFeatures]]:
         """Queue one decoded video; returns the videos whose features are all back (any order)."""

@@ -6,8 +6,9 @@ it is measured, never assumed. :func:`pick_mode` times the candidates on a few b
 answer per process.
 
 The memory layout is always measured (it changes speed, not results beyond float rounding). The precision
-is float32 (TF32 on CUDA) unless ``CAVNET_PRECISION`` says ``auto`` (measure fp32 against bf16/fp16 too),
-``bf16`` or ``fp16``: reduced precision changes the features, and every worker of a run must agree.
+is the caller's (extraction passes its store config's ``precision``; ``auto`` measures fp32 against
+bf16/fp16 too), else ``CAVNET_PRECISION`` (the bench), else float32 (TF32 on CUDA): reduced precision
+changes the features, and every worker of a run must agree.
 ``CAVNET_LAYOUT`` (``contiguous``, ``channels_last``) pins the layout.
 """
 

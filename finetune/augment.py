@@ -16,46 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from cavnet.extract.config import ClipSampling
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """What is randomised for a training clip (see the module docstring); ``enabled=False`` turns it off."""
-
-    enabled: bool = True
-    jitter_frames: int = 8
-    crop_side: float = 8 / 7  # 112 -> frames decoded as 128 x 128
-    crop_scale: tuple[float, float] = (0.4, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip: float = 0.5
-    audio_shift: float = 0.1  # seconds
-    gain_db: float = 6.0
-
-    def __post_init__(self) -> None:
-        if self.jitter_frames < 0 or self.crop_side < 1.0 or not 0.0 <= self.flip <= 1.0:
-            raise ValueError("AugmentConfig: jitter_frames >= 0, crop_side >= 1 and 0 <= flip <= 1 are required")
-        lo, hi = self.crop_scale
-        if not 0.0 < lo <= hi <= 1.0 or self.crop_ratio[0] <= 0 or self.crop_ratio[0] > self.crop_ratio[1]:
-            raise ValueError(f"AugmentConfig: bad crop_scale {self.crop_scale} or crop_ratio {self.crop_ratio}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AugmentConfig":
-        d = dict(d)
-        for key in ("crop_scale", "crop_ratio"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d)
+from cavnet.finetune.config import AugmentConfig
 
 
 def train_sampling(sampling: ClipSampling, aug: AugmentConfig) -> ClipSampling:

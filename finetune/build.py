@@ -7,43 +7,22 @@ initialisation every extraction worker uses). A fine-tune checkpoint also holds 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from cavnet.errors import CavnetError
 from cavnet.extract.backbones import create_backbone
 from cavnet.extract.config import ExtractConfig
-from cavnet.extract.manifest import Manifest
-from cavnet.fuse.checkpoint import model_from_checkpoint
+from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.extract.embed import build_backbones
 from cavnet.finetune.config import FinetuneConfig
 from cavnet.finetune.model import AVNet, stem_and_stages
 
 
-def store_config_of(state: dict[str, Any], source: str) -> ExtractConfig:
-    """The extraction config recorded in a checkpoint (fuse-train checkpoints carry it since version 1)."""
-    text = state.get("store_config")
-    if not text:
-        raise CavnetError(f"{source}: the checkpoint records no store config, so its backbones cannot be rebuilt")
-    return ExtractConfig.from_json(text)
-
-
-def check_classes(state: dict[str, Any], manifest: Manifest, source: str) -> None:
-    """Refuse a corpus whose class list differs from the checkpoint's (the class embeddings index it)."""
-    want = list(state.get("class_names", []))
-    if list(manifest.classes) != want:
-        extra = sorted(set(manifest.classes) - set(want))[:3]
-        missing = sorted(set(want) - set(manifest.classes))[:3]
-        raise CavnetError(f"the corpus has {len(manifest.classes)} classes, {source} was trained on {len(want)}"
-                          f" (not in the checkpoint: {extra or 'none'}; not in the corpus: {missing or 'none'})")
-
-
-def backbones_from(state: dict[str, Any], config: ExtractConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
+def backbones_from(ckpt: Checkpoint, config: ExtractConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Both backbones on the CPU in eval mode, as the checkpoint's features were computed."""
-    if "visual" in state and "audio" in state:  # a fine-tune checkpoint: its own backbone weights
+    if ckpt.visual is not None and ckpt.audio is not None:  # a fine-tune checkpoint: its own backbone weights
         models = []
-        for name, weights in ((config.visual, state["visual"]), (config.audio, state["audio"])):
+        for name, weights in ((config.visual, ckpt.visual), (config.audio, ckpt.audio)):
             model = create_backbone(name)
             model.load_state_dict(weights)
             models.append(model)
@@ -51,12 +30,12 @@ def backbones_from(state: dict[str, Any], config: ExtractConfig) -> tuple[torch.
     return build_backbones(config, torch.device("cpu"))  # seeded as in every extraction worker
 
 
-def build_avnet(state: dict[str, Any], device: torch.device, cfg: FinetuneConfig | None = None) -> AVNet:
+def build_avnet(ckpt: Checkpoint, device: torch.device, cfg: FinetuneConfig | None = None) -> AVNet:
     """The whole model on ``device``: frozen and float32 for scoring (``cfg`` None), else set up for
     training as ``cfg`` says (frozen parts, BatchNorm statistics, gradient checkpointing, precision)."""
-    config = store_config_of(state, "checkpoint")
-    visual, audio = backbones_from(state, config)
-    fusion = model_from_checkpoint(state)
+    config = ckpt.extract_config()
+    visual, audio = backbones_from(ckpt, config)
+    fusion = ckpt.fusion_model()
     if cfg is None:
         frozen, freeze_bn, vbf16, abf16 = [visual, audio], True, False, False
     else:

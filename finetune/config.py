@@ -1,26 +1,48 @@
-"""Frozen configuration of a fine-tune run; saved into every fine-tune checkpoint (``to_dict``/``from_dict``).
+"""Frozen configuration of a fine-tune run; saved into every fine-tune checkpoint.
 
 What the model sees (backbones, weights, clip sampling, audio front end, text embeddings) is not here: it
 comes from the ``--init`` checkpoint's store config, so a fine-tune continues what fuse-train started.
+The optimiser fields are ``fuse.train_config.OptimConfig``'s, with fine-tuning's defaults.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
 
+from cavnet.configs import Config, check_bool, check_choice, check_int, check_number
 from cavnet.errors import CavnetError
-from cavnet.finetune.augment import AugmentConfig
+from cavnet.fuse.train_config import OptimConfig
 
 FREEZE_STAGES = ("none", "stem", "layer1", "layer2", "layer3", "layer4")
 AMP_MODES = ("auto", "off", "bf16")
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class AugmentConfig(Config):
+    """What is randomised for a training clip (see the module docstring); ``enabled=False`` turns it off."""
+
+    enabled: bool = True
+    jitter_frames: int = 8
+    crop_side: float = 8 / 7  # 112 -> frames decoded as 128 x 128
+    crop_scale: tuple[float, float] = (0.4, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip: float = 0.5
+    audio_shift: float = 0.1  # seconds
+    gain_db: float = 6.0
+
+    def __post_init__(self) -> None:
+        if self.jitter_frames < 0 or self.crop_side < 1.0 or not 0.0 <= self.flip <= 1.0:
+            raise CavnetError("AugmentConfig: jitter_frames >= 0, crop_side >= 1 and 0 <= flip <= 1 are required")
+        lo, hi = self.crop_scale
+        if not 0.0 < lo <= hi <= 1.0 or self.crop_ratio[0] <= 0 or self.crop_ratio[0] > self.crop_ratio[1]:
+            raise CavnetError(f"AugmentConfig: bad crop_scale {self.crop_scale} or crop_ratio {self.crop_ratio}")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(OptimConfig):
     """One fine-tune run.
 
+    init: the fuse-train (or fine-tune) checkpoint to start from.
     end_to_end: gradients reach the backbones; False keeps them frozen (features computed on the fly,
         with augmentation) and trains the fusion and the temperature only.
     batch_size: videos per optimizer step over all processes (each of W processes takes batch_size / W).
@@ -39,22 +61,19 @@ class FinetuneConfig:
         spans every epoch, so a stopped run resumes onto the same learning rates.
     """
 
-    init: str
-    end_to_end: bool = True
+    init: str = ""
+    end_to_end: bool = False
     epochs: int = 1
     batch_size: int = 8
     lr: float = 1e-4
-    backbone_lr: float = 1e-5
-    weight_decay: float = 0.05
     warmup_epochs: float = 0.25
+    backbone_lr: float = 1e-5
     freeze_until: str = "none"
     freeze_audio: bool = False
     freeze_bn: bool = True
     grad_checkpoint: bool = False
     amp: str = "auto"
     decode_workers: int = 2
-    device: str = "auto"
-    seed: int = 0
     train_split: str = "train"
     val_split: str = "val"
     eval_every: int = 1
@@ -63,32 +82,18 @@ class FinetuneConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        if self.freeze_until not in FREEZE_STAGES:
-            raise CavnetError(f"--freeze-until must be one of {', '.join(FREEZE_STAGES)}, not {self.freeze_until!r}")
-        if self.amp not in AMP_MODES:
-            raise CavnetError(f"--amp must be one of {', '.join(AMP_MODES)}, not {self.amp!r}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise CavnetError(f"--{name.replace('_', '-')} must be at least 1")
+        super().__post_init__()
+        if not self.init:
+            raise CavnetError("--init: a fuse-train or fine-tune checkpoint to start from is required")
+        check_choice("--freeze-until", self.freeze_until, FREEZE_STAGES)
+        check_choice("--amp", self.amp, AMP_MODES)
+        check_number("--backbone-lr", self.backbone_lr, 0.0)
         for name in ("decode_workers", "eval_every", "save_every", "max_steps"):
-            if getattr(self, name) < 0:
-                raise CavnetError(f"--{name.replace('_', '-')} must be >= 0")
-        if self.lr <= 0 or self.backbone_lr < 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
-            raise CavnetError("--lr must be > 0; --backbone-lr, --weight-decay and warmup must be >= 0")
+            check_int("--" + name.replace("_", "-"), getattr(self, name), 0)
+        for name in ("end_to_end", "freeze_audio", "freeze_bn", "grad_checkpoint"):
+            check_bool("--" + name.replace("_", "-"), getattr(self, name))
 
     @property
     def trains_backbones(self) -> bool:
         """Whether any backbone weight can change in this run."""
         return self.end_to_end and self.backbone_lr > 0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["augment"] = self.augment.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FinetuneConfig":
-        d = dict(d)
-        names = {f.name for f in dataclasses.fields(cls)}
-        aug = AugmentConfig.from_dict(d.pop("augment", {}))
-        return cls(augment=aug, **{k: v for k, v in d.items() if k in names})

@@ -26,6 +26,7 @@ from cavnet.extract.media.decode import decode_video
 from cavnet.extract.manifest import ManifestRow
 from cavnet.extract.media.sampling import valid_count
 from cavnet.extract.embed import decode_item
+from cavnet.finetune.distributed import DistEnv
 
 RETRIES = 10  # other videos tried in place of one that does not decode (training)
 
@@ -185,3 +186,10 @@ def make_loader(dataset: VideoClips, batch_size: int, workers: int, device: torc
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler if sampler is not None else list(indices),
                       num_workers=workers, collate_fn=_Collate(dataset.config), pin_memory=device.type == "cuda",
                       drop_last=drop_last, generator=torch.Generator(), **kwargs)
+
+
+def eval_loader(rows: list[ManifestRow], config: ExtractConfig, device: torch.device, env: DistEnv,
+                batch_size: int, workers: int) -> DataLoader:
+    """Batches of ``rows`` decoded as extraction decodes them; this process takes every W-th row."""
+    return make_loader(VideoClips(rows, config), batch_size, workers, device,
+                       indices=range(env.rank, len(rows), env.world))

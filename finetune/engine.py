@@ -12,6 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cavnet.errors import CavnetError
+from cavnet.extract.config import ExtractConfig
+from cavnet.extract.manifest import Manifest, ManifestRow
+from cavnet.fuse.checkpoint import Checkpoint
+from cavnet.fuse.metrics import Scores
 from cavnet.fuse.model import CAVNet
 from cavnet.finetune import distributed as fd
 from cavnet.finetune.data import RETRIES, ClipBatch
@@ -24,6 +28,22 @@ class Targets:
 
     text: torch.Tensor
     groups: torch.Tensor
+
+
+def targets_for(rows: list[ManifestRow], m: Manifest, init: Checkpoint, config: ExtractConfig, kind: str,
+                device: torch.device) -> Targets:
+    """Label targets: the checkpoint's class embeddings. Video-text targets: each video's own text, embedded
+    with the text model recorded in the store config (the class prompt when it has none)."""
+    class_emb = init.class_embedding.float()
+    if kind == "label":
+        labels = torch.tensor([r.label for r in rows])
+        return Targets(class_emb[labels].to(device), labels.to(device))
+    from cavnet.extract.text_tables import embed_texts
+    from cavnet.fuse.data import text_groups
+
+    tables = embed_texts(Manifest(tuple(rows), m.classes), config, "cpu")
+    text = torch.from_numpy(tables.video)
+    return Targets(text.to(device), torch.from_numpy(text_groups(tables.video)).to(device))
 
 
 @dataclass
@@ -117,21 +137,9 @@ def train_epoch(tr: Trainer, batches: Iterable[ClipBatch], stats: EpochStats,
     return stats
 
 
-@dataclass
-class VideoScores:
-    """Class scores (N, C), labels (N,), audio present (N,), manifest positions (N,) of the videos that
-    decoded, and the status of every video scored (decodable or not)."""
-
-    scores: np.ndarray
-    labels: np.ndarray
-    audio_present: np.ndarray
-    positions: np.ndarray
-    statuses: dict[str, int]
-
-
 @torch.no_grad()
 def score_videos(net: nn.Module, batches: Iterable[ClipBatch], class_emb: torch.Tensor, head: str,
-                 device: torch.device, env: fd.DistEnv) -> VideoScores:
+                 device: torch.device, env: fd.DistEnv) -> Scores:
     """Scores of this process's videos, gathered from every process; videos that do not decode are
     counted in ``statuses`` and left out, like the unusable rows of a store."""
     net.eval()
@@ -160,4 +168,4 @@ def score_videos(net: nn.Module, batches: Iterable[ClipBatch], class_emb: torch.
         for s, n in p[4].items():
             merged[s] = merged.get(s, 0) + n
     order = np.argsort(np.concatenate([p[3] for p in parts]), kind="stable")
-    return VideoScores(*(np.concatenate([p[i] for p in parts])[order] for i in range(4)), merged)
+    return Scores(*(np.concatenate([p[i] for p in parts])[order] for i in range(4)), merged)

@@ -9,12 +9,11 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
-
 import torch
 from torch import nn
 
 from cavnet.errors import CavnetError
+from cavnet.extract.clip_input import ClipNormalize
 from cavnet.extract.config import ClipSampling
 from cavnet.fuse.model import CAVNet
 
@@ -51,8 +50,7 @@ class AVNet(nn.Module):
                  audio_bf16: bool = False) -> None:
         super().__init__()
         self.visual, self.audio, self.fusion = visual, audio, fusion
-        self.register_buffer("mean", torch.tensor(sampling.mean).view(1, 3, 1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(sampling.std).view(1, 3, 1, 1, 1), persistent=False)
+        self.normalise = ClipNormalize(sampling)
         self.frozen = frozen  # a plain list: not registered twice as submodules
         self.freeze_bn = freeze_bn
         self.visual_bf16, self.audio_bf16 = visual_bf16, audio_bf16
@@ -87,7 +85,7 @@ class AVNet(nn.Module):
     def _prepare(self, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if backbone is not self.visual:
             return x
-        x = x.permute(0, 4, 1, 2, 3).float().sub_(self.mean).div_(self.std)  # (K, 3, T, S, S)
+        x = self.normalise(x)  # (K, 3, T, S, S)
         return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
 
     def features(self, clips: torch.Tensor, vmask: torch.Tensor, examples: torch.Tensor,
@@ -103,24 +101,3 @@ class AVNet(nn.Module):
                 amask: torch.Tensor) -> torch.Tensor:
         visual, audio = self.features(clips, vmask, examples, amask)
         return self.fusion(visual, vmask, audio, amask)
-
-
-def _split_decay(params: Iterator[nn.Parameter]) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """Weight decay on matrices and kernels only (not biases, norms, positions' vectors, temperature)."""
-    params = [p for p in params if p.requires_grad]
-    return [p for p in params if p.dim() >= 2], [p for p in params if p.dim() < 2]
-
-
-def param_groups(model: AVNet, loss_fn: nn.Module | None, lr: float, backbone_lr: float,
-                 weight_decay: float) -> list[dict]:
-    """AdamW groups, each named: fusion (+ temperature) at ``lr``, each backbone at ``backbone_lr``,
-    split into decayed and not decayed; empty groups are left out."""
-    head = list(model.fusion.parameters()) + (list(loss_fn.parameters()) if loss_fn is not None else [])
-    groups = []
-    for name, params, rate in (("fusion", head, lr), ("visual", model.visual.parameters(), backbone_lr),
-                               ("audio", model.audio.parameters(), backbone_lr)):
-        decay, plain = _split_decay(iter(params))
-        for suffix, ps, wd in (("decay", decay, weight_decay), ("no_decay", plain, 0.0)):
-            if ps:
-                groups.append({"name": f"{name}.{suffix}", "params": ps, "lr": rate, "weight_decay": wd})
-    return groups

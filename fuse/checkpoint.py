@@ -1,67 +1,174 @@
-"""Checkpoints of stage two: weights plus every config needed to rebuild the model alone."""
+"""The one checkpoint type of stage two and fine-tuning: weights, every config needed to rebuild the model
+alone, and where training stood.
+
+On disk it is a plain dict of tensors and JSON types (``torch.load(weights_only=True)`` reads it, no
+pickled classes): the fusion weights and configs under the keys fuse-train has always written, plus both
+backbones' weights and the fine-tune config for a fine-tune checkpoint. ``Checkpoint.load`` validates
+what it reads and refuses anything else with one line.
+"""
 
 from __future__ import annotations
 
-import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from cavnet.errors import CavnetError
+from cavnet.extract.config import ExtractConfig
 from cavnet.fuse.config import FusionConfig
 from cavnet.fuse.model import CAVNet
 
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically (tmp + rename), so a killed run never leaves half a checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+KINDS = ("fuse-train", "finetune")
+_REQUIRED = ("model", "fusion_config", "class_names", "class_embedding")
 
 
-def trim_jsonl(path: Path, key: str, upto: int) -> None:
-    """Keep the lines of a JSON-lines log whose ``key`` is at most ``upto`` (those the checkpoint a run
-    resumes from holds); drop later ones, which the resumed run redoes, and any line torn by a kill."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
+@dataclass
+class TrainingState:
+    """Where a run stood when the checkpoint was written: enough to resume it exactly.
+
+    epoch: completed epochs; epoch_step: optimizer steps into the next one (fine-tune saves mid-epoch);
+    step: optimizer steps in all; best: the val metrics of the best epoch so far; rng / cuda_rng: the
+    torch generator states (cuda_rng empty on the CPU).
+    """
+
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    epoch: int
+    best: dict[str, Any]
+    rng: torch.Tensor
+    epoch_step: int = 0
+    step: int = 0
+    cuda_rng: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.uint8))
+
+
+@dataclass
+class Checkpoint:
+    """A fuse-train or fine-tune checkpoint.
+
+    model: the CAVNet fusion's state dict; fusion: its config. loss: the contrastive loss's state (the
+    learned temperature; empty for head 'linear'). class_names (C,) and class_embedding (C, Dt): the label
+    texts the model scores against. store_config / store_dims / text_model: what extracted the features it
+    was trained on (so its backbones can be rebuilt). train: the fuse-train config that made the fusion.
+    visual / audio / finetune / init: a fine-tune checkpoint's backbone weights, its config and the
+    checkpoint it started from. state: where training stood (None in a checkpoint made for inference).
+    """
+
+    model: dict[str, torch.Tensor]
+    fusion: FusionConfig
+    class_names: list[str]
+    class_embedding: torch.Tensor
+    store_config: str | None = None
+    store_dims: dict[str, int] = field(default_factory=dict)
+    text_model: str = ""
+    train: dict[str, Any] = field(default_factory=dict)
+    loss: dict[str, torch.Tensor] = field(default_factory=dict)
+    kind: str = "fuse-train"
+    state: TrainingState | None = None
+    visual: dict[str, torch.Tensor] | None = None
+    audio: dict[str, torch.Tensor] | None = None
+    finetune: dict[str, Any] | None = None
+    init: str | None = None
+
+    # ------------------------------------------------------------------------------------------- on disk
+    def to_state(self) -> dict[str, Any]:
+        """The dict written to disk (keys as fuse-train has always written them)."""
+        d: dict[str, Any] = {"kind": self.kind, "model": self.model, "fusion_config": self.fusion.to_dict(),
+                             "class_names": list(self.class_names), "class_embedding": self.class_embedding.cpu(),
+                             "store_config": self.store_config, "store_dims": dict(self.store_dims),
+                             "text_model": self.text_model, "train_config": dict(self.train), "loss": self.loss}
+        if self.state is not None:
+            s = self.state
+            d.update(optimizer=s.optimizer, scheduler=s.scheduler, epoch=s.epoch, epoch_step=s.epoch_step,
+                     step=s.step, best=s.best, rng=s.rng, cuda_rng=s.cuda_rng)
+        if self.kind == "finetune":
+            d.update(visual=self.visual, audio=self.audio, finetune_config=self.finetune, init=self.init)
+        return d
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any], source: str) -> "Checkpoint":
+        """Validate and type a dict read from disk; any inconsistency is one ``CavnetError`` naming ``source``."""
+        missing = [k for k in _REQUIRED if k not in d]
+        if missing:
+            raise CavnetError(f"{source}: not a cavnet checkpoint (no {', '.join(missing)})")
+        kind = d.get("kind", "fuse-train")
+        if kind not in KINDS:
+            raise CavnetError(f"{source}: unknown checkpoint kind {kind!r}")
+        if kind == "finetune" and not all(isinstance(d.get(k), dict) for k in ("visual", "audio", "finetune_config")):
+            raise CavnetError(f"{source}: a fine-tune checkpoint without its backbone weights or config")
+        state = None
+        if "optimizer" in d:
+            state = TrainingState(d["optimizer"], d["scheduler"], int(d["epoch"]), dict(d.get("best", {})),
+                                  d["rng"], int(d.get("epoch_step", 0)), int(d.get("step", 0)),
+                                  d.get("cuda_rng", torch.zeros(0, dtype=torch.uint8)))
+        return cls(model=d["model"], fusion=FusionConfig.from_dict(d["fusion_config"], f"{source} fusion_config"),
+                   class_names=list(d["class_names"]), class_embedding=d["class_embedding"],
+                   store_config=d.get("store_config"), store_dims=dict(d.get("store_dims", {})),
+                   text_model=d.get("text_model", ""), train=dict(d.get("train_config", {})),
+                   loss=d.get("loss", {}), kind=kind, state=state, visual=d.get("visual"), audio=d.get("audio"),
+                   finetune=d.get("finetune_config"), init=d.get("init"))
+
+    def save(self, path: Path) -> None:
+        """Write atomically (tmp + rename), so a killed run never leaves half a checkpoint."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.to_state(), tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path | str) -> "Checkpoint":
+        path = Path(path)
+        if not path.is_file():
+            raise CavnetError(f"{path}: no such checkpoint")
         try:
-            if int(json.loads(line)[key]) <= upto:
-                kept.append(line + "\n")
-        except (ValueError, KeyError, TypeError):
-            continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a torn or foreign file
+            raise CavnetError(f"{path}: not a cavnet checkpoint ({type(exc).__name__}: {exc})") from None
+        if not isinstance(d, dict):
+            raise CavnetError(f"{path}: not a cavnet checkpoint")
+        return cls.from_state(d, str(path))
 
+    # ------------------------------------------------------------------------------------------- model
+    @property
+    def head(self) -> str:
+        return self.fusion.head
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    if not Path(path).exists():
-        raise CavnetError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a torn or foreign file
-        raise CavnetError(f"{path}: not a cavnet checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(state, dict) or "fusion_config" not in state or "model" not in state:
-        raise CavnetError(f"{path}: not a cavnet fuse-train checkpoint")
-    return state
+    @property
+    def backbones_trained(self) -> bool:
+        """Whether the backbones differ from those that computed the store's features."""
+        return self.kind == "finetune" and bool((self.finetune or {}).get("end_to_end"))
 
+    def fusion_model(self) -> CAVNet:
+        """The CAVNet fusion with its trained weights, on the CPU."""
+        model = CAVNet(self.fusion)
+        model.load_state_dict(self.model)
+        return model
 
-def model_from_checkpoint(state: dict[str, Any]) -> CAVNet:
-    model = CAVNet(FusionConfig.from_dict(state["fusion_config"]))
-    model.load_state_dict(state["model"])
-    return model
+    def extract_config(self, source: str = "checkpoint") -> ExtractConfig:
+        """The extraction config of the features it was trained on (its backbones, sampling, front end)."""
+        if not self.store_config:
+            raise CavnetError(f"{source}: the checkpoint records no store config, so its backbones cannot be rebuilt")
+        return ExtractConfig.from_json(self.store_config, f"{source} store_config")
 
+    def check_matches_store(self, dims: dict[str, int], text_dim: int, class_names: list[str], source: str) -> None:
+        """Refuse a store whose input sizes or class table differ from what the model was trained on."""
+        want = {"visual_dim": dims["visual_dim"], "audio_dim": dims["audio_dim"], "text_dim": text_dim,
+                "num_classes": len(class_names)}
+        f = self.fusion.to_dict()
+        bad = [f"{k} {f.get(k)} vs {v}" for k, v in want.items() if f.get(k) != v]
+        if bad:
+            raise CavnetError(f"checkpoint does not match {source}: " + ", ".join(bad))
+        self.check_classes(class_names, source)
 
-def check_matches_store(state: dict[str, Any], dims: dict[str, int], text_dim: int, num_classes: int,
-                        source: str) -> None:
-    """Refuse a checkpoint whose input or output sizes differ from the store it is used with."""
-    fc = state["fusion_config"]
-    want = {"visual_dim": dims["visual_dim"], "audio_dim": dims["audio_dim"], "text_dim": text_dim,
-            "num_classes": num_classes}
-    bad = [f"{k} {fc.get(k)} vs {v}" for k, v in want.items() if fc.get(k) != v]
-    if bad:
-        raise CavnetError(f"checkpoint does not match {source}: " + ", ".join(bad))
+    def check_classes(self, names: list[str] | tuple[str, ...], source: str) -> None:
+        """Refuse a class list other than the checkpoint's (its class embeddings index it)."""
+        names, want = list(names), list(self.class_names)
+        if names == want:
+            return
+        extra = sorted(set(names) - set(want))[:3]
+        missing = sorted(set(want) - set(names))[:3]
+        what = "classes in another order" if not extra and not missing else (
+            f"not in the checkpoint: {extra or 'none'}; not in {source}: {missing or 'none'}")
+        raise CavnetError(f"{source} has {len(names)} classes, the checkpoint was trained on {len(want)} ({what})")

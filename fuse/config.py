@@ -6,9 +6,10 @@ Every choice the paper leaves open (see ``docs/model.md``) is a field here.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
+
+from cavnet.configs import Config
+from cavnet.errors import CavnetError
 
 MODALITIES = ("av", "v", "a")
 POOLS = ("gate", "mean")
@@ -17,7 +18,7 @@ HEADS = ("text", "linear")
 
 
 @dataclass(frozen=True)
-class FusionConfig:
+class FusionConfig(Config):
     """CAV-Net bi-modal video encoder (paper section 3.1) and its output head.
 
     Dimensions
@@ -78,16 +79,16 @@ class FusionConfig:
         for name in ("dropout", "attn_dropout", "input_dropout", "modality_dropout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
-                raise ValueError(f"FusionConfig.{name} must be a number in [0, 1), got {value!r}")
+                raise CavnetError(f"FusionConfig.{name} must be a number in [0, 1), got {value!r}")
         for name in ("self_attn", "cross_attn", "gate_normalize", "pos_embed"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"FusionConfig.{name} must be True or False, got {getattr(self, name)!r}")
+                raise CavnetError(f"FusionConfig.{name} must be True or False, got {getattr(self, name)!r}")
 
     def _check_choices(self) -> None:
         for name, allowed in (("modalities", MODALITIES), ("pool", POOLS), ("fusion", FUSIONS), ("head", HEADS)):
             value = getattr(self, name)
             if value not in allowed:
-                raise ValueError(f"FusionConfig.{name} must be one of {', '.join(allowed)}; got {value!r}")
+                raise CavnetError(f"FusionConfig.{name} must be one of {', '.join(allowed)}; got {value!r}")
 
     def _check_sizes(self) -> None:
         positive = ["visual_dim", "audio_dim", "d_model", "heads", "gate_hidden", "max_len"]
@@ -96,15 +97,15 @@ class FusionConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 why = f" (needed by head={self.head!r})" if name in ("text_dim", "num_classes") else ""
-                raise ValueError(f"FusionConfig.{name} must be a positive integer{why}, got {value!r}")
+                raise CavnetError(f"FusionConfig.{name} must be a positive integer{why}, got {value!r}")
         for name in ("text_dim", "num_classes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"FusionConfig.{name} must be a non-negative integer, got {value!r}")
+                raise CavnetError(f"FusionConfig.{name} must be a non-negative integer, got {value!r}")
         if self.d_model % self.heads:
-            raise ValueError(f"FusionConfig.d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+            raise CavnetError(f"FusionConfig.d_model ({self.d_model}) must be divisible by heads ({self.heads})")
         if not isinstance(self.mlp_ratio, (int, float)) or isinstance(self.mlp_ratio, bool) or self.mlp_ratio < 0:
-            raise ValueError(f"FusionConfig.mlp_ratio must be a number >= 0, got {self.mlp_ratio!r}")
+            raise CavnetError(f"FusionConfig.mlp_ratio must be a number >= 0, got {self.mlp_ratio!r}")
 
     @property
     def out_dim(self) -> int:
@@ -118,16 +119,3 @@ class FusionConfig:
     @property
     def use_audio(self) -> bool:
         return "a" in self.modalities
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict of every field."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FusionConfig":
-        """Inverse of ``to_dict``; unknown keys are an error naming them (a checkpoint from another version)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"FusionConfig.from_dict: unknown field(s) {', '.join(unknown)}")
-        return cls(**data)

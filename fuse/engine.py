@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cavnet.fuse.data import Batch
+from cavnet.fuse.metrics import Scores
 from cavnet.fuse.model import CAVNet
 
 
@@ -61,15 +61,6 @@ def train_one_epoch(model: nn.Module, loss_fn: nn.Module | None, optimizer: torc
     return {"loss": total / max(1, seen), "videos": seen, "seconds": time.perf_counter() - t0}
 
 
-@dataclass
-class Scores:
-    """Class scores (N, C), true labels (N,) and whether each video had audio (N,)."""
-
-    scores: np.ndarray
-    labels: np.ndarray
-    audio_present: np.ndarray
-
-
 @torch.no_grad()
 def score(model: nn.Module, batches: Iterable[Batch], class_emb: torch.Tensor, head: str,
           device: torch.device) -> Scores:
@@ -85,16 +76,3 @@ def score(model: nn.Module, batches: Iterable[Batch], class_emb: torch.Tensor, h
     if not out:
         return Scores(np.zeros((0, class_emb.shape[0]), np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
     return Scores(torch.cat(out).numpy(), torch.cat(labels).numpy(), torch.cat(audio).numpy())
-
-
-def accuracy_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:
-    """top-1, top-5 and mean class accuracy (%) of ``scores`` (N, C) against ``labels`` (N,)."""
-    if len(labels) == 0:
-        return {"top1": float("nan"), "top5": float("nan"), "mean_class": float("nan"), "count": 0}
-    k = min(5, scores.shape[1])
-    topk = np.argsort(-scores, axis=1)[:, :k]
-    hit1 = topk[:, 0] == labels
-    hit5 = (topk == labels[:, None]).any(axis=1)
-    per_class = [hit1[labels == c].mean() for c in range(num_classes) if (labels == c).any()]
-    return {"top1": float(100.0 * hit1.mean()), "top5": float(100.0 * hit5.mean()),
-            "mean_class": 100.0 * float(np.mean(per_class)), "count": int(len(labels))}

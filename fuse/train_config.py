@@ -1,14 +1,29 @@
-"""Frozen configuration of a fuse-train run (the model's own lives in ``fuse.config.FusionConfig``)."""
+"""Frozen configurations of a training run: ``OptimConfig`` holds what fuse-train and fine-tune share (the
+optimiser, its schedule, the seed and the device); ``TrainConfig`` adds fuse-train's own fields. The
+fusion model's configuration lives in ``fuse.config.FusionConfig``.
+
+The defaults here are the command line's defaults: the CLI derives its options from these fields.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
+
+from cavnet.configs import Config, check_choice, check_int, check_number
+
+TARGETS = ("label", "video-text")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class OptimConfig(Config):
+    """AdamW with linear warm-up then cosine decay to zero.
+
+    epochs: passes over the training split. batch_size: videos per optimizer step. lr: peak learning rate.
+    weight_decay: on matrices and kernels only (not biases, norms, position vectors or the temperature).
+    warmup_epochs: linear warm-up length in epochs (fractions allowed). seed: weights, order, dropout.
+    device: ``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
@@ -16,25 +31,37 @@ class TrainConfig:
     warmup_epochs: float = 2.0
     seed: int = 0
     device: str = "auto"
-    targets: str = "label"  # label | video-text
-    train_split: str = "train"
-    val_split: str = "val"
-    memory_budget_gb: float = 0.0  # 0: half of the available RAM decides whether the store is read into RAM
-    stream: bool = False  # force chunk-aligned block streaming from the store
 
     def __post_init__(self) -> None:
-        if self.targets not in ("label", "video-text"):
-            raise ValueError(f"targets must be 'label' or 'video-text', not {self.targets!r}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if self.lr <= 0:
-            raise ValueError("lr must be positive")
+        check_int("--epochs", self.epochs, 1)
+        check_int("--batch-size", self.batch_size, 2)
+        check_number("--lr", self.lr, 0.0, positive=True)
+        check_number("--weight-decay", self.weight_decay, 0.0)
+        check_number("--warmup-epochs", self.warmup_epochs, 0.0)
+        check_int("--seed", self.seed, 0)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def warmup_steps(self, steps_per_epoch: int) -> int:
+        """The warm-up in optimizer steps (it may outlast a short run: the learning rate then never peaks)."""
+        return int(round(self.warmup_epochs * steps_per_epoch))
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+
+@dataclass(frozen=True)
+class TrainConfig(OptimConfig):
+    """One fuse-train run: the optimiser and schedule, plus
+
+    targets: ``label`` (each video is pulled towards its class prompt) or ``video-text`` (towards its own
+    caption or title). train_split / val_split: store splits to train on and to pick ``best.pt`` by.
+    memory_budget_gb: 0 reads the split into RAM when it fits in half of the available memory, else streams
+    it; stream: always stream chunk-aligned blocks from the store.
+    """
+
+    targets: str = "label"
+    train_split: str = "train"
+    val_split: str = "val"
+    memory_budget_gb: float = 0.0
+    stream: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("--targets", self.targets, TARGETS)
+        check_number("memory_budget_gb", self.memory_budget_gb, 0.0)

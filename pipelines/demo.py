@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from cavnet.extract.config import RunOptions
+from cavnet.pipelines.extract.options import RunOptions
 from cavnet.fuse.train_config import TrainConfig
 
 

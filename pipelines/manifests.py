@@ -41,7 +41,7 @@ def load_manifest(dataset: str, root: Path | None = None, manifest: Path | None 
 
 
 def extract_config(visual: str, audio: str, visual_weights: Path | None, audio_weights: Path | None,
-                   text_model: str, prompt: str, clips: int, segments: int) -> ExtractConfig:
+                   text_model: str, prompt: str, clips: int, segments: int, precision: str = "fp32") -> ExtractConfig:
     """An ExtractConfig with the audio front end the audio backbone expects and the weights' hashes."""
     from cavnet.extract.backbones import get_spec
     from cavnet.extract.backbones.weights import file_sha256
@@ -61,4 +61,4 @@ def extract_config(visual: str, audio: str, visual_weights: Path | None, audio_w
         visual_weights_sha256=file_sha256(visual_weights) if visual_weights else None,
         audio_weights_sha256=file_sha256(audio_weights) if audio_weights else None,
         sampling=ClipSampling(clips=clips), audio_sampling=AudioSampling(segments=segments),
-        logmel=aspec.logmel, text_model=text_model, prompt_template=prompt)
+        logmel=aspec.logmel, text_model=text_model, prompt_template=prompt, precision=precision)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from cavnet.errors import CavnetError
-from cavnet.extract.config import RunOptions
+from cavnet.pipelines.extract.options import RunOptions
 from cavnet.extract.manifest import Manifest, ManifestRow
 
 MAX_PACKETS = 64  # video packets read while looking for the first decodable frame

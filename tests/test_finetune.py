@@ -26,7 +26,7 @@ from cavnet.extract.store.reader import FeatureStore
 from cavnet.extract.synth import synth
 from cavnet.fuse.loss import ContrastiveLoss
 from cavnet.fuse.train_config import TrainConfig
-from cavnet.fuse.checkpoint import load_checkpoint
+from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.extract.embed import BatchEmbedder, decode_item
 from cavnet.extract.embed import BACKBONE_SEED
 from cavnet.pipelines.finetune import run_finetune
@@ -105,35 +105,35 @@ def _changed(before: dict, after: dict) -> set[str]:
 
 
 def test_one_step_moves_only_the_unfrozen_backbone_weights(corpus, init, tmp_path):
-    state = load_checkpoint(init[1])
+    state = Checkpoint.load(init[1])
     visual0, audio0 = (m.state_dict() for m in backbones_from(state, CONFIG))
     run_finetune(_cfg(init[1], freeze_until="layer2", max_steps=1, freeze_bn=False), "k400", corpus, None,
                  tmp_path / "e2e", eval_init=False, **QUIET)
-    after = load_checkpoint(tmp_path / "e2e" / "last.pt")
-    moved = {k.split(".")[0] for k in _changed(visual0, after["visual"])}
+    after = Checkpoint.load(tmp_path / "e2e" / "last.pt")
+    moved = {k.split(".")[0] for k in _changed(visual0, after.visual)}
     assert moved == {"layer3", "layer4"}, moved  # stem, layer1, layer2: weights and BN statistics untouched
-    assert _changed(audio0, after["audio"]) and after["step"] == 1
-    assert _changed(state["model"], after["model"])
+    assert _changed(audio0, after.audio) and after.state.step == 1
+    assert _changed(state.model, after.model)
 
     run_finetune(_cfg(init[1], end_to_end=False, max_steps=1), "k400", corpus, None, tmp_path / "frozen",
                  eval_init=False, **QUIET)
-    frozen = load_checkpoint(tmp_path / "frozen" / "last.pt")
-    assert not _changed(visual0, frozen["visual"]) and not _changed(audio0, frozen["audio"])
-    assert _changed(state["model"], frozen["model"])
+    frozen = Checkpoint.load(tmp_path / "frozen" / "last.pt")
+    assert not _changed(visual0, frozen.visual) and not _changed(audio0, frozen.audio)
+    assert _changed(state.model, frozen.model)
 
 
 def _train_set_loss(ckpt: Path, corpus: Path) -> float:
     """The contrastive loss of the whole training split as one batch (clips sampled as for evaluation),
     above its floor: with k videos of a class in the batch, each row's best is log k."""
-    state = load_checkpoint(ckpt)
+    state = Checkpoint.load(ckpt)
     net = build_avnet(state, torch.device("cpu"))
     loss_fn = ContrastiveLoss()
-    loss_fn.load_state_dict(state["loss"])
+    loss_fn.load_state_dict(state.loss)
     rows = [r for r in load_manifest("k400", corpus).rows if r.split == "train" and r.exists]
     batch = collate([item for item in VideoClips(rows, CONFIG) if len(item.clips)], CONFIG)
     with torch.no_grad():
         out = net(batch.clips, batch.vmask, batch.examples, batch.amask)
-        loss = float(loss_fn(out, state["class_embedding"][batch.labels], batch.labels))
+        loss = float(loss_fn(out, state.class_embedding[batch.labels], batch.labels))
     same = (batch.labels[:, None] == batch.labels[None, :]).sum(dim=1).float()
     return loss - float(same.log().mean())
 
@@ -153,7 +153,7 @@ def test_resume_gives_the_same_next_step_loss(corpus, init, tmp_path):
     run_finetune(cfg, "k400", corpus, None, tmp_path / "full", eval_init=False, **QUIET)
     cut = FinetuneConfig.from_dict({**cfg.to_dict(), "max_steps": 3})
     run_finetune(cut, "k400", corpus, None, tmp_path / "cut", eval_init=False, **QUIET)
-    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch_step"] == 3  # stopped inside epoch 1
+    assert Checkpoint.load(tmp_path / "cut" / "last.pt").state.epoch_step == 3  # stopped inside epoch 1
     run_finetune(cfg, "k400", corpus, None, tmp_path / "cut", resume=True, **QUIET)
     full, cut_losses = _losses(tmp_path / "full"), _losses(tmp_path / "cut")
     assert len(full) == len(cut_losses) == 5
@@ -192,7 +192,7 @@ def test_two_processes_under_torchrun_match_one_and_write_one_checkpoint(corpus,
 
 def test_raw_video_features_and_scores_match_the_store(corpus, init, tmp_path):
     store, ckpt = init
-    net = build_avnet(load_checkpoint(ckpt), torch.device("cpu"))
+    net = build_avnet(Checkpoint.load(ckpt), torch.device("cpu"))
     with FeatureStore(store) as s:
         rows = s.rows()
         index = rows.select("val")

@@ -25,7 +25,7 @@ from distributed import Client, LocalCluster
 import media
 from cavnet.errors import CavnetError
 from cavnet.extract import faults
-from cavnet.extract.config import RunOptions
+from cavnet.pipelines.extract.options import RunOptions
 from cavnet.extract.store.writer import shard_statuses, stray_tmp_files
 from cavnet.pipelines.check import check_store
 from cavnet.pipelines.extract.cluster import CLUSTER_CONFIG

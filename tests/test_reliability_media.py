@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import media
-from cavnet.extract.config import RunOptions
+from cavnet.pipelines.extract.options import RunOptions
 from cavnet.pipelines.check import check_store
 from cavnet.pipelines.extract.run import run_extract
 from cavnet.pipelines.extract.worker import ShardSpec, run_shard

@@ -20,11 +20,12 @@ from store_factory import make_store
 
 KILLER = r"""
 import os, signal, sys
-import cavnet.pipelines.fuse_train as ft
+import cavnet.fuse.trainer as ft
 from cavnet.cli import main
+from cavnet.fuse.run import RunFolder
 
 when, at = sys.argv[1], int(sys.argv[2])
-train_one_epoch, save_checkpoint = ft.train_one_epoch, ft.save_checkpoint
+train_one_epoch, save = ft.train_one_epoch, RunFolder.save
 
 def killing_train_one_epoch(model, loss_fn, optimizer, scheduler, batches, *args, **kwargs):
     def guarded():
@@ -34,12 +35,12 @@ def killing_train_one_epoch(model, loss_fn, optimizer, scheduler, batches, *args
             yield batch
     return train_one_epoch(model, loss_fn, optimizer, scheduler, guarded(), *args, **kwargs)
 
-def killing_save_checkpoint(path, state):
-    if when == "checkpoint" and path.name == "last.pt" and state["epoch"] == at:
+def killing_save(folder, name, ckpt):
+    if when == "checkpoint" and name == "last.pt" and ckpt.state.epoch == at:
         os.kill(os.getpid(), signal.SIGKILL)
-    save_checkpoint(path, state)
+    save(folder, name, ckpt)
 
-ft.train_one_epoch, ft.save_checkpoint = killing_train_one_epoch, killing_save_checkpoint
+ft.train_one_epoch, RunFolder.save = killing_train_one_epoch, killing_save
 main(sys.argv[3:])
 """
 

@@ -42,11 +42,12 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndar
             container.mux(vs.encode(frame))
         container.mux(vs.encode(None))
         if astream is not None:
-            _write_audio(container, astream, audio, sample_rate)
+            write_audio(container, astream, audio, sample_rate)
 
 
-def _write_audio(container: av.container.OutputContainer, stream: av.AudioStream, audio: np.ndarray,
-                 sample_rate: int) -> None:
+def write_audio(container: av.container.OutputContainer, stream: av.AudioStream, audio: np.ndarray,
+                sample_rate: int) -> None:
+    """Encode ``audio`` (channels, samples) in [-1, 1] (at most two channels kept) into ``stream``, then flush it."""
     pcm = np.clip(audio, -1.0, 1.0).astype(np.float32)
     if pcm.shape[0] > 2:
         pcm = pcm[:2]

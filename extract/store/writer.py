@@ -19,7 +19,6 @@ import h5py
 import numpy as np
 
 from cavnet.errors import CavnetError
-from cavnet.extract import faults
 from cavnet.extract.manifest import Manifest, ManifestRow
 
 FORMAT_VERSION = 1
@@ -75,8 +74,12 @@ def stray_tmp_files(path: Path) -> list[Path]:
             if p.name.startswith(path.name + ".") and p.name.endswith(".tmp") and p.is_file()]
 
 
-def commit_h5(path: Path, write: Callable[[h5py.File], None]) -> None:
+CommitHook = Callable[[str], None]  # called with the final path after writing, before the commit
+
+
+def commit_h5(path: Path, write: Callable[[h5py.File], None], before_commit: CommitHook | None = None) -> None:
     """Write an HDF5 file atomically: ``write(h5file)`` on a tmp name, fsync, rename onto ``path``.
+    ``before_commit(path)`` runs between the write and the rename (the reliability tests' fault hooks).
 
     Whatever fails (a full disk included), the tmp file is removed and ``path`` is left as it was.
     """
@@ -85,7 +88,8 @@ def commit_h5(path: Path, write: Callable[[h5py.File], None]) -> None:
         with h5py.File(tmp, "w") as f:
             write(f)
             f.flush()
-        faults.before_commit(str(path))
+        if before_commit is not None:
+            before_commit(str(path))
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -108,7 +112,7 @@ def _pad(rows: Sequence[np.ndarray], length: int, dim: int) -> tuple[np.ndarray,
 
 
 def write_shard(path: Path, start: int, rows: Sequence[ManifestRow], feats: Sequence[VideoFeatures],
-                dims: StoreDims, config_json: str) -> None:
+                dims: StoreDims, config_json: str, before_commit: CommitHook | None = None) -> None:
     """Commit one shard file holding manifest rows ``start .. start + len(rows)``."""
     if len(rows) != len(feats):
         raise ValueError("one VideoFeatures per manifest row")
@@ -125,7 +129,7 @@ def write_shard(path: Path, start: int, rows: Sequence[ManifestRow], feats: Sequ
         f["visual/clips"], f["visual/mask"] = visual, vmask
         f["audio/segments"], f["audio/mask"] = audio, amask
 
-    commit_h5(path, write)
+    commit_h5(path, write, before_commit)
 
 
 def read_shard(path: Path) -> dict[str, np.ndarray]:
@@ -169,7 +173,7 @@ class TextTables:
 
 
 def consolidate(out: Path, shards: Sequence[Path], manifest: Manifest, dims: StoreDims, texts: TextTables,
-                config_json: str, version: str) -> None:
+                config_json: str, version: str, before_commit: CommitHook | None = None) -> None:
     """Copy committed shards (covering every manifest row exactly once) into the store ``out``."""
     n = len(manifest)
     chunk_rows = max(1, min(64, n))
@@ -202,7 +206,7 @@ def consolidate(out: Path, shards: Sequence[Path], manifest: Manifest, dims: Sto
         if not seen.all():
             raise StoreError(f"shards cover {int(seen.sum())} of {n} videos; rerun extract to finish")
 
-    commit_h5(out, write)
+    commit_h5(out, write, before_commit)
 
 
 def _copy_shard(f: h5py.File, data: dict[str, np.ndarray], manifest: Manifest, seen: np.ndarray) -> None:

@@ -22,7 +22,9 @@ import h5py
 from cavnet import __version__
 from cavnet.errors import CavnetError
 from cavnet.extract.backbones import get_spec
-from cavnet.extract.config import ExtractConfig, RunOptions
+from cavnet.extract import faults
+from cavnet.extract.config import ExtractConfig
+from cavnet.pipelines.extract.options import RunOptions
 from cavnet.extract.manifest import Manifest
 from cavnet.extract.store.writer import StoreDims, consolidate, shard_statuses, stray_tmp_files, tmp_name
 from cavnet.extract.text_tables import embed_texts
@@ -144,7 +146,8 @@ def run_extract(manifest: Manifest, config: ExtractConfig, opts: RunOptions, out
                      get_spec(config.visual).out_dim, get_spec(config.audio).out_dim)
     texts = embed_texts(manifest, config, opts.device)
     try:
-        consolidate(out, [Path(s.path) for s in shards], manifest, dims, texts, config.to_json(), __version__)
+        consolidate(out, [Path(s.path) for s in shards], manifest, dims, texts, config.to_json(), __version__,
+                    faults.before_commit)
     except OSError as exc:
         raise CavnetError(f"writing {out} failed ({exc}); the shards in {shard_dir} are kept: "
                           "fix the cause and rerun the same command") from None

@@ -14,7 +14,8 @@ import errno
 from typing import Any, Callable, Sequence
 
 from cavnet.errors import CavnetError
-from cavnet.extract.config import ExtractConfig, RunOptions
+from cavnet.extract.config import ExtractConfig
+from cavnet.pipelines.extract.options import RunOptions
 from cavnet.pipelines.extract.cluster import dask_client
 from cavnet.pipelines.extract.worker import ShardResult, ShardSpec, run_shard
 

@@ -29,7 +29,8 @@ from typing import Callable, Iterator, Sequence, TypeVar
 import torch
 
 from cavnet.extract import faults
-from cavnet.extract.config import ExtractConfig, RunOptions
+from cavnet.extract.config import ExtractConfig
+from cavnet.pipelines.extract.options import RunOptions
 from cavnet.extract.manifest import ManifestRow
 from cavnet.extract.store.writer import StoreDims, VideoFeatures, shard_statuses, write_shard
 from cavnet.extract.embed import BatchEmbedder, DecodedItem, decode_item
@@ -73,7 +74,8 @@ def decode_row(row: ManifestRow, config: ExtractConfig, armed: dict[str, str] | 
     return decode_item(row, config)
 
 
-def _embedder(config: ExtractConfig, opts: RunOptions) -> BatchEmbedder:
+def worker_embedder(config: ExtractConfig, opts: RunOptions) -> BatchEmbedder:
+    """This worker process's embedder for ``config`` (built once, kept across shards)."""
     key = config.to_json() + opts.device
     if _STATE.get("embedder_key") != key:
         threads = int(os.environ.get("CAVNET_TORCH_THREADS", "0"))
@@ -139,8 +141,8 @@ def _pooled(rows: Sequence[ManifestRow], config: ExtractConfig, workers: int) ->
         yield item
 
 
-def _decoded(rows: Sequence[ManifestRow], config: ExtractConfig, opts: RunOptions,
-             isolate: bool) -> Iterator[DecodedItem]:
+def decoded_items(rows: Sequence[ManifestRow], config: ExtractConfig, opts: RunOptions,
+                  isolate: bool) -> Iterator[DecodedItem]:
     """Decoded videos in manifest order."""
     if isolate:
         return _isolated(rows, config)
@@ -166,10 +168,10 @@ def _memory() -> tuple[float, float]:
 def _features(spec: ShardSpec, config: ExtractConfig, opts: RunOptions) -> list[VideoFeatures]:
     """Features of every row of ``spec``, in order; on any error the embedder (which holds the videos
     it has not run yet) is dropped, so the next shard starts clean."""
-    embedder = _embedder(config, opts)
+    embedder = worker_embedder(config, opts)
     feats: list[VideoFeatures | None] = [None] * len(spec.rows)
     try:
-        for i, item in enumerate(_decoded(spec.rows, config, opts, spec.isolate)):
+        for i, item in enumerate(decoded_items(spec.rows, config, opts, spec.isolate)):
             for j, vf in embedder.add(i, item):
                 feats[j] = vf
         for j, vf in embedder.flush():
@@ -190,9 +192,9 @@ def run_shard(spec: ShardSpec, config_json: str, opts: RunOptions) -> ShardResul
                                *_memory(), reused=True)
         config = ExtractConfig.from_json(config_json)
         feats = _features(spec, config, opts)
-        embedder = _embedder(config, opts)
+        embedder = worker_embedder(config, opts)
         dims = StoreDims(config.sampling.clips, config.audio_sampling.segments, embedder.visual_dim,
                          embedder.audio_dim)
-        write_shard(Path(spec.path), spec.start, spec.rows, feats, dims, config_json)  # type: ignore[arg-type]
+        write_shard(Path(spec.path), spec.start, spec.rows, feats, dims, config_json, faults.before_commit)  # type: ignore[arg-type]
     return ShardResult(spec.index, dict(Counter(vf.status for vf in feats)),  # type: ignore[union-attr]
                        time.perf_counter() - t0, f"pid {os.getpid()}", *_memory())

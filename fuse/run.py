@@ -1,0 +1,145 @@
+"""The training-run harness fuse-train and fine-tune share: the run folder's files, the optimiser's
+parameter groups, the temperature, RNG capture, and an exact resume.
+
+A run folder holds ``config.json`` (what was run), JSON-lines logs (``metrics.jsonl``; fine-tune adds
+``steps.jsonl``), ``last.pt`` and ``best.pt``. A resumed run trims the logs back to its checkpoint (the
+lines after it are redone), refuses changed options that would make it a different run, and restores
+weights, optimiser, schedule and RNG so it continues exactly as if never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from cavnet.errors import CavnetError
+from cavnet.fuse.checkpoint import Checkpoint, TrainingState
+
+
+def param_groups(parts: Iterable[tuple[str, Iterable[nn.Parameter], float]], weight_decay: float) -> list[dict]:
+    """AdamW groups for ``(name, parameters, lr)`` parts, each split into ``name.decay`` (matrices and
+    kernels) and ``name.no_decay`` (biases, norms, position vectors, the temperature); frozen parameters
+    and empty groups are left out."""
+    groups = []
+    for name, params, lr in parts:
+        trainable = [p for p in params if p.requires_grad]
+        for suffix, ps, wd in (("decay", [p for p in trainable if p.dim() >= 2], weight_decay),
+                               ("no_decay", [p for p in trainable if p.dim() < 2], 0.0)):
+            if ps:
+                groups.append({"name": f"{name}.{suffix}", "params": ps, "lr": lr, "weight_decay": wd})
+    return groups
+
+
+def temperature(loss_fn: nn.Module | None) -> float:
+    """The contrastive loss's temperature 1 / exp(logit_scale) (clamped as in the forward); NaN without one."""
+    if loss_fn is None:
+        return float("nan")
+    return float(1.0 / loss_fn.scale.detach())
+
+
+def rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(CPU generator state, CUDA generator state of ``device`` or an empty tensor)."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.zeros(0, dtype=torch.uint8)
+    return torch.get_rng_state(), cuda
+
+
+def restore(state: TrainingState, optimizer: torch.optim.Optimizer, scheduler: Any, device: torch.device) -> None:
+    """Put optimiser, schedule and RNG back where ``state`` says (the weights are the caller's)."""
+    optimizer.load_state_dict(state.optimizer)
+    scheduler.load_state_dict(state.scheduler)
+    torch.set_rng_state(state.rng)
+    if device.type == "cuda" and state.cuda_rng.numel():
+        torch.cuda.set_rng_state(state.cuda_rng, device)
+
+
+def plain(d: dict[str, Any]) -> dict[str, Any]:
+    """Metrics as plain JSON types (what ``torch.load(weights_only=True)`` accepts)."""
+    return json.loads(json.dumps(d))
+
+
+def changed_options(old: dict[str, Any], new: dict[str, Any], keep: Iterable[str]) -> list[str]:
+    """The fields of ``keep`` whose value differs between a run's recorded config and the new one,
+    as command-line option names."""
+    return ["--" + k.replace("_", "-") for k in keep if k in old and old.get(k) != new.get(k)]
+
+
+class RunFolder:
+    """The files of one training run. Only the main process (``main``) writes; the others read nothing.
+
+    ``logs`` maps each JSON-lines log to the key its lines are ordered by (``epoch`` or ``step``).
+    """
+
+    def __init__(self, out: Path, logs: dict[str, str], main: bool = True) -> None:
+        self.out, self.logs, self.main = Path(out), logs, main
+        self.best: dict[str, Any] = {"top1": -1.0}
+
+    @property
+    def last(self) -> Path:
+        return self.out / "last.pt"
+
+    def resumable(self, resume: bool) -> Checkpoint | None:
+        """The checkpoint to resume from: ``last.pt`` when ``resume`` and it exists, else None."""
+        if not (resume and self.last.exists()):
+            return None
+        ckpt = Checkpoint.load(self.last)
+        if ckpt.state is None:
+            raise CavnetError(f"{self.last}: holds no training state to resume from")
+        return ckpt
+
+    def start(self, record: dict[str, Any], resumed: Checkpoint | None) -> None:
+        """Create the folder and write ``config.json``; a fresh run starts its logs empty, a resumed one
+        keeps the lines up to its checkpoint and takes its best metrics."""
+        if resumed is not None and resumed.state is not None:
+            self.best = dict(resumed.state.best)
+        if not self.main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        for name, key in self.logs.items():
+            if resumed is None or resumed.state is None:
+                (self.out / name).unlink(missing_ok=True)
+            else:
+                upto = resumed.state.step if key == "step" else resumed.state.epoch
+                trim_jsonl(self.out / name, key, upto)
+        _write_atomic(self.out / "config.json", json.dumps(record, indent=2))
+
+    def append(self, name: str, line: dict[str, Any]) -> None:
+        if self.main:
+            with open(self.out / name, "a") as fh:
+                fh.write(json.dumps(line) + "\n")
+
+    def improved(self, metrics: dict[str, Any]) -> bool:
+        """True (and ``metrics`` becomes the best) when val top-1 beats the best so far."""
+        if metrics["top1"] > self.best["top1"]:
+            self.best = plain(metrics)
+            return True
+        return False
+
+    def save(self, name: str, ckpt: Checkpoint) -> None:
+        if self.main:
+            ckpt.save(self.out / name)
+
+
+def trim_jsonl(path: Path, key: str, upto: int) -> None:
+    """Keep the lines of a JSON-lines log whose ``key`` is at most ``upto`` (those the checkpoint a run
+    resumes from holds); drop later ones, which the resumed run redoes, and any line torn by a kill."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line)[key]) <= upto:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue
+    _write_atomic(path, "".join(kept))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,171 @@
+"""fuse-train's run: store splits -> CAV-Net -> per-epoch metrics and checkpoints, through the shared
+run harness (``fuse.run``). The command's wiring (device, store, curves) is ``cavnet.pipelines.fuse_train``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from cavnet.errors import CavnetError
+from cavnet.extract.store.reader import FeatureStore
+from cavnet.fuse.checkpoint import Checkpoint, TrainingState
+from cavnet.fuse.config import FusionConfig
+from cavnet.fuse.data import InMemorySplit, StreamedSplit, open_split
+from cavnet.fuse.engine import score, train_one_epoch, warmup_cosine
+from cavnet.fuse.loss import ContrastiveLoss
+from cavnet.fuse.metrics import accuracy_metrics
+from cavnet.fuse.model import CAVNet
+from cavnet.fuse.run import RunFolder, changed_options, param_groups, restore, rng_state, temperature
+from cavnet.fuse.train_config import TrainConfig
+
+# TrainConfig fields a resumed run may change: where it runs and how it reads, not what it computes.
+RESUME_FREE = ("device", "memory_budget_gb", "stream")
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    best: dict[str, float]
+    last: dict[str, Any]
+    skipped: dict[str, int]
+
+
+def fusion_config_for(store: FeatureStore, overrides: dict[str, Any]) -> FusionConfig:
+    """The fusion config for ``store``'s dimensions and class count, with ``overrides`` (d_model, ablations)."""
+    d = store.dims
+    return FusionConfig(visual_dim=d.visual_dim, audio_dim=d.audio_dim, text_dim=store.text_dim,
+                        num_classes=len(store.class_names), **overrides)
+
+
+@dataclass
+class Splits:
+    """The training and validation splits of a store, and the unusable rows left out of each."""
+
+    train: InMemorySplit | StreamedSplit
+    val: InMemorySplit | StreamedSplit
+    skipped: dict[str, int]
+
+    @classmethod
+    def open(cls, store: FeatureStore, tcfg: TrainConfig, fcfg: FusionConfig) -> "Splits":
+        need_labels = tcfg.targets == "label" or fcfg.head == "linear"
+        train_idx, skipped_train = _split_index(store, tcfg.train_split, need_labels)
+        val_idx, skipped_val = _split_index(store, tcfg.val_split, True)
+        _check_split(store, train_idx, tcfg.train_split, need_labels)
+        _check_split(store, val_idx, tcfg.val_split, False)
+        budget = int(tcfg.memory_budget_gb * 2**30)
+        return cls(open_split(store, train_idx, tcfg.targets, tcfg.stream, budget),
+                   open_split(store, val_idx, "label", tcfg.stream, budget),
+                   {"train": skipped_train, "val": skipped_val})
+
+
+def _split_index(store: FeatureStore, split: str, need_labels: bool) -> tuple[np.ndarray, int]:
+    rows = store.rows()
+    index = rows.select(split, labelled=need_labels)
+    skipped = int(((rows.splits == split) & ~np.isin(np.arange(len(rows.ids)), index)).sum())
+    return index, skipped
+
+
+def _check_split(store: FeatureStore, index: np.ndarray, split: str, need_two_classes: bool) -> None:
+    if len(index) == 0:
+        raise CavnetError(f"{store.path}: split {split!r} has no usable labelled videos")
+    if need_two_classes and len(np.unique(store.rows().labels[index])) < 2:
+        raise CavnetError(f"{store.path}: split {split!r} has a single class; training needs at least two")
+
+
+def build_training(fcfg: FusionConfig, tcfg: TrainConfig, steps_per_epoch: int, device: torch.device
+                   ) -> tuple[CAVNet, ContrastiveLoss | None, torch.optim.Optimizer, Any]:
+    """Model (seeded by ``tcfg.seed``), loss (head 'text'), AdamW and its warm-up + cosine schedule."""
+    torch.manual_seed(tcfg.seed)
+    model = CAVNet(fcfg).to(device)
+    loss_fn = ContrastiveLoss().to(device) if fcfg.head == "text" else None
+    params = list(model.parameters()) + (list(loss_fn.parameters()) if loss_fn is not None else [])
+    optimizer = torch.optim.AdamW(param_groups([("fusion", params, tcfg.lr)], tcfg.weight_decay), lr=tcfg.lr)
+    scheduler = warmup_cosine(optimizer, tcfg.warmup_steps(steps_per_epoch), tcfg.epochs * steps_per_epoch)
+    return model, loss_fn, optimizer, scheduler
+
+
+class FusionRun:
+    """One fuse-train run on an open store: model, loss, optimiser and schedule, and its run folder."""
+
+    def __init__(self, store: FeatureStore, out: Path, tcfg: TrainConfig, fcfg: FusionConfig,
+                 device: torch.device) -> None:
+        self.store, self.tcfg, self.fcfg, self.device = store, tcfg, fcfg, device
+        self.splits = Splits.open(store, tcfg, fcfg)
+        self.class_emb = torch.from_numpy(store.class_embedding).to(device)
+        self.steps_per_epoch = -(-len(self.splits.train) // tcfg.batch_size)
+        self.model, self.loss_fn, self.optimizer, self.scheduler = build_training(fcfg, tcfg, self.steps_per_epoch,
+                                                                                  device)
+        self.folder = RunFolder(out, {"metrics.jsonl": "epoch"})
+        self._resumed: Checkpoint | None = None
+
+    def checkpoint(self, epoch: int) -> Checkpoint:
+        rng, cuda_rng = rng_state(self.device)
+        state = TrainingState(self.optimizer.state_dict(), self.scheduler.state_dict(), epoch, self.folder.best,
+                              rng, step=int(self.scheduler.last_epoch), cuda_rng=cuda_rng)
+        s = self.store
+        return Checkpoint(model=self.model.state_dict(), fusion=self.fcfg, class_names=list(s.class_names),
+                          class_embedding=self.class_emb.cpu(), store_config=s.config.to_json(),
+                          store_dims=dataclasses.asdict(s.dims), text_model=s.text_model, train=self.tcfg.to_dict(),
+                          loss=self.loss_fn.state_dict() if self.loss_fn is not None else {}, state=state)
+
+    def start_from(self, init: Checkpoint | None, resume: bool, echo: Callable[[str], None]) -> int:
+        """Load ``last.pt`` (``resume``) or ``init``'s weights; the epoch to start at."""
+        resumed = self.folder.resumable(resume)
+        if resumed is not None:
+            self._check_resume(resumed)
+            self.model.load_state_dict(resumed.model)
+            if self.loss_fn is not None:
+                self.loss_fn.load_state_dict(resumed.loss)
+            restore(resumed.state, self.optimizer, self.scheduler, self.device)
+            echo(f"resuming {self.folder.out} at epoch {resumed.state.epoch + 1}")
+        elif init is not None:
+            init.check_matches_store(dataclasses.asdict(self.store.dims), self.store.text_dim,
+                                     list(self.store.class_names), str(self.store.path))
+            self.model.load_state_dict(init.model)
+        self._resumed = resumed
+        return resumed.state.epoch if resumed is not None else 0
+
+    def _check_resume(self, ckpt: Checkpoint) -> None:
+        where = self.folder.last
+        ckpt.check_matches_store(dataclasses.asdict(self.store.dims), self.store.text_dim,
+                                 list(self.store.class_names), str(self.store.path))
+        model = changed_options(ckpt.fusion.to_dict(), self.fcfg.to_dict(), list(self.fcfg.to_dict()))
+        keep = [k for k in self.tcfg.to_dict() if k not in RESUME_FREE]
+        train = changed_options(ckpt.train, self.tcfg.to_dict(), keep)
+        if model or train:
+            raise CavnetError(f"{where} was trained with other {', '.join(model + train)}; resume it with the same "
+                              "options, or start a new run in another --out")
+
+    def fit(self, record: dict[str, Any], start: int, echo: Callable[[str], None], progress: bool) -> TrainResult:
+        from tqdm import tqdm
+
+        tcfg, train, val = self.tcfg, self.splits.train, self.splits.val
+        self.folder.start({**record, "fusion": self.fcfg.to_dict(), "train": tcfg.to_dict(),
+                           "skipped_rows": self.splits.skipped}, self._resumed)
+        how = "streamed" if isinstance(train, StreamedSplit) else "in RAM"
+        echo(f"train {len(train)} videos, val {len(val)} ({how}); skipped unusable rows: "
+             f"train {self.splits.skipped['train']}, val {self.splits.skipped['val']}")
+        last: dict[str, Any] = {}
+        for epoch in range(start, tcfg.epochs):
+            gen = torch.Generator().manual_seed(tcfg.seed * 1000 + epoch)
+            with tqdm(total=len(train), desc=f"epoch {epoch + 1}/{tcfg.epochs}", unit="video",
+                      disable=not progress, leave=False) as bar:
+                stats = train_one_epoch(self.model, self.loss_fn, self.optimizer, self.scheduler,
+                                        train.batches(tcfg.batch_size, gen), self.class_emb, tcfg.targets,
+                                        self.device, bar)
+            sc = score(self.model, val.batches(512), self.class_emb, self.fcfg.head, self.device)
+            last = {"epoch": epoch + 1, **stats, **accuracy_metrics(sc.scores, sc.labels, self.fcfg.num_classes),
+                    "temperature": temperature(self.loss_fn), "lr": self.scheduler.get_last_lr()[0]}
+            self.folder.append("metrics.jsonl", last)
+            if self.folder.improved(last):
+                self.folder.save("best.pt", self.checkpoint(epoch + 1))
+            self.folder.save("last.pt", self.checkpoint(epoch + 1))
+            echo(f"epoch {epoch + 1}: loss {last['loss']:.4f}  val top-1 {last['top1']:.1f}  "
+                 f"top-5 {last['top5']:.1f}  mean-class {last['mean_class']:.1f}")
+        return TrainResult(self.folder.out, self.folder.best, last, self.splits.skipped)

@@ -1,0 +1,32 @@
+"""How an extraction (or probe) runs on Dask; none of it changes the numbers written, so it is not part of
+the store's config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cavnet.configs import Config, check_choice, check_int
+
+
+@dataclass(frozen=True)
+class RunOptions(Config):
+    """shard_size: videos per Dask task and shard file. workers: local Dask workers (ignored with
+    ``scheduler``, the address of an existing cluster). decode_workers: decode processes per worker (0:
+    decode in the worker). device: backbones' device. batch_clips: clips per backbone batch. limit: only
+    the first N videos. window: shards in flight (0: twice the workers)."""
+
+    shard_size: int = 64
+    workers: int = 2
+    scheduler: str | None = None
+    decode_workers: int = 0
+    device: str = "auto"
+    batch_clips: int = 64
+    limit: int | None = None
+    window: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("shard_size", "workers", "batch_clips"):
+            check_int("--" + name.replace("_", "-"), getattr(self, name), 1)
+        check_int("--decode-workers", self.decode_workers, 0)
+        check_int("window", self.window, 0)
+        check_choice("--device", self.device, ("auto", "cpu", "cuda"))

@@ -1,0 +1,88 @@
+"""The run harness fuse-train and fine-tune share: config round trips, the typed checkpoint, log trimming,
+and resumes that refuse changed options instead of silently keeping the old ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cavnet.cli import main
+from cavnet.errors import CavnetError
+from cavnet.finetune.config import AugmentConfig, FinetuneConfig
+from cavnet.fuse.checkpoint import Checkpoint
+from cavnet.fuse.config import FusionConfig
+from cavnet.fuse.run import RunFolder, param_groups, trim_jsonl
+from cavnet.fuse.train_config import TrainConfig
+from store_factory import make_store
+
+
+def test_configs_round_trip_and_refuse_unknown_fields():
+    ft = FinetuneConfig(init="x.pt", augment=AugmentConfig(crop_scale=(0.5, 1.0)))
+    again = FinetuneConfig.from_dict(json.loads(json.dumps(ft.to_dict())))
+    assert again == ft and again.augment.crop_scale == (0.5, 1.0)
+    assert TrainConfig.from_dict({"epochs": 3}) == TrainConfig(epochs=3)  # missing keys take the defaults
+    with pytest.raises(CavnetError, match="unknown field.*lr_typo.*TrainConfig"):
+        TrainConfig.from_dict({"lr_typo": 1})
+    with pytest.raises(CavnetError, match="unknown field.*colour.*AugmentConfig"):
+        FinetuneConfig.from_dict({"init": "x", "augment": {"colour": 1}})
+
+
+def test_decay_split_names_groups_and_skips_frozen_and_vectors():
+    lin, frozen = torch.nn.Linear(3, 2), torch.nn.Linear(2, 2)
+    frozen.requires_grad_(False)
+    groups = param_groups([("fusion", lin.parameters(), 1e-3), ("visual", frozen.parameters(), 1e-5)], 0.05)
+    assert [(g["name"], len(g["params"]), g["weight_decay"]) for g in groups] == [
+        ("fusion.decay", 1, 0.05), ("fusion.no_decay", 1, 0.0)]
+
+
+def test_trim_keeps_lines_up_to_the_checkpoint_and_drops_torn_ones(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n{"epo')
+    trim_jsonl(log, "epoch", 2)
+    assert log.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path):
+    fcfg = FusionConfig(visual_dim=8, audio_dim=4, text_dim=6, num_classes=2, d_model=8, heads=2)
+    ckpt = Checkpoint(model={"w": torch.ones(2)}, fusion=fcfg, class_names=["a", "b"],
+                      class_embedding=torch.zeros(2, 6))
+    ckpt.save(tmp_path / "c.pt")
+    again = Checkpoint.load(tmp_path / "c.pt")
+    assert again.fusion == fcfg and again.class_names == ["a", "b"] and again.state is None
+    with pytest.raises(CavnetError, match="classes in another order"):
+        again.check_classes(["b", "a"], "the corpus")
+    torch.save({"model": {}}, tmp_path / "other.pt")
+    with pytest.raises(CavnetError, match="not a cavnet checkpoint"):
+        Checkpoint.load(tmp_path / "other.pt")
+    folder = RunFolder(tmp_path / "run", {"metrics.jsonl": "epoch"})
+    (tmp_path / "run").mkdir()
+    ckpt.save(tmp_path / "run" / "last.pt")
+    with pytest.raises(CavnetError, match="no training state"):
+        folder.resumable(True)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("harness") / "s.h5"
+    make_store(path, videos=24, classes=4)
+    return path
+
+
+@pytest.mark.parametrize("changed, option", [(["--lr", "0.01"], "--lr"), (["--d-model", "16"], "--d-model"),
+                                             (["--modalities", "v"], "--modalities"), (["--epochs", "3"], "--epochs")])
+def test_resume_refuses_changed_options_with_one_line(store, tmp_path, changed, option):
+    base = ["fuse-train", "--store", str(store), "--out", str(tmp_path / "r"), "--epochs", "1", "--batch-size", "8",
+            "--d-model", "32", "--device", "cpu", "--no-progress"]
+    first = CliRunner().invoke(main, base)
+    assert first.exit_code == 0, first.output
+    config = (tmp_path / "r" / "config.json").read_text()
+    r = CliRunner().invoke(main, base + changed + ["--resume"])
+    assert r.exit_code == 2 and r.stderr.startswith("cavnet: error:") and len(r.stderr.strip().splitlines()) == 1
+    assert option in r.stderr and "resume it with the same options" in r.stderr
+    assert (tmp_path / "r" / "config.json").read_text() == config  # the record still says what was run
+    again = CliRunner().invoke(main, base + ["--resume"])  # the same options go on (nothing left to do)
+    assert again.exit_code == 0, again.output
