@@ -85,10 +85,14 @@ def dataset_options(f):
 
 def backbone_options(f):
     for opt in reversed([
-        click.option("--visual", default="resnext3d-101", show_default=True, help="visual backbone"),
-        click.option("--audio", default="resnet50-audio", show_default=True, help="audio backbone"),
-        click.option("--visual-weights", type=EXISTING, default=None, help="released 3D-ResNeXt checkpoint"),
-        click.option("--audio-weights", type=EXISTING, default=None, help="audio backbone checkpoint"),
+        click.option("--visual", default="resnext3d-101", show_default=True,
+                     help="visual backbone: resnext3d-*, r3d_18, mc3_18, r2plus1d_18, s3d, mvit_*, swin3d_*"),
+        click.option("--audio", default="resnet50-audio", show_default=True,
+                     help="audio backbone: resnet50-audio, vggish, vggish-pca, cnn14, audio-cnn-tiny"),
+        click.option("--visual-weights", type=EXISTING, default=None,
+                     help="visual checkpoint (3D-ResNeXt release, torchvision state dict) [torchvision: hub cache]"),
+        click.option("--audio-weights", type=EXISTING, default=None,
+                     help="audio checkpoint (torchvggish, PANNs CNN14, ...); without it: random weights"),
         click.option("--text-model", default="default", show_default=True,
                      help="sentence-transformers model path or name (default: packaged all-MiniLM-L6-v2)"),
         click.option("--prompt", default="a video of a person {label}", show_default=True),
@@ -122,10 +126,9 @@ def extract(dataset, root, manifest, split, limit, visual, audio, visual_weights
 
     m = load_manifest(dataset, root, manifest, _splits(split), limit)
     config = extract_config(visual, audio, visual_weights, audio_weights, text_model, prompt, clips, segments)
-    if not (visual_weights and audio_weights):
-        click.echo("warning: no weights given for " + " and ".join(
-            n for n, w in ((visual, visual_weights), (audio, audio_weights)) if not w)
-            + ": randomly initialised backbones", err=True)
+    from cavnet.extract.provenance import random_weights_note
+    if random_weights_note(config):
+        click.echo("warning: " + random_weights_note(config), err=True)
     if decode_workers is None:
         from cavnet.pipelines.dask_cluster import default_decode_workers
         decode_workers = default_decode_workers(device, scheduler)
@@ -368,8 +371,8 @@ def demo(out, videos, seeds, epochs, workers, progress) -> None:
 @click.option("--decode-workers", type=click.IntRange(min=0), default=None,
               help="decode processes per worker [CPU 0, CUDA cores/GPUs - 1]")
 @click.option("--repeats", type=click.IntRange(min=1), default=None, help="timed repeats per figure [3]")
-@click.option("--visual", default=None, help="visual backbone [CPU resnext3d-tiny, CUDA resnext3d-101]")
-@click.option("--audio", default=None, help="audio backbone [CPU audio-cnn-tiny, CUDA resnet50-audio]")
+@click.option("--visual", default=None, help="visual backbone, as extract [CPU resnext3d-tiny, CUDA resnext3d-101]")
+@click.option("--audio", default=None, help="audio backbone, as extract [CPU audio-cnn-tiny, CUDA resnet50-audio]")
 @click.option("--small", is_flag=True, help="a quick smoke run: 4 short videos, 2 repeats, small store")
 @click.option("--sections", default=",".join(("decode", "backbone", "extract", "store")), show_default=True)
 @click.option("--work", type=OUT, default=None, help="keep the corpus here for reuse (default: a temp folder)")

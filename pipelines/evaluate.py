@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from cavnet.errors import CavnetError
+from cavnet.extract.provenance import random_weights_note
 from cavnet.extract.store_reader import FeatureStore
 from cavnet.fuse.data import open_split
 from cavnet.fuse.engine import accuracy_metrics, score
@@ -40,10 +41,11 @@ def run_evaluate(store_path: Path, checkpoint: Path, split: str = "val", out_dir
         class_emb = torch.from_numpy(store.class_embedding).to(dev)
         head = state["fusion_config"]["head"]
         sc = score(model, open_split(store, index, "label").batches(512), class_emb, head, dev)
-        names = list(store.class_names)
+        names, store_config = list(store.class_names), store.config
     n = len(names)
     result = {"split": split, "checkpoint": str(checkpoint), **accuracy_metrics(sc.scores, sc.labels, n),
-              "audio_present": accuracy_metrics(sc.scores[sc.audio_present], sc.labels[sc.audio_present], n)}
+              "audio_present": accuracy_metrics(sc.scores[sc.audio_present], sc.labels[sc.audio_present], n),
+              "random_weights": random_weights_note(store_config)}
     if out_dir is not None:
         write_reports(out_dir, split, sc.scores, sc.labels, names)
         result["reports"] = str(out_dir)

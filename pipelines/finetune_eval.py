@@ -99,5 +99,7 @@ def echo_metrics(r: dict[str, Any], echo: Callable[[str], None]) -> None:
          f"mean-class {r['mean_class']:.2f}")
     echo(f"{split} with audio: {a['count']} videos  top-1 {a['top1']:.2f}  top-5 {a['top5']:.2f}  "
          f"mean-class {a['mean_class']:.2f}")
+    if r.get("random_weights"):
+        echo(r["random_weights"])
     if "statuses" in r:
         echo(f"{split} decode statuses: " + ", ".join(f"{k} {v}" for k, v in r["statuses"].items()))

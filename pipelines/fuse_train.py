@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from cavnet.errors import CavnetError
+from cavnet.extract.provenance import random_weights_note
 from cavnet.extract.store_reader import FeatureStore
 from cavnet.fuse.config import FusionConfig
 from cavnet.fuse.data import open_split
@@ -82,6 +83,8 @@ def run_fuse_train(store_path: Path, out: Path, tcfg: TrainConfig, model_overrid
     device = resolve_device(tcfg.device)
     with FeatureStore(store_path) as store:
         fcfg = fusion_config_for(store, model_overrides)
+        if random_weights_note(store.config):
+            echo(random_weights_note(store.config))
         need_labels = tcfg.targets == "label" or fcfg.head == "linear"
         train_idx, skipped_train = _split_index(store, tcfg.train_split, need_labels)
         val_idx, skipped_val = _split_index(store, tcfg.val_split, True)
