@@ -27,8 +27,8 @@ class Release:
     R2Plus1D_18_Weights.KINETICS400_V1``); ``file``: the file name its publisher uses (torch.hub saves it
     under that name); ``sha256_prefix``: the hash prefix torch.hub file names carry ("" when none);
     ``hub_cache``: looked up in torch.hub's checkpoint folder when no file is given (torchvision's weights);
-    ``metrics``: published accuracy, e.g. ``(("Kinetics-400 top-1", 67.463),)``; ``gflops``: per input as
-    the publisher measured it (None: not published); ``companion``: a second file that must lie beside it.
+    ``metrics``: published accuracy, e.g. ``(("Kinetics-400 top-1", 67.463),)``; ``companion``: a second
+    file that must lie beside it.
     """
 
     name: str
@@ -37,7 +37,6 @@ class Release:
     sha256_prefix: str = ""
     hub_cache: bool = False
     metrics: tuple[tuple[str, float], ...] = ()
-    gflops: float | None = None
     companion: str | None = None
 
 

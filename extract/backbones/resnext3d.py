@@ -180,7 +180,7 @@ def resnext3d_50() -> ResNeXt3D:
 # Hara et al.'s release (3D-ResNets-PyTorch, shared on Google Drive, no fixed URL); paper Table: 65.1 top-1.
 RESNEXT3D_101_RELEASE = Release(name="3D-ResNets-PyTorch resnext-101-kinetics.pth (Hara et al.)",
                                 file="resnext-101-kinetics.pth", url="https://github.com/kenshohara/3D-ResNets-PyTorch",
-                                metrics=(("Kinetics-400 top-1", 65.1),), gflops=19.1)
+                                metrics=(("Kinetics-400 top-1", 65.1),))
 
 
 @register("resnext3d-101", "visual", RESNEXT3D_101.out_dim, release=RESNEXT3D_101_RELEASE,

@@ -13,7 +13,7 @@ they are; the classifier keys are dropped by the loader):
 
 The preprocessing of each comes from its weights enum at registration: frames per clip (``clip_len`` of
 the evaluation torchvision documents in ``meta["_docs"]``), resize, crop, mean and std (``transforms()``,
-converted to 0-255 pixels), and the release facts (file, URL, Kinetics-400 top-1, GFLOPs) from ``meta``
+converted to 0-255 pixels), and the release facts (file, URL, Kinetics-400 top-1) from ``meta``
 and ``url``. Reading an enum opens no file; the weights themselves are loaded apart
 (:mod:`cavnet.extract.backbones.pretrained`).
 
@@ -91,7 +91,7 @@ def release_of(weights: Any) -> Release:
     top1 = weights.meta["_metrics"]["Kinetics-400"]["acc@1"]
     return Release(name=f"torchvision {type(weights).__name__}.{weights.name}", file=file, url=url,
                    sha256_prefix=prefix.group(1) if prefix else "", hub_cache=True,
-                   metrics=(("Kinetics-400 top-1", float(top1)),), gflops=float(weights.meta["_ops"]))
+                   metrics=(("Kinetics-400 top-1", float(top1)),))
 
 
 def stages_of(net: nn.Module, arch: str) -> dict[str, tuple[str, ...]]:
