@@ -135,10 +135,11 @@ class ExtractConfig:
         return cls.from_dict(json.loads(text))
 
     def content_key(self) -> dict[str, Any]:
-        """The fields that decide the numbers in the store (weight paths may move; their hashes may not)."""
+        """The fields that decide the numbers in the store (weight files may move or be renamed; their
+        hashes may not)."""
         d = dataclasses.asdict(self)
-        d.pop("visual_weights")
-        d.pop("audio_weights")
+        for key in ("visual_weights", "audio_weights", "visual_weights_name", "audio_weights_name"):
+            d.pop(key)
         return d
 
 

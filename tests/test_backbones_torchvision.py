@@ -116,7 +116,8 @@ def test_missing_hub_weights_through_the_cli(tmp_path: Path) -> None:
                        timeout=120, env=env)
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "s3d-d76dad2f.pth" in lines[0] and str(tmp_path / "th" / "hub" / "checkpoints") in lines[0]
+    folder = str(tmp_path / "th" / "hub" / "checkpoints")
+    assert len(lines) == 1 and "s3d-d76dad2f.pth" in lines[0] and folder in lines[0]
 
 
 @pytest.mark.parametrize("arch", [m.arch for m in MODELS])
