@@ -90,10 +90,13 @@ def backbone_options(f):
     from cavnet.extract.config import PRECISIONS, AudioSampling, ClipSampling, ExtractConfig
 
     for opt in reversed([
-        option(ExtractConfig, "visual", help="visual backbone"),
-        option(ExtractConfig, "audio", help="audio backbone"),
-        click.option("--visual-weights", type=EXISTING, default=None, help="released 3D-ResNeXt checkpoint"),
-        click.option("--audio-weights", type=EXISTING, default=None, help="audio backbone checkpoint"),
+        option(ExtractConfig, "visual",
+               help="visual backbone: resnext3d-*, r3d_18, mc3_18, r2plus1d_18, s3d, mvit_*, swin3d_*"),
+        option(ExtractConfig, "audio", help="audio backbone: resnet50-audio, vggish, vggish-pca, cnn14, audio-cnn-tiny"),
+        click.option("--visual-weights", type=EXISTING, default=None,
+                     help="visual checkpoint (3D-ResNeXt release, torchvision state dict) [torchvision: hub cache]"),
+        click.option("--audio-weights", type=EXISTING, default=None,
+                     help="audio checkpoint (torchvggish, PANNs CNN14, ...); without it: random weights"),
         option(ExtractConfig, "text_model",
                help="sentence-transformers model path or name (default: packaged all-MiniLM-L6-v2)"),
         option(ExtractConfig, "prompt_template", "--prompt", help="label prompt; must contain {label}"),
@@ -137,10 +140,9 @@ def extract(**p) -> None:
         from cavnet.pipelines.extract.cluster import default_decode_workers
         p["decode_workers"] = default_decode_workers(p["device"], p["scheduler"])
     opts = build(RunOptions, p)
-    if not (p["visual_weights"] and p["audio_weights"]):
-        click.echo("warning: no weights given for " + " and ".join(
-            n for n, w in ((p["visual"], p["visual_weights"]), (p["audio"], p["audio_weights"])) if not w)
-            + ": randomly initialised backbones", err=True)
+    from cavnet.extract.provenance import random_weights_note
+    if random_weights_note(config):
+        click.echo("warning: " + random_weights_note(config), err=True)
     s = run_extract(m, config, opts, p["out"], echo=click.echo, progress=p["progress"])
     if s.already_done:
         click.echo(f"{p['out']}: already complete ({s.videos} videos); nothing to do")
@@ -361,8 +363,8 @@ def demo(out, videos, seeds, epochs, workers, progress) -> None:
 @click.option("--decode-workers", type=click.IntRange(min=0), default=None,
               help="decode processes per worker [CPU 0, CUDA cores/GPUs - 1]")
 @click.option("--repeats", type=click.IntRange(min=1), default=None, help="timed repeats per figure [3]")
-@click.option("--visual", default=None, help="visual backbone [CPU resnext3d-tiny, CUDA resnext3d-101]")
-@click.option("--audio", default=None, help="audio backbone [CPU audio-cnn-tiny, CUDA resnet50-audio]")
+@click.option("--visual", default=None, help="visual backbone, as extract [CPU resnext3d-tiny, CUDA resnext3d-101]")
+@click.option("--audio", default=None, help="audio backbone, as extract [CPU audio-cnn-tiny, CUDA resnet50-audio]")
 @click.option("--small", is_flag=True, help="a quick smoke run: 4 short videos, 2 repeats, small store")
 @click.option("--sections", default=",".join(("decode", "backbone", "extract", "store")), show_default=True)
 @click.option("--work", type=OUT, default=None, help="keep the corpus here for reuse (default: a temp folder)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from typing import Any, TypeVar
 
@@ -58,6 +59,11 @@ class Config:
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
     """Nested configs from dicts, tuples from lists; everything else as it is (the class validates it)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or len(options) != 1:
+            return value
+        hint = options[0]
     if isinstance(hint, type) and issubclass(hint, Config) and isinstance(value, dict):
         return hint.from_dict(value, where)
     if typing.get_origin(hint) is tuple and isinstance(value, list):

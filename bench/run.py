@@ -149,7 +149,8 @@ def _run_sections(cfg: BenchConfig, report: dict[str, Any], work: Path, threads:
     from cavnet.bench.corpus import CorpusSpec, make_corpus
     from cavnet.pipelines.manifests import extract_config
 
-    config = extract_config(cfg.visual, cfg.audio, None, None, "default", "a video of a person {label}", 10, 10)
+    config = extract_config(cfg.visual, cfg.audio, None, None, "default", "a video of a person {label}", 10, 10,
+                            random_ok=True)
     spec = CorpusSpec(cfg.videos, cfg.seconds)
     t0 = time.perf_counter()
     echo(f"bench: corpus of {spec.videos} videos ({spec.seconds:g} s, {spec.size[0]}x{spec.size[1]}, {spec.fps} fps)")

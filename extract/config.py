@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,12 +14,15 @@ from cavnet.errors import CavnetError
 RESNEXT_MEAN = (114.7748, 107.7354, 99.4750)
 RESNEXT_STD = (1.0, 1.0, 1.0)
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+DB_AMIN = 1e-10  # librosa's power_to_db floor
 
 
 @dataclass(frozen=True)
 class ClipSampling(Config):
     """How visual clips are cut from a video: ``clips`` clips of ``frames`` frames, spread uniformly,
-    resized to short side ``short_side`` and centre-cropped to ``size`` x ``size``."""
+    resized to short side ``short_side`` (or to exactly ``resize`` = (H, W) when set, as torchvision's
+    video transforms do with a two-number size) and centre-cropped to ``size`` x ``size``. A backbone sees
+    ``(pixel - mean) / std`` with pixels in 0-255."""
 
     clips: int = 10
     frames: int = 16
@@ -26,11 +30,12 @@ class ClipSampling(Config):
     size: int = 112
     mean: tuple[float, float, float] = RESNEXT_MEAN
     std: tuple[float, float, float] = RESNEXT_STD
+    resize: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         for name in ("clips", "frames", "short_side", "size"):
             check_int("--" + name.replace("_", "-"), getattr(self, name), 1)
-        if self.size > self.short_side:
+        if self.resize is None and self.size > self.short_side:
             raise CavnetError(f"crop size {self.size} is larger than the short side {self.short_side}")
 
 
@@ -40,6 +45,13 @@ class LogMel(Config):
 
     The defaults are the VGGish recipe: 25 ms periodic-Hann window, 10 ms hop, 512-point FFT,
     64 HTK mel bands over 125-7500 Hz, log(mel + 0.01), 0.96 s examples of 96 frames x 64 bands.
+
+    ``mel_scale``: ``"htk"`` builds the AudioSet release's matrix (``mel_features.py``: HTK mel scale, each
+    triangle linear in mel, DC bin zeroed); ``"slaney"`` builds librosa's default (Slaney mel scale,
+    triangles linear in Hz, area-normalised). ``power``: 1 magnitude, 2 power spectrum. ``log``:
+    ``"offset"`` is log(mel + log_offset), ``"db"`` is 10 log10(max(mel, 1e-10)) (librosa's power_to_db
+    with ref 1 and no top_db). ``center``: frame ``f`` is centred on sample ``f * hop`` (reflect padding,
+    librosa style) instead of starting there.
     """
 
     sample_rate: int = 16000
@@ -51,6 +63,15 @@ class LogMel(Config):
     f_max: float = 7500.0
     log_offset: float = 0.01
     example_frames: int = 96  # 0.96 s at a 10 ms hop
+    mel_scale: str = "htk"
+    power: float = 1.0
+    log: str = "offset"
+    center: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mel_scale not in ("htk", "slaney") or self.log not in ("offset", "db"):
+            raise ValueError(f"LogMel: mel_scale must be htk|slaney and log offset|db, got "
+                             f"{self.mel_scale!r}, {self.log!r}")
 
     @property
     def win_length(self) -> int:
@@ -63,6 +84,16 @@ class LogMel(Config):
     @property
     def example_seconds(self) -> float:
         return self.example_frames * self.hop_seconds
+
+    @property
+    def frame_start(self) -> float:
+        """Where frame 0's window starts, in samples from the start of the waveform (negative: centred)."""
+        return -self.win_length / 2.0 if self.center else 0.0
+
+    @property
+    def silence(self) -> float:
+        """The value digital silence (all-zero audio) takes in this front end."""
+        return math.log(self.log_offset) if self.log == "offset" else 10.0 * math.log10(DB_AMIN)
 
 
 @dataclass(frozen=True)
@@ -85,6 +116,9 @@ class ExtractConfig(Config):
     audio_weights: str | None = None
     visual_weights_sha256: str | None = None
     audio_weights_sha256: str | None = None
+    # What the weight files are (e.g. "torchvision R2Plus1D_18_Weights.KINETICS400_V1"); None with no file.
+    visual_weights_name: str | None = None
+    audio_weights_name: str | None = None
     sampling: ClipSampling = field(default_factory=ClipSampling)
     audio_sampling: AudioSampling = field(default_factory=AudioSampling)
     logmel: LogMel = field(default_factory=LogMel)
@@ -96,8 +130,9 @@ class ExtractConfig(Config):
         check_choice("--precision", self.precision, PRECISIONS)
 
     def content_key(self) -> dict[str, Any]:
-        """The fields that decide the numbers in the store (weight paths may move; their hashes may not)."""
+        """The fields that decide the numbers in the store (weight files may move or be renamed; their
+        hashes may not)."""
         d = dataclasses.asdict(self)
-        d.pop("visual_weights")
-        d.pop("audio_weights")
+        for key in ("visual_weights", "audio_weights", "visual_weights_name", "audio_weights_name"):
+            d.pop(key)
         return d

@@ -29,7 +29,12 @@ def train_sampling(sampling: ClipSampling, aug: AugmentConfig) -> ClipSampling:
     """The sampling to decode a training video with: ``jitter_frames`` more frames per clip and frames
     kept as the whole centre square at the larger side ``max(short_side, round(size * crop_side))``."""
     side = max(sampling.short_side, int(round(sampling.size * aug.crop_side)))
-    return dataclasses.replace(sampling, frames=sampling.frames + aug.jitter_frames, short_side=side, size=side)
+    resize = sampling.resize
+    if resize is not None:  # an exact (H, W) resize: scaled so that its short side is `side`
+        scale = side / min(resize)
+        resize = (max(side, round(resize[0] * scale)), max(side, round(resize[1] * scale)))
+    return dataclasses.replace(sampling, frames=sampling.frames + aug.jitter_frames, short_side=side, size=side,
+                               resize=resize)
 
 
 def crop_box(side: int, scale: tuple[float, float], ratio: tuple[float, float],

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from cavnet.errors import CavnetError
+from cavnet.extract.backbones.stages import named_stage_modules
 from cavnet.extract.clip_input import ClipNormalize
 from cavnet.extract.config import ClipSampling
 from cavnet.fuse.model import CAVNet
@@ -27,6 +28,8 @@ def stem_and_stages(backbone: nn.Module, until: str) -> list[nn.Module]:
     'layerK' = the stem and layer1..layerK; 'none' = nothing. Raises for a backbone without such stages."""
     if until == "none":
         return []
+    if hasattr(backbone, "stages"):  # a backbone that names its stages (torchvision's video models)
+        return named_stage_modules(backbone, until)
     names = [name for name, _ in backbone.named_children()]
     stop = "layer1" if until == "stem" else until
     if stop not in names:

@@ -18,6 +18,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from cavnet.extract.provenance import random_weights_note
 from cavnet.extract.store.writer import FORMAT_VERSION, USABLE_STATUSES, StoreDims, stray_tmp_files
 
 KNOWN_STATUSES = ("ok", "no_audio", "short_decode", "decode_error", "missing_file", "empty_file", "no_video",
@@ -43,7 +44,7 @@ class CheckResult:
             counts = ", ".join(f"{k} {v}" for k, v in f["statuses"].items())
             return [f"{self.path}: ok; format {FORMAT_VERSION}, {f['videos']} videos ({counts}); "
                     f"n={f['clips']} clips x {f['visual_dim']}, m={f['segments']} segments x {f['audio_dim']}, "
-                    f"text {f['text_dim']}, {f['classes']} classes"]
+                    f"text {f['text_dim']}, {f['classes']} classes"] + [f["random_weights"]] * bool(f["random_weights"])
         return [f"{self.path}: {len(self.problems)} problem(s)"] + [f"  - {p}" for p in self.problems]
 
 
@@ -223,5 +224,6 @@ def check_store(path: Path) -> CheckResult:
         _check_values(f, result.problems)
         result.facts = {"videos": n, "statuses": counts, "clips": dims.clips, "segments": dims.segments,
                         "visual_dim": dims.visual_dim, "audio_dim": dims.audio_dim,
-                        "text_dim": f["text/video"].shape[1], "classes": f["classes/name"].shape[0]}
+                        "text_dim": f["text/video"].shape[1], "classes": f["classes/name"].shape[0],
+                        "random_weights": random_weights_note(f.attrs["config"])}
     return result

@@ -34,6 +34,7 @@ class DemoConfig:
 
 
 def run_demo(out: Path, cfg: DemoConfig, echo: Callable[[str], None] = print, progress: bool = True) -> Path:
+    from cavnet.extract.provenance import random_weights_note
     from cavnet.extract.synth import synth
     from cavnet.pipelines.ablate import run_ablate
     from cavnet.pipelines.extract.run import run_extract
@@ -59,7 +60,8 @@ def run_demo(out: Path, cfg: DemoConfig, echo: Callable[[str], None] = print, pr
     rows = run_ablate(store, out / "ablation", cfg.preset, cfg.seeds, tcfg, cfg.workers, echo,
                       base={"d_model": cfg.d_model})
     report = out / "report.md"
-    report.write_text(render_report(cfg, ex.counts, rows, t_extract, time.perf_counter() - t0))
+    report.write_text(render_report(cfg, ex.counts, rows, t_extract, time.perf_counter() - t0,
+                                    random_weights_note(config)))
     return report
 
 
@@ -97,7 +99,7 @@ def _compare(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 
 def render_report(cfg: DemoConfig, counts: dict[str, int], rows: list[dict[str, Any]], t_extract: float,
-                  t_total: float) -> str:
+                  t_total: float, weights_note: str | None = None) -> str:
     from cavnet.pipelines.ablate import results_table
 
     status = ", ".join(f"{k}: {v}" for k, v in counts.items())
@@ -105,7 +107,7 @@ def render_report(cfg: DemoConfig, counts: dict[str, int], rows: list[dict[str, 
         "# cavnet demo report", "",
         f"AV-Synth, {cfg.videos} videos, {cfg.classes} classes (seed {cfg.seed}); backbones {cfg.visual} + "
         f"{cfg.audio}, randomly initialised; {cfg.clips} clips and {cfg.segments} audio segments per video; "
-        f"fusion width {cfg.d_model}.",
+        f"fusion width {cfg.d_model}.", *([f"**{weights_note}**"] if weights_note else []),
         f"Extraction statuses: {status}. Ablation: {cfg.seeds} seeds x {cfg.epochs} epochs, val split, "
         "metrics of the last epoch (mean ± std over seeds).", "",
         results_table(rows), "![top-1 by variant](ablation/results.png)", "", "## Reading", "",

@@ -17,6 +17,7 @@ import torch
 
 from cavnet.errors import CavnetError
 from cavnet.extract.device import resolve_device
+from cavnet.extract.provenance import random_weights_note
 from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.data import open_split
@@ -41,7 +42,8 @@ def evaluate_command(checkpoint: Path, split: str, out_dir: Path | None, device:
                           "evaluate it on the videos (--dataset k400 --root PATH)")
     else:
         sc, names = _score_store(ckpt, dev, store, split)
-    result = {"split": split, "checkpoint": str(checkpoint), **split_metrics(sc, len(names))}
+    result = {"split": split, "checkpoint": str(checkpoint), **split_metrics(sc, len(names)),
+              "random_weights": random_weights_note(ckpt.extract_config()) if ckpt.store_config else None}
     if out_dir is not None:
         write_reports(out_dir, split, sc.scores, sc.labels, names)
         result["reports"] = str(out_dir)
@@ -109,5 +111,7 @@ def echo_metrics(r: dict[str, Any], echo: Callable[[str], None]) -> None:
          f"mean-class {r['mean_class']:.2f}")
     echo(f"{split} with audio: {a['count']} videos  top-1 {a['top1']:.2f}  top-5 {a['top5']:.2f}  "
          f"mean-class {a['mean_class']:.2f}")
+    if r.get("random_weights"):
+        echo(r["random_weights"])
     if "statuses" in r:
         echo(f"{split} decode statuses: " + ", ".join(f"{k} {v}" for k, v in r["statuses"].items()))

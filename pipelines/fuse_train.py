@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cavnet.extract.device import resolve_device
+from cavnet.extract.provenance import random_weights_note
 from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.train_config import TrainConfig
@@ -19,6 +20,9 @@ def run_fuse_train(store_path: Path, out: Path, tcfg: TrainConfig, model_overrid
     device = resolve_device(tcfg.device)
     init_ckpt = Checkpoint.load(init) if init is not None else None
     with FeatureStore(store_path) as store:
+        note = random_weights_note(store.config)
+        if note:
+            echo(note)
         run = FusionRun(store, out, tcfg, fusion_config_for(store, model_overrides), device)
         start = run.start_from(init_ckpt, resume, echo)
         result = run.fit({"store": str(Path(store_path).resolve())}, start, echo, progress)

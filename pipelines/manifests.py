@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from cavnet.errors import CavnetError
-from cavnet.extract.config import AudioSampling, ClipSampling, ExtractConfig
+from cavnet.extract.config import AudioSampling, ExtractConfig
 from cavnet.extract.manifest import Manifest
 
 SYNTH_DEFAULT = Path.home() / ".cache" / "cavnet" / "av-synth"
@@ -41,10 +42,12 @@ def load_manifest(dataset: str, root: Path | None = None, manifest: Path | None 
 
 
 def extract_config(visual: str, audio: str, visual_weights: Path | None, audio_weights: Path | None,
-                   text_model: str, prompt: str, clips: int, segments: int, precision: str = "fp32") -> ExtractConfig:
-    """An ExtractConfig with the audio front end the audio backbone expects and the weights' hashes."""
+                   text_model: str, prompt: str, clips: int, segments: int, precision: str = "fp32",
+                   random_ok: bool = False) -> ExtractConfig:
+    """An ExtractConfig with the clips and audio front end the backbones expect and the weights' hashes
+    (torchvision's cached release when no file is given; ``random_ok``: random weights when it is missing)."""
     from cavnet.extract.backbones import get_spec
-    from cavnet.extract.backbones.weights import file_sha256
+    from cavnet.extract.backbones.pretrained import weight_fields
 
     try:
         vspec, aspec = get_spec(visual), get_spec(audio)
@@ -54,11 +57,10 @@ def extract_config(visual: str, audio: str, visual_weights: Path | None, audio_w
         raise CavnetError(f"--visual {visual} must be a visual backbone and --audio {audio} an audio one")
     if "{label}" not in prompt:
         raise CavnetError("--prompt must contain {label}")
+    vpath, vsha, vname = weight_fields(vspec, visual_weights, "--visual-weights", random_ok)
+    apath, asha, aname = weight_fields(aspec, audio_weights, "--audio-weights", random_ok)
     return ExtractConfig(
-        visual=visual, audio=audio,
-        visual_weights=str(visual_weights) if visual_weights else None,
-        audio_weights=str(audio_weights) if audio_weights else None,
-        visual_weights_sha256=file_sha256(visual_weights) if visual_weights else None,
-        audio_weights_sha256=file_sha256(audio_weights) if audio_weights else None,
-        sampling=ClipSampling(clips=clips), audio_sampling=AudioSampling(segments=segments),
+        visual=visual, audio=audio, visual_weights=vpath, audio_weights=apath, visual_weights_sha256=vsha,
+        audio_weights_sha256=asha, visual_weights_name=vname, audio_weights_name=aname,
+        sampling=dataclasses.replace(vspec.sampling, clips=clips), audio_sampling=AudioSampling(segments=segments),
         logmel=aspec.logmel, text_model=text_model, prompt_template=prompt, precision=precision)

@@ -16,8 +16,16 @@ from cavnet.extract.backbones.resnext3d import RESNEXT3D_101, ResNeXt3D
 from cavnet.extract.backbones.weights import WeightsError, file_sha256, load_weights
 
 # (T, H, W) per visual backbone; the default is the real 16 x 112 x 112. 152 is the slowest on CPU, and its
-# pooling is adaptive, so a smaller frame does for a smoke test.
-_CLIP_SIZE = {"resnext3d-152": (16, 64, 64)}
+# pooling is adaptive, so a smaller frame does for a smoke test; so do torchvision's ResNets and Swins (any
+# size), S3D (at least 14 x 224 x 224 for its 2x7x7 pool); MViT needs exactly 16 x 224 x 224.
+_CLIP_SIZE = {"resnext3d-152": (16, 64, 64), "r3d_18": (8, 64, 64), "mc3_18": (8, 64, 64),
+              "r2plus1d_18": (8, 64, 64), "s3d": (14, 224, 224), "swin3d_t": (4, 64, 64), "swin3d_s": (4, 64, 64),
+              "swin3d_b": (4, 64, 64), "mvit_v1_b": (16, 224, 224), "mvit_v2_s": (16, 224, 224)}
+SLOW = {"mvit_v1_b", "mvit_v2_s", "swin3d_b", "s3d"}
+
+
+def _names(modality: str | None = None) -> list:
+    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in list_backbones(modality)]
 
 
 def _example_input(name: str) -> torch.Tensor:
@@ -30,7 +38,7 @@ def _example_input(name: str) -> torch.Tensor:
     return torch.randn(batch, 1, spec.logmel.example_frames, spec.logmel.n_mels, generator=g)
 
 
-@pytest.mark.parametrize("name", list_backbones())
+@pytest.mark.parametrize("name", _names())
 def test_every_backbone_forward(name: str) -> None:
     spec = get_spec(name)
     model = create_backbone(name)
@@ -46,8 +54,9 @@ def test_every_backbone_forward(name: str) -> None:
 
 
 def test_registry_lists_both_modalities() -> None:
-    assert {"resnext3d-50", "resnext3d-101", "resnext3d-152", "resnext3d-tiny"} <= set(list_backbones("visual"))
-    assert {"vggish", "resnet50-audio", "audio-cnn-tiny"} <= set(list_backbones("audio"))
+    assert {"resnext3d-50", "resnext3d-101", "resnext3d-152", "resnext3d-tiny", "r3d_18", "mc3_18", "r2plus1d_18",
+            "s3d", "mvit_v1_b", "mvit_v2_s", "swin3d_t", "swin3d_s", "swin3d_b"} <= set(list_backbones("visual"))
+    assert {"vggish", "vggish-pca", "cnn14", "resnet50-audio", "audio-cnn-tiny"} <= set(list_backbones("audio"))
     assert get_spec("resnet50-audio").logmel.n_mels == 128
     assert get_spec("vggish").logmel.n_mels == 64
 

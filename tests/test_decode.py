@@ -104,6 +104,19 @@ def test_odd_and_portrait_sizes(tmp_path, size):
     np.testing.assert_allclose(out.clips.reshape(-1, 3).mean(0), RED, atol=4)
 
 
+def test_exact_resize_squeezes_the_whole_frame(tmp_path):
+    """``resize=(H, W)`` (torchvision's two-number Resize) keeps the whole width; the short-side resize crops."""
+    image = media.solid_frames(10, (128, 64), (0, 0, 255))  # 2:1, red / blue / green columns 1:2:1
+    image[:, :, :32], image[:, :, 96:] = (255, 0, 0), (0, 255, 0)
+    path = tmp_path / "wide.mp4"
+    media.write_av(path, image, np.arange(10) / 25)
+    short = decode(path).clips[0, 0]
+    exact = decode(path, ClipSampling(clips=4, frames=8, short_side=32, size=32, resize=(32, 32))).clips[0, 0]
+    assert short[:, :4].mean((0, 1))[2] > 200 and short[:, -4:].mean((0, 1))[2] > 200  # all blue
+    assert exact[:, :4].mean((0, 1))[0] > 200 and exact[:, -4:].mean((0, 1))[1] > 200  # red ... green
+    assert exact[:, 14:18].mean((0, 1))[2] > 200
+
+
 def test_display_rotation_is_applied(tmp_path):
     # stored landscape, left half red, right half blue; the display matrix turns it 90 degrees clockwise
     image = media.solid_frames(10, (64, 48), (255, 0, 0))

@@ -1,8 +1,10 @@
 """Backbone registry and factory (timm style): ``@register(...)`` on a builder, ``create_backbone(name)``.
 
 Visual backbones map clips ``(B, 3, T, H, W)`` float to ``(B, D)``; audio backbones map log-mel
-examples ``(B, 1, frames, mels)`` to ``(B, D)``. Builders open no files; weights are loaded apart
-(``cavnet.extract.backbones.weights``).
+examples ``(B, 1, frames, mels)`` to ``(B, D)``. Each spec carries the input its network expects (the clip
+sampling and normalisation of a visual one, the log-mel front end of an audio one) and, when there are
+published weights, where they come from (:class:`Release`). Builders open no files; weights are loaded apart
+(``cavnet.extract.backbones.weights``, ``cavnet.extract.backbones.pretrained``).
 """
 
 from __future__ import annotations
@@ -12,9 +14,30 @@ from typing import Callable, Literal
 
 from torch import nn
 
-from cavnet.extract.config import LogMel
+from cavnet.extract.config import ClipSampling, LogMel
 
 Modality = Literal["visual", "audio"]
+
+
+@dataclass(frozen=True)
+class Release:
+    """Published weights of a backbone.
+
+    ``name``: what the store config records when a file is this release (e.g. ``torchvision
+    R2Plus1D_18_Weights.KINETICS400_V1``); ``file``: the file name its publisher uses (torch.hub saves it
+    under that name); ``sha256_prefix``: the hash prefix torch.hub file names carry ("" when none);
+    ``hub_cache``: looked up in torch.hub's checkpoint folder when no file is given (torchvision's weights);
+    ``metrics``: published accuracy, e.g. ``(("Kinetics-400 top-1", 67.463),)``; ``companion``: a second
+    file that must lie beside it.
+    """
+
+    name: str
+    file: str
+    url: str
+    sha256_prefix: str = ""
+    hub_cache: bool = False
+    metrics: tuple[tuple[str, float], ...] = ()
+    companion: str | None = None
 
 
 @dataclass(frozen=True)
@@ -25,19 +48,25 @@ class BackboneSpec:
     builder: Callable[[], nn.Module]
     logmel: LogMel | None = None  # the front end an audio backbone expects
     description: str = ""
+    sampling: ClipSampling | None = None  # the clips a visual backbone expects (``clips`` is the caller's)
+    release: Release | None = None
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
 
 
 def register(name: str, modality: Modality, out_dim: int, logmel: LogMel | None = None,
-             description: str = "") -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
+             description: str = "", sampling: ClipSampling | None = None, release: Release | None = None
+             ) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
+    """Register ``builder`` under ``name``. A visual backbone without ``sampling`` takes the 3D-ResNeXt
+    recipe (:class:`ClipSampling` defaults)."""
     def wrap(builder: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"backbone {name!r} registered twice")
         if modality == "audio" and logmel is None:
             raise ValueError(f"audio backbone {name!r} needs its log-mel front end")
-        _REGISTRY[name] = BackboneSpec(name, modality, out_dim, builder, logmel, description)
+        clips = (sampling or ClipSampling()) if modality == "visual" else None
+        _REGISTRY[name] = BackboneSpec(name, modality, out_dim, builder, logmel, description, clips, release)
         return builder
     return wrap
 
@@ -65,4 +94,4 @@ def create_backbone(name: str) -> nn.Module:
 
 def _load_all() -> None:
     # Importing the model files runs their @register decorators.
-    from cavnet.extract.backbones import audio_cnn, resnext3d  # noqa: F401
+    from cavnet.extract.backbones import audio_cnn, cnn14, resnext3d, video_tv  # noqa: F401

@@ -1,9 +1,11 @@
 """Audio backbones over log-mel examples ``(B, 1, frames, mels)`` -> ``(B, D)``.
 
 - ``vggish``: the VGGish network (Hershey et al., ICASSP 2017) up to its 128-d embedding, strict 96 x 64
-  input. Module names ``features`` / ``embeddings`` follow the common PyTorch port, so its released
-  state dict loads as is. The release's PCA + 8-bit quantisation post-processing is not applied: the feature
-  is the float embedding after the last ReLU.
+  input. Module names ``features`` / ``embeddings`` follow the torchvggish port, so its released
+  state dict ``vggish-10086976.pth`` loads as is. The feature is the float embedding after the last ReLU.
+- ``vggish-pca``: the same network followed by the release's post-processing (PCA with whitening, clipped
+  to [-2, 2], quantised to 0..255), i.e. the 8-bit embeddings AudioSet published; the PCA parameters come
+  from ``vggish_pca_params-970ea276.pth`` beside the weights file.
 - ``resnet50-audio``: torchvision's ResNet-50 with a one-channel stem and no classifier, the audio network of
   the CAV-Net paper's experiments, over 96 frames x 128 mel bands.
 - ``audio-cnn-tiny``: four conv layers, about 100k parameters, for tests and the demo.
@@ -16,10 +18,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cavnet.extract.backbones import register
+from cavnet.extract.backbones import Release, register
 from cavnet.extract.config import LogMel
 
 VGGISH_LOGMEL = LogMel()  # 64 HTK bands 125-7500 Hz, 25 ms / 10 ms, 96 frames: the VGGish recipe
+
+_TORCHVGGISH = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/"
+VGGISH_RELEASE = Release(name="torchvggish vggish-10086976.pth (AudioSet VGGish)", file="vggish-10086976.pth",
+                         url=_TORCHVGGISH + "vggish-10086976.pth", sha256_prefix="10086976")
+VGGISH_PCA_RELEASE = Release(name="torchvggish vggish-10086976.pth + vggish_pca_params-970ea276.pth",
+                             file="vggish-10086976.pth", url=_TORCHVGGISH + "vggish-10086976.pth",
+                             sha256_prefix="10086976", companion="vggish_pca_params-970ea276.pth")
 
 # ResNet-50 front end: the VGGish recipe with 128 bands instead of 64. A 512-point FFT (31.25 Hz bins) leaves
 # the lowest of 128 HTK bands over 125-7500 Hz with no FFT bin at all, so the 25 ms (400-sample) window is
@@ -73,6 +82,29 @@ class VGGish(nn.Module):
         return self.embeddings(x)
 
 
+class VGGishPCA(VGGish):
+    """VGGish + the AudioSet release's post-processing: ``(B, 1, 96, 64)`` -> ``(B, 128)`` values in 0..255.
+
+    ``embedding -> pca_eigen_vectors @ (embedding - pca_means) -> clip to [-2, 2] -> round((x + 2) * 255 / 4)``
+    (torchvggish's ``Postprocessor``). The two buffers are filled from the release's PCA file.
+    """
+
+    companion_file = "vggish_pca_params-970ea276.pth"
+    companion_keys = ("pca_eigen_vectors", "pca_means")
+    clip = 2.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("pca_eigen_vectors", torch.eye(128))
+        self.register_buffer("pca_means", torch.zeros(128))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, 96, 64)`` -> ``(B, 128)``."""
+        pca = (super().forward(x) - self.pca_means) @ self.pca_eigen_vectors.T
+        clipped = pca.clamp(-self.clip, self.clip)
+        return torch.round((clipped + self.clip) * (255.0 / (2 * self.clip)))
+
+
 class ResNet50Audio(nn.Module):
     """torchvision ResNet-50 on one-channel log-mel: ``(B, 1, frames, mels)`` -> ``(B, 2048)``.
 
@@ -123,10 +155,16 @@ class TinyAudioCNN(nn.Module):
         return torch.flatten(self.pool(self.features(x)), 1)
 
 
-@register("vggish", "audio", 128, logmel=VGGISH_LOGMEL,
+@register("vggish", "audio", 128, logmel=VGGISH_LOGMEL, release=VGGISH_RELEASE,
           description="VGGish (Hershey et al. 2017) 128-d embedding, strict 96x64 log-mel input")
 def vggish() -> VGGish:
     return VGGish()
+
+
+@register("vggish-pca", "audio", 128, logmel=VGGISH_LOGMEL, release=VGGISH_PCA_RELEASE,
+          description="VGGish + the AudioSet release's PCA whitening and 8-bit quantisation (values 0..255)")
+def vggish_pca() -> VGGishPCA:
+    return VGGishPCA()
 
 
 @register("resnet50-audio", "audio", 2048, logmel=RESNET50_AUDIO_LOGMEL,

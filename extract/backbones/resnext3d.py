@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from cavnet.extract.backbones import register
+from cavnet.extract.backbones import Release, register
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,13 @@ def resnext3d_50() -> ResNeXt3D:
     return ResNeXt3D(RESNEXT3D_50)
 
 
-@register("resnext3d-101", "visual", RESNEXT3D_101.out_dim,
+# Hara et al.'s release (3D-ResNets-PyTorch, shared on Google Drive, no fixed URL); paper Table: 65.1 top-1.
+RESNEXT3D_101_RELEASE = Release(name="3D-ResNets-PyTorch resnext-101-kinetics.pth (Hara et al.)",
+                                file="resnext-101-kinetics.pth", url="https://github.com/kenshohara/3D-ResNets-PyTorch",
+                                metrics=(("Kinetics-400 top-1", 65.1),))
+
+
+@register("resnext3d-101", "visual", RESNEXT3D_101.out_dim, release=RESNEXT3D_101_RELEASE,
           description="3D-ResNeXt-101 (Hara et al. CVPR 2018), 47.5M params, 16x112x112 clips")
 def resnext3d_101() -> ResNeXt3D:
     return ResNeXt3D(RESNEXT3D_101)

@@ -1,47 +1,42 @@
-"""Loading backbone weights from checkpoint files: the only place in ``extract/backbones`` that opens a file.
+"""Loading backbone weights from checkpoint files into a model, key by key.
 
-Accepted layouts (after ``torch.load``):
+Accepted layouts (after :func:`~cavnet.extract.backbones.checkpoint_file.read_checkpoint`):
 
 - the released 3D-ResNeXt Kinetics checkpoint ``{'epoch', 'arch': 'resnext-101', 'state_dict', 'optimizer'}``
   with keys prefixed ``module.`` (saved from ``nn.DataParallel``);
-- a bare state dict, with or without the ``module.`` prefix;
-- ``{'model': state_dict}`` (or ``{'state_dict': ...}`` alone).
+- a bare state dict, with or without the ``module.`` prefix (torchvision's and torchvggish's releases);
+- ``{'model': state_dict, ...}`` (PANNs' ``{'iteration', 'model', 'sampler'}``) or ``{'state_dict': ...}``.
 
-Classifier keys ``fc.*`` are dropped when the model has none (features are taken before the classifier).
+What a model declares about its release (class or instance attributes, no file access in the model):
+
+- ``classifier_prefixes`` (default ``("fc.",)``): the release's classifier, dropped when the model has no
+  such keys (features are taken before the classifier);
+- ``release_frontend``: ``{key: shape}`` of tensors the release carries for a front end cavnet computes
+  itself (CNN14's STFT and mel matrices): their shapes are checked (a 16 kHz CNN14 is refused), then dropped;
+- ``companion_file`` / ``companion_keys``: tensors that come from a second released file lying beside the
+  first (VGGish's PCA parameters), read when the checkpoint itself lacks them.
+
 Checkpoints from before PyTorch 0.4.1 lack the batch-norm ``num_batches_tracked`` counters; those keep the
-model's own value. Anything else that does not match is an error (:class:`WeightsError`).
+model's own value. Any other missing, unexpected or misshaped key is an error (:class:`WeightsError`) that
+names it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import pickle
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from cavnet.errors import CavnetError
+from cavnet.extract.backbones.checkpoint_file import WeightsError, file_sha256, read_checkpoint
 
-_CLASSIFIER_PREFIXES = ("fc.",)
+__all__ = ["WeightsError", "check_weights", "file_sha256", "fitted_state", "load_weights"]
+
 _SHOW = 3  # keys named per kind in an error message
-
-
-class WeightsError(CavnetError):
-    """A checkpoint that cannot be loaded into the backbone; the message is one line naming the file."""
-
-
-def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in ``chunk_bytes`` pieces (weight files can be hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str], *, modality_hint: str | None = None,
@@ -51,48 +46,42 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, modality_hin
     ``modality_hint`` ("visual" / "audio") only words the error messages ("visual weights ..."); a
     mismatch message also quotes the checkpoint's ``arch`` entry if it has one. ``trust=True`` allows
     unpickling arbitrary objects (``weights_only=False``): only for files from a source you trust.
-    Raises :class:`WeightsError` for a missing, unreadable or mismatched file.
+    Raises :class:`WeightsError` for a missing, unreadable or mismatched file; the model is then untouched.
     """
+    model.load_state_dict(fitted_state(model, path, modality_hint=modality_hint, trust=trust), strict=True)
+    return file_sha256(path)
+
+
+def check_weights(name: str, path: str | os.PathLike[str], modality_hint: str | None = None) -> None:
+    """Refuse early (:class:`WeightsError`) a file that does not fit backbone ``name``: the checkpoint is read
+    and matched key by key against the model built on the meta device (no memory, no compute)."""
+    from cavnet.extract.backbones import create_backbone
+
+    with torch.device("meta"):
+        model = create_backbone(name)
+    fitted_state(model, path, modality_hint=modality_hint)
+
+
+def fitted_state(model: nn.Module, path: str | os.PathLike[str], *, modality_hint: str | None = None,
+                 trust: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` as ``model`` takes it (prefix stripped, classifier and front-end tensors
+    dropped, companion tensors added), checked key by key; see :func:`load_weights`."""
     path = Path(path)
     what = f"{modality_hint} weights {path}" if modality_hint else f"weights {path}"
-    if not path.is_file():
-        raise WeightsError(f"{what}: no such file")
-    if path.stat().st_size == 0:
-        raise WeightsError(f"{what}: empty file")
-    obj = _torch_load(path, what, trust)
+    obj = read_checkpoint(path, what, trust)
     state = _extract_state_dict(obj, what)
     if isinstance(obj, Mapping) and isinstance(obj.get("arch"), str):
         what += f" (arch {obj['arch']!r})"
     state = _strip_prefix(state, "module.")
     expected = model.state_dict()
-    state = _drop_classifier(state, expected)
+    state = _drop_classifier(state, expected, tuple(getattr(model, "classifier_prefixes", ("fc.",))))
+    state = _drop_frontend(state, getattr(model, "release_frontend", {}), what)
+    state.update(_companion(model, state, path, trust))
     _check_match(state, expected, what)
     for key, value in expected.items():  # pre-0.4.1 checkpoints have no BN counters: keep the model's
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = value
-    model.load_state_dict(state, strict=True)
-    return file_sha256(path)
-
-
-def _torch_load(path: Path, what: str, trust: bool) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if found is None:  # not a pickle torch understands at all
-            detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(e))
-            reason = detail.group(1).strip() if detail else _one_line(e)
-            raise WeightsError(f"{what}: cannot read checkpoint (not a torch file: {reason})") from None
-        if not trust:
-            raise WeightsError(f"{what}: not a plain checkpoint (it pickles the Python object "
-                               f"{found.group(1)}); load it with trust=True only if you trust its source"
-                               ) from None
-    except Exception as e:  # truncated, not a torch file, ...
-        raise WeightsError(f"{what}: cannot read checkpoint ({_one_line(e)})") from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise WeightsError(f"{what}: cannot read checkpoint ({_one_line(e)})") from None
+    return state
 
 
 def _extract_state_dict(obj: Any, what: str) -> dict[str, torch.Tensor]:
@@ -119,11 +108,48 @@ def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
     return state
 
 
-def _drop_classifier(state: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
-                     ) -> dict[str, torch.Tensor]:
-    """Drop ``fc.*`` unless the model has such parameters itself (then they must match)."""
-    drop = [p for p in _CLASSIFIER_PREFIXES if not any(k.startswith(p) for k in expected)]
-    return {k: v for k, v in state.items() if not k.startswith(tuple(drop))} if drop else dict(state)
+def _drop_classifier(state: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                     prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Drop the classifier keys unless the model has such parameters itself (then they must match)."""
+    drop = tuple(p for p in prefixes if not any(k.startswith(p) for k in expected))
+    return {k: v for k, v in state.items() if not k.startswith(drop)} if drop else dict(state)
+
+
+def _drop_frontend(state: dict[str, torch.Tensor], frontend: Mapping[str, tuple[int, ...]], what: str
+                   ) -> dict[str, torch.Tensor]:
+    """Check the shapes of the release's front-end tensors, then drop them."""
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(shape)}" for k, shape in frontend.items()
+             if k in state and tuple(state[k].shape) != tuple(shape)]
+    if wrong:
+        raise WeightsError(f"{what} was made for another front end: {len(wrong)} front-end tensor(s) of another "
+                           f"shape ({_first(wrong)})")
+    return {k: v for k, v in state.items() if k not in frontend}
+
+
+def _companion(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, trust: bool
+               ) -> dict[str, torch.Tensor]:
+    """The tensors ``model.companion_keys`` from ``model.companion_file`` beside ``path``, when the checkpoint
+    lacks them; each reshaped to the model's shape when the sizes agree ((128,) and (128, 1) alike)."""
+    name, keys = getattr(model, "companion_file", None), tuple(getattr(model, "companion_keys", ()))
+    if not name or all(k in state for k in keys):
+        return {}
+    other = path.parent / name
+    if not other.is_file():
+        raise WeightsError(f"weights {path}: {type(model).__name__} also needs {name} beside it: put that file "
+                           f"in {path.parent}")
+    obj = read_checkpoint(other, f"weights {other}", trust)
+    expected = model.state_dict()
+    out = {}
+    for key in keys:
+        value = obj.get(key) if isinstance(obj, Mapping) else None
+        if value is None:
+            raise WeightsError(f"weights {other}: no entry {key!r} (keys: {', '.join(map(str, obj))[:120]})")
+        tensor = torch.as_tensor(np.asarray(value), dtype=expected[key].dtype)
+        if tensor.numel() != expected[key].numel():
+            raise WeightsError(f"weights {other}: {key} has shape {tuple(tensor.shape)}, the model "
+                               f"{tuple(expected[key].shape)}")
+        out[key] = tensor.reshape(expected[key].shape)
+    return out
 
 
 def _check_match(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], what: str) -> None:
@@ -145,10 +171,3 @@ def _check_match(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch
 def _first(items: list[str]) -> str:
     more = f", ... {len(items) - _SHOW} more" if len(items) > _SHOW else ""
     return ", ".join(items[:_SHOW]) + more
-
-
-def _one_line(e: BaseException) -> str:
-    """``Type: first sentence of the message``, on one line, at most about 160 characters."""
-    text = " ".join(str(e).split()).split(". ")[0]
-    text = text[:160] + ("..." if len(text) > 160 else "")
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__

@@ -70,6 +70,7 @@ class _ClipCollector:
         self.length = sampling.frames
         self.size = sampling.size
         self.side = max(sampling.short_side, sampling.size)
+        self.resize = sampling.resize  # (H, W) of the displayed frame, or None: short side to `side`
         self.scaler = VideoReformatter()  # one swscale context for the whole file, not one per frame
         self.format = "gbrp"
         self.step = 1.0 / fps
@@ -105,14 +106,19 @@ class _ClipCollector:
             self.lo += 1
 
     def _convert(self, frame: av.VideoFrame) -> np.ndarray:
-        """``(S, S, 3)`` uint8: short side resized in swscale (area averaging: anti-aliased downscale, and
-        faster than its bilinear here), centre crop sliced, display rotation applied.
+        """``(S, S, 3)`` uint8: short side (or the whole frame, to ``resize``) resized in swscale (area
+        averaging: anti-aliased downscale, and faster than its bilinear here), centre crop sliced, display
+        rotation applied.
 
         swscale writes planar RGB (``gbrp``), which PyAV interleaves as RGB: the same pixels as ``rgb24``
         output, in about 60% of the time (swscale's packed-RGB writer is its slow general path)."""
         w, h = frame.width, frame.height
-        scale = self.side / min(w, h)
-        nw, nh = max(self.side, round(w * scale)), max(self.side, round(h * scale))
+        turns = int(round(frame.rotation / 90.0)) % 4 if frame.rotation else 0
+        if self.resize is not None:  # (H, W) as displayed: a quarter turn swaps them in the stored frame
+            nh, nw = (self.resize[1], self.resize[0]) if turns % 2 else self.resize
+        else:
+            scale = self.side / min(w, h)
+            nw, nh = max(self.side, round(w * scale)), max(self.side, round(h * scale))
         try:
             rgb = self.scaler.reformat(frame, width=nw, height=nh, format=self.format, interpolation="AREA",
                                        threads=1).to_ndarray()
@@ -121,7 +127,6 @@ class _ClipCollector:
             return self._convert(frame)
         top, left = (nh - self.size) // 2, (nw - self.size) // 2
         crop = rgb[top:top + self.size, left:left + self.size]
-        turns = int(round(frame.rotation / 90.0)) % 4 if frame.rotation else 0
         return np.rot90(crop, turns) if turns else crop
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
