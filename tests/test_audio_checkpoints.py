@@ -162,3 +162,18 @@ def test_numpy_1_module_names_are_allowed(tmp_path: Path) -> None:
     load_weights(model, path)
     want = torch.load(pca, weights_only=False)["pca_means"]
     np.testing.assert_allclose(model.pca_means.numpy(), want, rtol=1e-6)
+
+
+def test_vggish_missing_key_refused_through_the_cli(tmp_path: Path) -> None:
+    state = _random_like(VGGish(), 1)
+    del state["embeddings.4.bias"]
+    bad = tmp_path / "vggish-10086976.pth"
+    torch.save(state, bad, _use_new_zipfile_serialization=False)
+    csv = tmp_path / "m.csv"
+    csv.write_text("path,label\na.mp4,x\nb.mp4,y\n")
+    r = subprocess.run([sys.executable, "-m", "cavnet.cli", "extract", "--dataset", "csv", "--manifest", str(csv),
+                        "--visual", "resnext3d-tiny", "--audio", "vggish", "--audio-weights", str(bad),
+                        "--out", str(tmp_path / "s.h5")], capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "1 missing keys (embeddings.4.bias)" in lines[0] and str(bad) in lines[0]
