@@ -14,6 +14,7 @@ MODALITIES = ("av", "v", "a")
 POOLS = ("gate", "mean")
 FUSIONS = ("cavnet", "late")
 HEADS = ("text", "linear")
+TIME_ENCODINGS = ("relative", "none")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class FusionConfig:
             projected tokens, no attention, concatenated, then an MLP).
         head: 'text' projects z to text_dim for the contrastive loss; 'linear' gives C logits.
         pos_embed: learned temporal position embedding per modality (CAV-Net fusion only).
+        time_encoding: 'relative' adds a time bias shared by both modalities to the cross-attention scores,
+            -s_h |t_q - t_k| per head h with a learned slope s_h, where t is each clip's / segment's time as
+            a fraction of the video, so a token can attend to what happens at the same time as well as to
+            what looks alike; 'none' is the paper's content-only cross-attention (docs/model.md).
 
     Regularisation
         dropout: after the input projection, on each residual branch and before the head.
@@ -67,6 +72,7 @@ class FusionConfig:
     fusion: str = "cavnet"
     head: str = "text"
     pos_embed: bool = True
+    time_encoding: str = "relative"
     dropout: float = 0.1
     attn_dropout: float = 0.0
     input_dropout: float = 0.0
@@ -84,7 +90,8 @@ class FusionConfig:
                 raise ValueError(f"FusionConfig.{name} must be True or False, got {getattr(self, name)!r}")
 
     def _check_choices(self) -> None:
-        for name, allowed in (("modalities", MODALITIES), ("pool", POOLS), ("fusion", FUSIONS), ("head", HEADS)):
+        for name, allowed in (("modalities", MODALITIES), ("pool", POOLS), ("fusion", FUSIONS), ("head", HEADS),
+                              ("time_encoding", TIME_ENCODINGS)):
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"FusionConfig.{name} must be one of {', '.join(allowed)}; got {value!r}")
@@ -125,9 +132,12 @@ class FusionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FusionConfig":
-        """Inverse of ``to_dict``; unknown keys are an error naming them (a checkpoint from another version)."""
+        """Inverse of ``to_dict``; unknown keys are an error naming them (a checkpoint from another version).
+
+        A checkpoint written before ``time_encoding`` existed was trained content-only: it reads as 'none'.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"FusionConfig.from_dict: unknown field(s) {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**{"time_encoding": "none", **data})
