@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cavnet.extract.synth import SOUND_PATTERNS, VISUAL_PATTERNS, VideoSpec
+from .patterns import SOUND_PATTERNS, VISUAL_PATTERNS
+from .plan import VideoSpec
 
 
 # ----------------------------------------------------------------------------------------- pictures
