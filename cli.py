@@ -177,6 +177,9 @@ def model_options(f):
         click.option("--pool", type=click.Choice(["gate", "mean"]), default="gate", show_default=True),
         click.option("--fusion", type=click.Choice(["cavnet", "late"]), default="cavnet", show_default=True),
         click.option("--head", type=click.Choice(["text", "linear"]), default="text", show_default=True),
+        click.option("--time-encoding", type=click.Choice(["relative", "none"]), default="relative",
+                     show_default=True, help="time bias shared by both streams in the cross-attention; none: the "
+                     "paper's content-only cross-attention"),
         click.option("--d-model", type=click.IntRange(min=8), default=None, help="fusion width"),
         click.option("--dropout", type=click.FloatRange(0, 0.9), default=None),
     ]):
@@ -184,9 +187,10 @@ def model_options(f):
     return f
 
 
-def model_overrides(modalities, no_self_attn, no_cross_attn, pool, fusion, head, d_model, dropout) -> dict:
+def model_overrides(modalities, no_self_attn, no_cross_attn, pool, fusion, head, time_encoding, d_model,
+                    dropout) -> dict:
     d = dict(modalities=modalities, self_attn=not no_self_attn, cross_attn=not no_cross_attn, pool=pool,
-             fusion=fusion, head=head)
+             fusion=fusion, head=head, time_encoding=time_encoding)
     if d_model is not None:
         d["d_model"] = d_model
     if dropout is not None:
@@ -218,14 +222,16 @@ def train_options(f):
 @click.option("--stream", is_flag=True, help="read the store block by block instead of into RAM")
 @click.option("--progress/--no-progress", default=True)
 def fuse_train(store, out, epochs, batch_size, lr, weight_decay, seed, device, targets, modalities, no_self_attn,
-               no_cross_attn, pool, fusion, head, d_model, dropout, init, resume, stream, progress) -> None:
+               no_cross_attn, pool, fusion, head, time_encoding, d_model, dropout, init, resume, stream,
+               progress) -> None:
     """Stage two: train the CAV-Net fusion and contrastive head on a feature store."""
     from cavnet.fuse.train_config import TrainConfig
     from cavnet.pipelines.fuse_train import run_fuse_train
 
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                        device=device, targets=targets, stream=stream)
-    overrides = model_overrides(modalities, no_self_attn, no_cross_attn, pool, fusion, head, d_model, dropout)
+    overrides = model_overrides(modalities, no_self_attn, no_cross_attn, pool, fusion, head, time_encoding, d_model,
+                                dropout)
     r = run_fuse_train(store, out, tcfg, overrides, init=init, resume=resume, echo=click.echo, progress=progress)
     click.echo(f"best val top-1 {r.best['top1']:.1f} (epoch {r.best.get('epoch')}); checkpoints in {out}")
 
