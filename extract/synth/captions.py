@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .patterns import SOUND_PATTERNS, VISUAL_PATTERNS
+from .hard import HardClass
 from .tasks import SynthClass
 
 _FILLERS = ("", "", "lol", "so yeah", "idk", "must watch", "part 2", "(HD)", "omg", "random clip", "wow")
@@ -22,4 +23,20 @@ def caption(cls: SynthClass, rng: np.random.Generator) -> str:
     templates = _BOTH if u < 0.7 else _VISUAL_ONLY if u < 0.85 else _SOUND_ONLY
     text = str(rng.choice(templates)).format(v=rng.choice(v.synonyms), s=rng.choice(s.synonyms),
                                              f=rng.choice(_FILLERS))
+    return " ".join(text.split())
+
+
+_SYNC = ("{v} shows up right when {s} starts {f}", "{f} {s} while {v} is on screen", "watch for {v} during {s}",
+         "{v} + {s} at the same time {f}")
+_ORDER = ("first {v} then {w}, {s} both times {f}", "{f} {v} and later {w}, each with {s}",
+          "{s} over {v}, then again over {w}")
+_PARTIAL = ("look at the shapes {f}", "{f} some sounds and shapes", "random clip with {s}", "{v} and other stuff")
+
+
+def hard_caption(cls: HardClass, rng: np.random.Generator) -> str:
+    """A noisy caption of a hard video: the event(s) and their order (80%) or a vague description (20%)."""
+    v = [rng.choice(VISUAL_PATTERNS[i].synonyms) for i in cls.visuals]
+    s = rng.choice(SOUND_PATTERNS[cls.sound].synonyms)
+    templates = (_SYNC if cls.kind == "sync" else _ORDER) if rng.random() < 0.8 else _PARTIAL
+    text = str(rng.choice(templates)).format(v=v[0], w=v[-1], s=s, f=rng.choice(_FILLERS))
     return " ".join(text.split())

@@ -21,10 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from ..avwrite import write_video
-from .captions import caption
-from .plan import VideoSpec, plan_videos
+from .captions import caption, hard_caption
+from .hard import BLOCK_SECONDS, HardClass, hard_class_table
+from .patterns import SOUND_PATTERNS, VISUAL_PATTERNS
+from .plan import VideoSpec, plan_hard_videos, plan_videos
 from .render import render_audio, render_frames
 from .tasks import SynthClass, class_table
+
+TASKS = ("easy", "hard")
 
 
 @dataclass(frozen=True)
@@ -79,47 +83,83 @@ def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
         writer.writerows(rows)
 
 
-def _write_tables(out: Path, specs: list[VideoSpec], table: list[SynthClass], seed: int) -> None:
-    """train.csv, validate.csv, test.csv (no label column), captions.csv and classes.csv."""
+def _write_splits(out: Path, specs: list[VideoSpec], names: list[str]) -> None:
+    """train.csv, validate.csv and test.csv (no label column), as Kinetics-400 lists them."""
     for split, name in (("train", "train.csv"), ("val", "validate.csv"), ("test", "test.csv")):
-        rows = [[table[s.label].name, s.youtube_id, s.time_start, s.time_start + 10, s.split]
+        rows = [[names[s.label], s.youtube_id, s.time_start, s.time_start + 10, s.split]
                 for s in specs if s.split == split]
         header = ["label", "youtube_id", "time_start", "time_end", "split"]
         if split == "test":
             header, rows = header[1:], [r[1:] for r in rows]
         _write_csv(out / name, header, rows)
+
+
+def _write_tables(out: Path, specs: list[VideoSpec], table: list[SynthClass], seed: int) -> None:
+    """The split lists, captions.csv and classes.csv of the easy corpus."""
+    _write_splits(out, specs, [c.name for c in table])
     captions = [[s.video_id, caption(table[s.label], np.random.default_rng([seed, s.index, 3]))] for s in specs]
     _write_csv(out / "captions.csv", ["video_id", "caption"], captions)
     _write_csv(out / "classes.csv", ["index", "name", "visual", "sound"],
                [[c.index, c.name, c.visual, c.sound] for c in table])
 
 
-def synth(out: str | Path, videos: int = 200, classes: int = 8, seed: int = 0, workers: int = 2) -> SynthSummary:
-    """Write an AV-Synth corpus of ``videos`` clips and ``classes`` classes to ``out`` (Kinetics layout).
+def _write_hard_tables(out: Path, specs: list[VideoSpec], table: list[HardClass], seed: int) -> None:
+    """The split lists, captions.csv, classes.csv and timelines.csv (what each video shows when) of a hard
+    corpus."""
+    _write_splits(out, specs, [c.name for c in table])
+    captions = [[s.video_id, hard_caption(table[s.label], np.random.default_rng([seed, s.index, 3]))]
+                for s in specs]
+    _write_csv(out / "captions.csv", ["video_id", "caption"], captions)
+    _write_csv(out / "classes.csv", ["index", "name", "kind", "sound", "visuals"],
+               [[c.index, c.name, c.kind, SOUND_PATTERNS[c.sound].key,
+                 " ".join(VISUAL_PATTERNS[v].key for v in c.visuals)] for c in table])
+    _write_csv(out / "timelines.csv", ["video_id", "block", "seconds", "visual", "sound"],
+               [[s.video_id, b, BLOCK_SECONDS, VISUAL_PATTERNS[v].key, SOUND_PATTERNS[a].key if a >= 0 else ""]
+                for s in specs for b, (v, a) in enumerate(s.timeline)])
 
-    Files are ``{out}/{split}/{youtube_id}_{start:06d}_{end:06d}.mp4``; the same seed gives the same CSVs
-    and the same decoded content. Encoding runs in ``workers`` processes (in-process when ``workers <= 1``).
-    """
-    if videos < 1:
-        raise ValueError(f"videos must be at least 1; got {videos}")
-    started = time.perf_counter()
-    out = Path(out)
-    specs = plan_videos(videos, classes, seed)
-    for split in ("train", "val", "test"):
-        (out / split).mkdir(parents=True, exist_ok=True)
-    _write_tables(out, specs, class_table(classes), seed)
+
+def _encode_all(specs: list[VideoSpec], out: Path, workers: int) -> None:
+    """Render and encode every video, the longest first, in ``workers`` processes (in-process when <= 1)."""
     jobs = [(s, str(out)) for s in sorted(specs, key=lambda s: -s.duration * s.fps * s.size[0] * s.size[1])]
     if workers <= 1:
         for job in jobs:
             _make_video(job)
+        return
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    with mp.get_context(method).Pool(processes=min(workers, len(jobs))) as pool:
+        for _ in pool.imap_unordered(_make_video, jobs, chunksize=1):
+            pass
+
+
+def synth(out: str | Path, videos: int = 200, classes: int | None = None, seed: int = 0, workers: int = 2,
+          task: str = "easy") -> SynthSummary:
+    """Write an AV-Synth corpus of ``videos`` clips to ``out`` (Kinetics layout).
+
+    ``task='easy'`` (``classes`` classes, 8 by default) or ``'hard'`` (the 16 classes of ``hard.py``; it
+    takes no ``classes``). Files are ``{out}/{split}/{youtube_id}_{start:06d}_{end:06d}.mp4``; the same seed
+    gives the same CSVs and the same decoded content. Encoding runs in ``workers`` processes.
+    """
+    if videos < 1:
+        raise ValueError(f"videos must be at least 1; got {videos}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
+    if task == "hard" and classes is not None:
+        raise ValueError(f"the hard task has its own {len(hard_class_table())} classes; do not pass classes")
+    started = time.perf_counter()
+    out = Path(out)
+    for split in ("train", "val", "test"):
+        (out / split).mkdir(parents=True, exist_ok=True)
+    if task == "hard":
+        specs, n_classes = plan_hard_videos(videos, seed), len(hard_class_table())
+        _write_hard_tables(out, specs, hard_class_table(), seed)
     else:
-        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-        with mp.get_context(method).Pool(processes=min(workers, len(jobs))) as pool:
-            for _ in pool.imap_unordered(_make_video, jobs, chunksize=1):
-                pass
+        n_classes = 8 if classes is None else classes
+        specs = plan_videos(videos, n_classes, seed)
+        _write_tables(out, specs, class_table(n_classes), seed)
+    _encode_all(specs, out, workers)
     splits = {split: sum(s.split == split for s in specs) for split in ("train", "val", "test")}
     return SynthSummary(
-        out=str(out), videos=videos, classes=classes, broken=sum(bool(s.broken) for s in specs),
+        out=str(out), videos=videos, classes=n_classes, broken=sum(bool(s.broken) for s in specs),
         no_audio=sum(not s.has_audio for s in specs), splits=splits,
         broken_ids=tuple(s.video_id for s in specs if s.broken),
         no_audio_ids=tuple(s.video_id for s in specs if not s.has_audio), seconds=time.perf_counter() - started)
