@@ -1,6 +1,5 @@
-"""The attention layers of CAV-Net (eq. 1), their feed-forward, and the relative time bias shared by the
-audio and visual tokens (not in the paper; see docs/model.md, "Audio-visual synchrony").
-"""
+"""The attention layers of CAV-Net (eq. 1) and their feed-forward; an attention may take a time bias
+(``fuse/clock.py``)."""
 
 from __future__ import annotations
 
@@ -10,37 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cavnet.fuse.clock import TimeBias
 from cavnet.fuse.config import FusionConfig
-
-
-def token_times(mask: torch.Tensor) -> torch.Tensor:
-    """Time of each token as a fraction of the video: the k-th valid token of L is at (k + 0.5) / L.
-
-    The clips and the audio segments of a video are each spread uniformly over it (extract/sampling.py), so
-    token k of either stream covers about the same span: with as many valid segments as clips, segment k is
-    centred on clip k. mask (B, L) bool -> (B, L) float in (0, 1); 0 at padded tokens.
-    """
-    m = mask.float()
-    return (m.cumsum(dim=1) - 0.5) / m.sum(dim=1, keepdim=True).clamp_min(1.0) * m
-
-
-class TimeBias(nn.Module):
-    """Relative time bias of one attention: head h adds -s_h |t_q - t_k| to its scores before the softmax.
-
-    The slopes s_h = exp(log_slope_h) are learned, one per head, initialised geometrically from 1 to 64 over
-    the heads: at 10 tokens a neighbour one token away gets -0.1 in the widest head (nearly content-only) and
-    -6.4 in the narrowest (attends at the same time). t_q (B, Lq), t_k (B, Lk) -> bias (B, heads, Lq, Lk).
-    """
-
-    def __init__(self, config: FusionConfig) -> None:
-        super().__init__()
-        h = config.heads
-        init = torch.full((1,), 8.0) if h == 1 else 64.0 ** (torch.arange(h, dtype=torch.float32) / (h - 1))
-        self.log_slope = nn.Parameter(init.log())
-
-    def forward(self, t_q: torch.Tensor, t_k: torch.Tensor) -> torch.Tensor:
-        gap = (t_q[:, None, :, None] - t_k[:, None, None, :]).abs()  # (B, 1, Lq, Lk)
-        return -self.log_slope.exp()[None, :, None, None] * gap
 
 
 class MultiHeadAttention(nn.Module):

@@ -14,7 +14,7 @@ MODALITIES = ("av", "v", "a")
 POOLS = ("gate", "mean")
 FUSIONS = ("cavnet", "late")
 HEADS = ("text", "linear")
-TIME_ENCODINGS = ("relative", "none")
+TIME_ENCODINGS = ("shared", "none")
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,11 @@ class FusionConfig:
             projected tokens, no attention, concatenated, then an MLP).
         head: 'text' projects z to text_dim for the contrastive loss; 'linear' gives C logits.
         pos_embed: learned temporal position embedding per modality (CAV-Net fusion only).
-        time_encoding: 'relative' adds a time bias shared by both modalities to the cross-attention scores,
-            -s_h |t_q - t_k| per head h with a learned slope s_h, where t is each clip's / segment's time as
-            a fraction of the video, so a token can attend to what happens at the same time as well as to
-            what looks alike; 'none' is the paper's content-only cross-attention (docs/model.md).
+        time_encoding: 'shared' gives both streams one clock (CAV-Net fusion only; not in the paper): each
+            token's time, the centre of its clip or segment as a fraction of the video, is added to its
+            embedding as sinusoids (when, and so in which order), and every cross-attention head adds
+            -s_h |t_q - t_k| to its scores with a learned slope s_h (what happens at the same time);
+            'none' is the paper's content-only fusion (docs/model.md, "Audio-visual synchrony").
 
     Regularisation
         dropout: after the input projection, on each residual branch and before the head.
@@ -72,7 +73,7 @@ class FusionConfig:
     fusion: str = "cavnet"
     head: str = "text"
     pos_embed: bool = True
-    time_encoding: str = "relative"
+    time_encoding: str = "shared"
     dropout: float = 0.1
     attn_dropout: float = 0.0
     input_dropout: float = 0.0

@@ -2,9 +2,10 @@
 
     V, A          clip / segment descriptors                    (B, n, Dv), (B, m, Da)
     -> TokenEmbed  Linear -> LayerNorm -> + position -> dropout  (B, n, d), (B, m, d)
+                   [+ time embedding of the shared clock]       (time_encoding='shared', not in the paper)
     -> V_self = B(V, V), A_self = B(A, A)                        eq. 2-3   (self_attn)
     -> V_fuse = B(V_self, A_self), A_fuse = B(A_self, V_self)    eq. 4-5   (cross_attn)
-       + relative time bias -s_h |t_q - t_k| in their scores     (time_encoding='relative', not in the paper)
+       [+ time bias -s_h |t_q - t_k| in their scores]          (time_encoding='shared', not in the paper)
     -> X = [V_fuse, A_fuse], final LayerNorm                     eq. 6     (B, n+m, d)
     -> r(X) = sigmoid(W2 ReLU(W1 X)), z = sum_i r_i X_i          eq. 7-8   (pool='gate')
     -> LayerNorm -> dropout -> Linear                            (B, text_dim) or (B, C)
@@ -25,7 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cavnet.fuse.attention import AttentionBlock, token_times
+from cavnet.fuse.attention import AttentionBlock
+from cavnet.fuse.clock import time_embedding, token_times
 from cavnet.fuse.config import FusionConfig
 
 
@@ -39,15 +41,17 @@ def masked_mean_weights(mask: torch.Tensor) -> torch.Tensor:
 
 
 class TokenEmbed(nn.Module):
-    """Input projection of one modality: zero the padding, Linear(D_in, d) -> LayerNorm -> + position.
+    """Input projection of one modality: zero the padding, Linear(D_in, d) -> LayerNorm -> + position
+    [-> + time embedding of the shared clock, when ``times``].
 
     (B, L, D_in), (B, L) bool -> (B, L, d); padded rows are 0 on the way in, so garbage there is inert.
     """
 
-    def __init__(self, in_dim: int, config: FusionConfig, positions: bool) -> None:
+    def __init__(self, in_dim: int, config: FusionConfig, positions: bool, times: bool = False) -> None:
         super().__init__()
         self.in_dim = in_dim
         self.max_len = config.max_len
+        self.times = times
         self.in_drop = nn.Dropout(config.input_dropout)
         self.proj = nn.Linear(in_dim, config.d_model)
         self.ln = nn.LayerNorm(config.d_model)
@@ -60,6 +64,8 @@ class TokenEmbed(nn.Module):
         x = self.ln(self.proj(self.in_drop(x)))
         if self.pos is not None:
             x = x + self.pos[: x.shape[1]]
+        if self.times:
+            x = x + time_embedding(token_times(mask), x.shape[-1], self.max_len) * mask[..., None]
         return self.drop(x)
 
 
@@ -100,12 +106,12 @@ class CAVNet(nn.Module):
         d = c.d_model
         attend = c.fusion == "cavnet"
         positions = attend and c.pos_embed
-        self.embed_v = TokenEmbed(c.visual_dim, c, positions) if c.use_visual else None
-        self.embed_a = TokenEmbed(c.audio_dim, c, positions) if c.use_audio else None
+        timed = attend and c.time_encoding == "shared"
+        self.embed_v = TokenEmbed(c.visual_dim, c, positions, timed) if c.use_visual else None
+        self.embed_a = TokenEmbed(c.audio_dim, c, positions, timed) if c.use_audio else None
         both = c.use_visual and c.use_audio
         self.self_v = AttentionBlock(c, cross=False) if attend and c.use_visual and c.self_attn else None
         self.self_a = AttentionBlock(c, cross=False) if attend and c.use_audio and c.self_attn else None
-        timed = c.time_encoding == "relative"
         self.cross_v = AttentionBlock(c, cross=True, timed=timed) if attend and both and c.cross_attn else None
         self.cross_a = AttentionBlock(c, cross=True, timed=timed) if attend and both and c.cross_attn else None
         self.ln_f = nn.LayerNorm(d) if attend else None

@@ -27,7 +27,7 @@ from cavnet.fuse.config import FusionConfig
 from cavnet.fuse.model import CAVNet
 
 MODELS = {"late fusion": {"fusion": "late"}, "CAV-Net content-only": {"time_encoding": "none"},
-          "CAV-Net time-aware": {"time_encoding": "relative"}}
+          "CAV-Net time-aware": {"time_encoding": "shared"}}
 
 
 @dataclass(frozen=True)
