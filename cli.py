@@ -185,16 +185,18 @@ MODEL_HELP = {
     "pool": "gate: gated pooling (eq. 7-8); mean: masked mean",
     "fusion": "cavnet: the paper's encoder; late: two-stream late fusion",
     "head": "text: contrastive head against label texts; linear: class logits",
+    "time_encoding": "shared: one clock for both streams (token times); none: the paper's content-only attention",
     "d_model": "fusion width",
     "dropout": None,
 }
 
 
 def model_options(f):
-    from cavnet.fuse.config import FUSIONS, HEADS, MODALITIES, POOLS, FusionConfig
+    from cavnet.fuse.config import FUSIONS, HEADS, MODALITIES, POOLS, TIME_ENCODINGS, FusionConfig
 
     return options(FusionConfig, MODEL_HELP, modalities={"choices": MODALITIES}, pool={"choices": POOLS},
-                   fusion={"choices": FUSIONS}, head={"choices": HEADS})(f)
+                   fusion={"choices": FUSIONS}, head={"choices": HEADS},
+                   time_encoding={"choices": TIME_ENCODINGS})(f)
 
 
 def model_overrides(p: dict) -> dict:

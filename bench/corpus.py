@@ -44,8 +44,7 @@ def _encode(job: tuple[CorpusSpec, int, str]) -> None:
     import av
 
     from cavnet.extract.media.avwrite import write_audio
-    from cavnet.extract.synth import VideoSpec
-    from cavnet.extract.synth_render import render_audio, render_frames
+    from cavnet.extract.synth import VideoSpec, render_audio, render_frames
 
     spec, index, path = job
     vs = VideoSpec(index, f"bench{index:05d}", 0, "train", index % CLASSES, index % CLASSES, (index // 2) % CLASSES,

@@ -7,6 +7,7 @@ Every choice the paper leaves open (see ``docs/model.md``) is a field here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from cavnet.configs import Config
 from cavnet.errors import CavnetError
@@ -15,6 +16,7 @@ MODALITIES = ("av", "v", "a")
 POOLS = ("gate", "mean")
 FUSIONS = ("cavnet", "late")
 HEADS = ("text", "linear")
+TIME_ENCODINGS = ("shared", "none")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,11 @@ class FusionConfig(Config):
             projected tokens, no attention, concatenated, then an MLP).
         head: 'text' projects z to text_dim for the contrastive loss; 'linear' gives C logits.
         pos_embed: learned temporal position embedding per modality (CAV-Net fusion only).
+        time_encoding: 'shared' gives both streams one clock (CAV-Net fusion only; not in the paper): each
+            token's time, the centre of its clip or segment as a fraction of the video, is added to its
+            embedding as sinusoids (when, and so in which order), and every cross-attention head adds
+            -s_h |t_q - t_k| to its scores with a learned slope s_h (what happens at the same time);
+            'none' is the paper's content-only fusion (docs/model.md, "Audio-visual synchrony").
 
     Regularisation
         dropout: after the input projection, on each residual branch and before the head.
@@ -68,6 +75,7 @@ class FusionConfig(Config):
     fusion: str = "cavnet"
     head: str = "text"
     pos_embed: bool = True
+    time_encoding: str = "shared"
     dropout: float = 0.1
     attn_dropout: float = 0.0
     input_dropout: float = 0.0
@@ -85,7 +93,8 @@ class FusionConfig(Config):
                 raise CavnetError(f"FusionConfig.{name} must be True or False, got {getattr(self, name)!r}")
 
     def _check_choices(self) -> None:
-        for name, allowed in (("modalities", MODALITIES), ("pool", POOLS), ("fusion", FUSIONS), ("head", HEADS)):
+        for name, allowed in (("modalities", MODALITIES), ("pool", POOLS), ("fusion", FUSIONS), ("head", HEADS),
+                              ("time_encoding", TIME_ENCODINGS)):
             value = getattr(self, name)
             if value not in allowed:
                 raise CavnetError(f"FusionConfig.{name} must be one of {', '.join(allowed)}; got {value!r}")
@@ -119,3 +128,9 @@ class FusionConfig(Config):
     @property
     def use_audio(self) -> bool:
         return "a" in self.modalities
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "") -> "FusionConfig":
+        """``Config.from_dict``; a checkpoint written before ``time_encoding`` existed was trained
+        content-only, so it reads as 'none'."""
+        return super().from_dict({"time_encoding": "none", **data} if isinstance(data, dict) else data, source)

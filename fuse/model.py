@@ -2,14 +2,16 @@
 
     V, A          clip / segment descriptors                    (B, n, Dv), (B, m, Da)
     -> TokenEmbed  Linear -> LayerNorm -> + position -> dropout  (B, n, d), (B, m, d)
+                   [+ time embedding of the shared clock]       (time_encoding='shared', not in the paper)
     -> V_self = B(V, V), A_self = B(A, A)                        eq. 2-3   (self_attn)
     -> V_fuse = B(V_self, A_self), A_fuse = B(A_self, V_self)    eq. 4-5   (cross_attn)
+       [+ time bias -s_h |t_q - t_k| in their scores]          (time_encoding='shared', not in the paper)
     -> X = [V_fuse, A_fuse], final LayerNorm                     eq. 6     (B, n+m, d)
     -> r(X) = sigmoid(W2 ReLU(W1 X)), z = sum_i r_i X_i          eq. 7-8   (pool='gate')
     -> LayerNorm -> dropout -> Linear                            (B, text_dim) or (B, C)
 
 Each B(S, T) (eq. 1) is multi-head scaled dot-product attention with N_d = sqrt(d_model / heads), wrapped
-pre-norm: S + Attn(LN(S), LN(T)) followed by S + FFN(LN(S)).
+pre-norm: S + Attn(LN(S), LN(T)) followed by S + FFN(LN(S)) (fuse/attention.py).
 
 Masking: padded tokens are zeroed at the input, masked as keys in every attention and given pooling
 weight 0, so neither their values nor their number changes the output. A video with no valid audio has
@@ -20,12 +22,12 @@ set to zero, never NaN. See docs/model.md for every choice the paper leaves open
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cavnet.fuse.attention import AttentionBlock
+from cavnet.fuse.clock import time_embedding, token_times
 from cavnet.fuse.config import FusionConfig
 
 
@@ -38,91 +40,18 @@ def masked_mean_weights(mask: torch.Tensor) -> torch.Tensor:
     return m / m.sum(dim=1, keepdim=True).clamp_min(1.0)
 
 
-class MultiHeadAttention(nn.Module):
-    """Eq. 1: B(S, T) = softmax((Wq S)(Wk T)^T / N_d)(Wv T), over ``heads`` heads, then an output projection.
-
-    N_d = sqrt(head_dim). Keys where ``key_mask`` is False get weight exactly 0; a query with no valid key
-    returns 0.
-    """
-
-    def __init__(self, config: FusionConfig) -> None:
-        super().__init__()
-        d = config.d_model
-        self.heads = config.heads
-        self.head_dim = d // config.heads
-        self.w_q = nn.Linear(d, d)
-        self.w_k = nn.Linear(d, d)
-        self.w_v = nn.Linear(d, d)
-        self.w_o = nn.Linear(d, d)
-        self.attn_drop = nn.Dropout(config.attn_dropout)
-
-    def forward(self, s: torch.Tensor, t: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        """s (B, Ls, d) queries, t (B, Lt, d) keys/values, key_mask (B, Lt) bool -> (B, Ls, d)."""
-        b, ls, d = s.shape
-        lt = t.shape[1]
-        q = self.w_q(s).view(b, ls, self.heads, self.head_dim).transpose(1, 2)  # (B, h, Ls, hd)
-        k = self.w_k(t).view(b, lt, self.heads, self.head_dim).transpose(1, 2)  # (B, h, Lt, hd)
-        v = self.w_v(t).view(b, lt, self.heads, self.head_dim).transpose(1, 2)
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, h, Ls, Lt)
-        keep = key_mask[:, None, None, :]
-        # a finite fill (not -inf) keeps all-masked rows NaN-free; multiplying by keep then zeroes them
-        scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
-        attn = scores.softmax(dim=-1) * keep
-        attn = self.attn_drop(attn)
-        out = (attn @ v).transpose(1, 2).reshape(b, ls, d)
-        return self.w_o(out)
-
-
-class FeedForward(nn.Module):
-    """Position-wise MLP: Linear -> GELU -> dropout -> Linear.  (B, L, d) -> (B, L, d)"""
-
-    def __init__(self, config: FusionConfig) -> None:
-        super().__init__()
-        hidden = max(1, int(round(config.d_model * config.mlp_ratio)))
-        self.fc1 = nn.Linear(config.d_model, hidden)
-        self.fc2 = nn.Linear(hidden, config.d_model)
-        self.drop = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.drop(F.gelu(self.fc1(x))))
-
-
-class AttentionBlock(nn.Module):
-    """One pre-norm B(S, T) layer: S + drop(Attn(LN(S), LN(T))), then S + drop(FFN(LN(S))).
-
-    ``cross=False`` (eq. 2-3) normalises S and T with the same LayerNorm, since T is S.
-    """
-
-    def __init__(self, config: FusionConfig, cross: bool) -> None:
-        super().__init__()
-        d = config.d_model
-        self.ln_q = nn.LayerNorm(d)
-        self.ln_kv = nn.LayerNorm(d) if cross else None
-        self.attn = MultiHeadAttention(config)
-        self.drop = nn.Dropout(config.dropout)
-        self.ln_ff = nn.LayerNorm(d) if config.mlp_ratio > 0 else None
-        self.ff = FeedForward(config) if config.mlp_ratio > 0 else None
-
-    def forward(self, s: torch.Tensor, t: torch.Tensor, t_mask: torch.Tensor) -> torch.Tensor:
-        """s (B, Ls, d), t (B, Lt, d), t_mask (B, Lt) bool -> (B, Ls, d)."""
-        q = self.ln_q(s)
-        kv = q if self.ln_kv is None else self.ln_kv(t)
-        s = s + self.drop(self.attn(q, kv, t_mask))
-        if self.ff is not None:
-            s = s + self.drop(self.ff(self.ln_ff(s)))
-        return s
-
-
 class TokenEmbed(nn.Module):
-    """Input projection of one modality: zero the padding, Linear(D_in, d) -> LayerNorm -> + position.
+    """Input projection of one modality: zero the padding, Linear(D_in, d) -> LayerNorm -> + position
+    [-> + time embedding of the shared clock, when ``times``].
 
     (B, L, D_in), (B, L) bool -> (B, L, d); padded rows are 0 on the way in, so garbage there is inert.
     """
 
-    def __init__(self, in_dim: int, config: FusionConfig, positions: bool) -> None:
+    def __init__(self, in_dim: int, config: FusionConfig, positions: bool, times: bool = False) -> None:
         super().__init__()
         self.in_dim = in_dim
         self.max_len = config.max_len
+        self.times = times
         self.in_drop = nn.Dropout(config.input_dropout)
         self.proj = nn.Linear(in_dim, config.d_model)
         self.ln = nn.LayerNorm(config.d_model)
@@ -135,6 +64,8 @@ class TokenEmbed(nn.Module):
         x = self.ln(self.proj(self.in_drop(x)))
         if self.pos is not None:
             x = x + self.pos[: x.shape[1]]
+        if self.times:
+            x = x + time_embedding(token_times(mask), x.shape[-1], self.max_len) * mask[..., None]
         return self.drop(x)
 
 
@@ -175,13 +106,14 @@ class CAVNet(nn.Module):
         d = c.d_model
         attend = c.fusion == "cavnet"
         positions = attend and c.pos_embed
-        self.embed_v = TokenEmbed(c.visual_dim, c, positions) if c.use_visual else None
-        self.embed_a = TokenEmbed(c.audio_dim, c, positions) if c.use_audio else None
+        timed = attend and c.time_encoding == "shared"
+        self.embed_v = TokenEmbed(c.visual_dim, c, positions, timed) if c.use_visual else None
+        self.embed_a = TokenEmbed(c.audio_dim, c, positions, timed) if c.use_audio else None
         both = c.use_visual and c.use_audio
         self.self_v = AttentionBlock(c, cross=False) if attend and c.use_visual and c.self_attn else None
         self.self_a = AttentionBlock(c, cross=False) if attend and c.use_audio and c.self_attn else None
-        self.cross_v = AttentionBlock(c, cross=True) if attend and both and c.cross_attn else None
-        self.cross_a = AttentionBlock(c, cross=True) if attend and both and c.cross_attn else None
+        self.cross_v = AttentionBlock(c, cross=True, timed=timed) if attend and both and c.cross_attn else None
+        self.cross_a = AttentionBlock(c, cross=True, timed=timed) if attend and both and c.cross_attn else None
         self.ln_f = nn.LayerNorm(d) if attend else None
         self.gate = GatePool(c) if attend and c.pool == "gate" else None
         streams = int(c.use_visual) + int(c.use_audio)
@@ -253,7 +185,9 @@ class CAVNet(nn.Module):
         masks = [mask for _, mask in streams]
         if self.cross_v is not None:
             (v, a), (vm, am) = tokens, masks
-            tokens = [self.cross_v(v, a, am), self.cross_a(a, v, vm)]  # eq. 4-5, both from the self vectors
+            tv, ta = token_times(vm), token_times(am)
+            # eq. 4-5, both from the self vectors
+            tokens = [self.cross_v(v, a, am, (tv, ta)), self.cross_a(a, v, vm, (ta, tv))]
         x = torch.cat(tokens, dim=1)  # eq. 6
         mask = torch.cat(masks, dim=1)
         x = self.ln_f(x).masked_fill(~mask[..., None], 0.0)

@@ -41,6 +41,7 @@ COMPONENTS = (
     Variant("no-self-attn", "CAV-Net without self-attention", "Components", {"self_attn": False}),
     Variant("no-cross-attn", "CAV-Net without cross-attention", "Components", {"cross_attn": False}),
     Variant("mean-pool", "CAV-Net with mean pooling (no gate)", "Components", {"pool": "mean"}),
+    Variant("content-only", "CAV-Net without the shared clock (content-only)", "Components", {"time_encoding": "none"}),
     Variant("linear-head", "CAV-Net with a linear softmax head", "Components", {"head": "linear"}),
 )
 PRESETS = {"paper": PAPER, "components": COMPONENTS, "all": PAPER + COMPONENTS}

@@ -82,7 +82,8 @@ def reading(rows: list[dict[str, Any]], classes: int) -> list[str]:
         above = all(r["top1_mean"] > chance for r in singles)
         out.append(f"Every single-modality row is {'above' if above else 'NOT above'} chance ({chance:.1f}%).")
     for key, what in (("mean-pool", "The gate vs mean pooling"), ("late-fusion", "Attention fusion vs two-stream "
-                      "late fusion"), ("linear-head", "The language-guided head vs a linear softmax head")):
+                      "late fusion"), ("content-only", "The shared time bias vs content-only cross-attention"),
+                      ("linear-head", "The language-guided head vs a linear softmax head")):
         other = _row(rows, key)
         if cav and other:
             out.append(f"{what}: {_compare(cav, other)}.")

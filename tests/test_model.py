@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
 from cavnet.fuse.config import FusionConfig
 from cavnet.fuse.loss import ContrastiveLoss, LinearHeadLoss
+from cavnet.fuse.clock import TimeBias, time_embedding, token_times
 from cavnet.fuse.model import CAVNet, count_parameters
 
 DV, DA, DT, C = 12, 8, 16, 5
@@ -25,6 +27,7 @@ VARIANTS = {
     "late-v": {"fusion": "late", "modalities": "v"},
     "linear": {"head": "linear"},
     "no-ffn-no-pos": {"mlp_ratio": 0.0, "pos_embed": False},
+    "content-only": {"time_encoding": "none"},
 }
 
 
@@ -64,10 +67,62 @@ def test_config_json_round_trip():
     ({"head": "mlp"}, "head"), ({"d_model": 30}, "divisible"), ({"dropout": 1.0}, "dropout"),
     ({"visual_dim": 0}, "visual_dim"), ({"head": "linear", "num_classes": 0}, "num_classes"),
     ({"self_attn": 1}, "self_attn"), ({"mlp_ratio": -1}, "mlp_ratio"),
+    ({"time_encoding": "sinusoidal"}, "time_encoding"),
 ])
 def test_config_rejects_bad_values(bad, field):
     with pytest.raises(ValueError, match=field):
         make_config(**bad)
+
+
+def test_checkpoint_config_without_time_encoding_reads_as_content_only():
+    """A config saved before time_encoding existed was trained without it; a new one round-trips its value."""
+    old = make_config().to_dict()
+    del old["time_encoding"]
+    assert FusionConfig.from_dict(old).time_encoding == "none"
+    assert make_config().time_encoding == "shared"
+    assert FusionConfig.from_dict(make_config().to_dict()).time_encoding == "shared"
+
+
+# ---- time encoding -----------------------------------------------------------------------------------
+
+def test_token_times_spread_the_valid_tokens_over_the_video():
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False], [False] * 4])
+    expected = torch.tensor([[0.125, 0.375, 0.625, 0.875], [0.25, 0.75, 0.0, 0.0], [0.0] * 4])
+    torch.testing.assert_close(token_times(mask), expected)
+
+
+def test_time_embedding_is_sinusoids_of_the_time():
+    times = torch.tensor([[0.0, 0.25, 1.0]])
+    emb = time_embedding(times, 9, max_len=16)
+    assert emb.shape == (1, 3, 9) and (emb[..., 8] == 0).all()  # odd width: last feature left 0
+    torch.testing.assert_close(emb[0, 0, :4], torch.zeros(4))  # sin(0)
+    torch.testing.assert_close(emb[0, 0, 4:8], torch.ones(4))  # cos(0)
+    # the slowest frequency is half a cycle per video, the fastest max_len / 2 cycles
+    torch.testing.assert_close(emb[0, 1, 0], torch.tensor(math.sin(2 * math.pi * 0.25 * 0.5)))
+    torch.testing.assert_close(emb[0, 1, 3], torch.tensor(math.sin(2 * math.pi * 0.25 * 8.0)), atol=1e-5, rtol=0)
+
+
+def test_time_bias_is_zero_at_the_same_time_and_falls_with_the_gap():
+    bias = TimeBias(make_config(heads=4))(torch.tensor([[0.1, 0.5]]), torch.tensor([[0.1, 0.3, 0.9]]))
+    assert bias.shape == (1, 4, 2, 3)
+    assert (bias[:, :, 0, 0] == 0).all() and (bias[:, :, 1, 1] < 0).all()
+    assert (bias[0, :, 0, 2] < bias[0, :, 0, 1]).all()  # further apart, lower
+    slopes = -bias[0, :, 0, 1] / 0.2
+    torch.testing.assert_close(slopes, torch.tensor([1.0, 4.0, 16.0, 64.0]), rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("modalities, stream", [("av", "audio"), ("v", "visual")])
+def test_the_shared_clock_makes_the_model_see_when(modalities, stream):
+    """Swapping two tokens of one stream changes the output with the shared clock but not without it: with
+    the per-modality positions off, the paper's fusion sees each stream as a bag of tokens."""
+    visual, audio = torch.randn(1, 6, DV), torch.randn(1, 6, DA)
+    swap = [1, 0, 2, 3, 4, 5]
+    for encoding, changes in (("shared", True), ("none", False)):
+        model = make_model(pos_embed=False, time_encoding=encoding, modalities=modalities)
+        with torch.no_grad():
+            a = model(visual, None, audio)
+            b = model(visual[:, swap], None, audio) if stream == "visual" else model(visual, None, audio[:, swap])
+        assert (not torch.allclose(a, b, atol=1e-5)) == changes, encoding
 
 
 # ---- masking -----------------------------------------------------------------------------------------

@@ -1,10 +1,15 @@
-"""AV-Synth rendering: the pictures and sounds of one video, from its ``VideoSpec`` (no file I/O)."""
+"""AV-Synth rendering: the pictures and sounds of one video, from its ``VideoSpec`` (no file I/O).
+
+An easy video shows one pattern and plays one sound throughout; a hard video follows its timeline block by
+block (``hard.py``).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from cavnet.extract.synth import SOUND_PATTERNS, VISUAL_PATTERNS, VideoSpec
+from .patterns import SOUND_PATTERNS, VISUAL_PATTERNS
+from .plan import VideoSpec
 
 
 # ----------------------------------------------------------------------------------------- pictures
@@ -37,8 +42,28 @@ def _bounce(p0: float, v: float, t: np.ndarray, span: int) -> np.ndarray:
     return np.where(x > span, 2 * span - x, x).astype(int)
 
 
+def _block_of(spec: VideoSpec, t_frames: int) -> np.ndarray:
+    """``(T,)`` index of the timeline block each frame falls in (all 0 without a timeline)."""
+    if not spec.timeline:
+        return np.zeros(t_frames, dtype=int)
+    seconds = spec.duration / len(spec.timeline)
+    return np.minimum((np.arange(t_frames) / spec.fps / seconds).astype(int), len(spec.timeline) - 1)
+
+
+def _block_sprites(spec: VideoSpec, s: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The sprite of each timeline block: its pattern, its own colour jitter, the video's size ``s``."""
+    rng = np.random.default_rng([spec.seed, spec.index, 4])
+    sprites = []
+    for visual, _ in spec.timeline:
+        pattern = VISUAL_PATTERNS[visual]
+        rgb = np.clip(np.array(pattern.rgb) + rng.integers(-15, 16, size=3), 0, 255).astype(np.uint8)
+        sprites.append(_sprite(pattern.shape, rgb, s))
+    return sprites
+
+
 def render_frames(spec: VideoSpec) -> np.ndarray:
-    """Frames ``(T, H, W, 3)`` uint8: a moving pattern over a tinted, noisy background."""
+    """Frames ``(T, H, W, 3)`` uint8: a moving pattern over a tinted, noisy background; with a timeline, the
+    pattern of each block in turn (same size and motion throughout)."""
     rng = np.random.default_rng([spec.seed, spec.index, 1])
     (w, h), pattern = spec.size, VISUAL_PATTERNS[spec.visual]
     t_frames = max(1, int(round(spec.duration * spec.fps)))
@@ -54,9 +79,12 @@ def render_frames(spec: VideoSpec) -> np.ndarray:
     speed = rng.uniform(0.5, 2.5, size=2) * rng.choice([-1, 1], size=2)
     xs = _bounce(rng.uniform(0, w - s), speed[0], t, w - s)
     ys = _bounce(rng.uniform(0, h - s), speed[1], t, h - s)
+    sprites = _block_sprites(spec, s) if spec.timeline else [(colours, mask)]
+    blocks = _block_of(spec, t_frames)
     frames = np.empty((t_frames, h, w, 3), np.uint8)
     for i in range(t_frames):
         frames[i] = backgrounds[i % 3]
+        colours, mask = sprites[blocks[i]]
         np.copyto(frames[i, ys[i]:ys[i] + s, xs[i]:xs[i] + s], colours, where=mask[..., None])
     return frames
 
@@ -98,12 +126,34 @@ def _sound(kind: str, sr: int, n: int, rng: np.random.Generator) -> np.ndarray:
     raise ValueError(f"unknown sound kind {kind!r}")
 
 
+def _event(kind: str, sr: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """One sound of ``n`` samples at a random level in [0.3, 0.6], with 10 ms fades in and out."""
+    clean = _sound(kind, sr, n, rng)
+    clean = clean / max(1e-6, float(np.abs(clean).max())) * rng.uniform(0.3, 0.6)
+    ramp = np.minimum(1.0, np.minimum(np.arange(n), np.arange(n)[::-1]) / max(1.0, 0.01 * sr))
+    return clean * ramp
+
+
+def _timeline_audio(spec: VideoSpec, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The clean ``(n,)`` track of a timeline: each sounding block plays its sound, the others are silent."""
+    clean = np.zeros(n)
+    edges = np.linspace(0, n, len(spec.timeline) + 1).round().astype(int)
+    for (_, sound), start, stop in zip(spec.timeline, edges[:-1], edges[1:]):
+        if sound >= 0:
+            clean[start:stop] = _event(SOUND_PATTERNS[sound].kind, spec.sample_rate, stop - start, rng)
+    return clean
+
+
 def render_audio(spec: VideoSpec) -> np.ndarray:
-    """Audio ``(channels, samples)`` float32 in [-1, 1]: the sound pattern plus background noise."""
+    """Audio ``(channels, samples)`` float32 in [-1, 1]: the sound pattern (with a timeline, the sound of each
+    sounding block, silence elsewhere) plus background noise."""
     rng = np.random.default_rng([spec.seed, spec.index, 2])
     n = int(round(spec.duration * spec.sample_rate))
-    clean = _sound(SOUND_PATTERNS[spec.sound].kind, spec.sample_rate, n, rng)
-    clean = clean / max(1e-6, float(np.abs(clean).max())) * rng.uniform(0.3, 0.6)
+    if spec.timeline:
+        clean = _timeline_audio(spec, n, rng)
+    else:
+        clean = _sound(SOUND_PATTERNS[spec.sound].kind, spec.sample_rate, n, rng)
+        clean = clean / max(1e-6, float(np.abs(clean).max())) * rng.uniform(0.3, 0.6)
     gains = np.array([1.0]) if spec.channels == 1 else rng.uniform(0.7, 1.0, size=2)
     noise = rng.normal(0, rng.uniform(0.005, 0.06), size=(spec.channels, n))
     return np.clip(gains[:, None] * clean[None] + noise, -1, 1).astype(np.float32)
