@@ -169,8 +169,12 @@ def _store_rank(job: tuple, sync: Sync) -> dict[str, Any]:
         t0 = time.perf_counter()
         memory = InMemorySplit(store, index, "label")
         out["load_into_ram_s"], out["rows"] = time.perf_counter() - t0, len(index)
+        t0 = time.perf_counter()
+        resident = InMemorySplit(store, index, "label", dev)  # on CPU the same tensors as ``memory``
+        out["load_onto_device_s"] = time.perf_counter() - t0
         runs = {"memory": _Epochs(store, memory, batch_size, dev),
-                "store": _Epochs(store, StreamedSplit(store, index, "label"), batch_size, dev)}
+                "store": _Epochs(store, StreamedSplit(store, index, "label"), batch_size, dev),
+                "device": _Epochs(store, resident, batch_size, dev)}
         for kind, unit in (("read", "batches"), ("train", "videos")):
             works = {name: getattr(run, kind) for name, run in runs.items()}
             for work in works.values():
@@ -181,5 +185,6 @@ def _store_rank(job: tuple, sync: Sync) -> dict[str, Any]:
     out["ratios"] = {
         "read store/memory": out["read_store_batches_per_s"]["median"] / out["read_memory_batches_per_s"]["median"],
         "train store/memory": out["train_store_videos_per_s"]["median"] / out["train_memory_videos_per_s"]["median"],
+        "train device/memory": out["train_device_videos_per_s"]["median"] / out["train_memory_videos_per_s"]["median"],
     }
     return out

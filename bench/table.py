@@ -86,7 +86,9 @@ def _store(st: dict[str, Any]) -> list[str]:
             f"{_f(_med(st['read_store_batches_per_s']))} (store/memory {_f(r['read store/memory'], 2)}); "
             f"loading into RAM took {_f(st['load_into_ram_s'], 2)} s",
             f"  fuse-train step videos/s: memory-fed {_f(_med(st['train_memory_videos_per_s']))}, store-fed "
-            f"{_f(_med(st['train_store_videos_per_s']))} (store/memory {_f(r['train store/memory'], 2)})"]
+            f"{_f(_med(st['train_store_videos_per_s']))} (store/memory {_f(r['train store/memory'], 2)})"
+            + (f", device-resident {_f(_med(st['train_device_videos_per_s']))} (device/memory "
+               f"{_f(r['train device/memory'], 2)})" if "train_device_videos_per_s" in st else "")]
 
 
 def render(r: dict[str, Any]) -> str:

@@ -68,23 +68,25 @@ def available_memory() -> int:
 
 
 class InMemorySplit:
-    """All rows of a split held as float16 tensors; batches are cast to float32 on the way out."""
+    """All rows of a split held as float16 tensors on ``device``; batches are gathered and cast to float32
+    there. On a GPU this is the device-resident split: no per-batch host work, no host-to-device copy. The
+    shuffle order is drawn on the CPU from the epoch's generator, so every device sees the same batches."""
 
-    def __init__(self, store: FeatureStore, index: np.ndarray, targets: str) -> None:
+    def __init__(self, store: FeatureStore, index: np.ndarray, targets: str,
+                 device: torch.device | str = "cpu") -> None:
         f = store.read(index)
-        self.index = index
-        self.groups = torch.from_numpy(f.labels if targets == "label" else text_groups(f.text))
-        self.visual = torch.from_numpy(f.visual.astype(np.float16))
-        self.audio = torch.from_numpy(f.audio.astype(np.float16))
-        self.vmask, self.amask = torch.from_numpy(f.vmask), torch.from_numpy(f.amask)
-        self.text, self.labels = torch.from_numpy(f.text), torch.from_numpy(f.labels)
+        self.index, self.device = index, torch.device(device)
+        groups = f.labels if targets == "label" else text_groups(f.text)
+        host = (f.visual.astype(np.float16), f.vmask, f.audio.astype(np.float16), f.amask, f.text, f.labels, groups)
+        (self.visual, self.vmask, self.audio, self.amask, self.text, self.labels,
+         self.groups) = (torch.from_numpy(a).to(self.device) for a in host)
 
     def __len__(self) -> int:
         return len(self.index)
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
         order = torch.randperm(len(self), generator=generator) if generator is not None else torch.arange(len(self))
-        for sel in order.split(batch_size):
+        for sel in order.to(self.device).split(batch_size):
             yield Batch(self.visual[sel].float(), self.vmask[sel], self.audio[sel].float(), self.amask[sel],
                         self.text[sel], self.labels[sel], self.groups[sel])
 
@@ -135,9 +137,18 @@ def _fields(b: Batch) -> tuple[torch.Tensor, ...]:
 
 
 def open_split(store: FeatureStore, index: np.ndarray, targets: str, stream: bool = False,
-               budget_bytes: int = 0) -> InMemorySplit | StreamedSplit:
-    """The split in RAM if it fits the budget (default: half the available memory), else streamed."""
+               budget_bytes: int = 0, device: torch.device | str = "cpu") -> InMemorySplit | StreamedSplit:
+    """The split in RAM if it fits the budget (default: half the available memory), else streamed; held on
+    ``device`` when that is a GPU with room for it (half its free memory), else in host RAM."""
     budget = budget_bytes or available_memory() // 2
     if stream or split_bytes(store, len(index)) > budget:
         return StreamedSplit(store, index, targets)
-    return InMemorySplit(store, index, targets)
+    return InMemorySplit(store, index, targets, resident_device(store, len(index), torch.device(device)))
+
+
+def resident_device(store: FeatureStore, rows: int, device: torch.device) -> torch.device:
+    """``device`` when the split's float16 features fit in half of its free memory, else the CPU."""
+    if device.type != "cuda":
+        return torch.device("cpu")
+    free, _ = torch.cuda.mem_get_info(device)
+    return device if split_bytes(store, rows) // 2 < free // 2 else torch.device("cpu")

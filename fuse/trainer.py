@@ -52,15 +52,16 @@ class Splits:
     skipped: dict[str, int]
 
     @classmethod
-    def open(cls, store: FeatureStore, tcfg: TrainConfig, fcfg: FusionConfig) -> "Splits":
+    def open(cls, store: FeatureStore, tcfg: TrainConfig, fcfg: FusionConfig, device: torch.device) -> "Splits":
+        """Both splits, in RAM (on ``device`` when it is a GPU with room) or streamed; see ``open_split``."""
         need_labels = tcfg.targets == "label" or fcfg.head == "linear"
         train_idx, skipped_train = _split_index(store, tcfg.train_split, need_labels)
         val_idx, skipped_val = _split_index(store, tcfg.val_split, True)
         _check_split(store, train_idx, tcfg.train_split, need_labels)
         _check_split(store, val_idx, tcfg.val_split, False)
         budget = int(tcfg.memory_budget_gb * 2**30)
-        return cls(open_split(store, train_idx, tcfg.targets, tcfg.stream, budget),
-                   open_split(store, val_idx, "label", tcfg.stream, budget),
+        return cls(open_split(store, train_idx, tcfg.targets, tcfg.stream, budget, device),
+                   open_split(store, val_idx, "label", tcfg.stream, budget, device),
                    {"train": skipped_train, "val": skipped_val})
 
 
@@ -96,7 +97,7 @@ class FusionRun:
     def __init__(self, store: FeatureStore, out: Path, tcfg: TrainConfig, fcfg: FusionConfig,
                  device: torch.device) -> None:
         self.store, self.tcfg, self.fcfg, self.device = store, tcfg, fcfg, device
-        self.splits = Splits.open(store, tcfg, fcfg)
+        self.splits = Splits.open(store, tcfg, fcfg, device)
         self.class_emb = torch.from_numpy(store.class_embedding).to(device)
         self.steps_per_epoch = -(-len(self.splits.train) // tcfg.batch_size)
         self.model, self.loss_fn, self.optimizer, self.scheduler = build_training(fcfg, tcfg, self.steps_per_epoch,
@@ -148,7 +149,8 @@ class FusionRun:
         tcfg, train, val = self.tcfg, self.splits.train, self.splits.val
         self.folder.start({**record, "fusion": self.fcfg.to_dict(), "train": tcfg.to_dict(),
                            "skipped_rows": self.splits.skipped}, self._resumed)
-        how = "streamed" if isinstance(train, StreamedSplit) else "in RAM"
+        how = ("streamed" if isinstance(train, StreamedSplit) else
+               f"on {train.device}" if train.device.type == "cuda" else "in RAM")
         echo(f"train {len(train)} videos, val {len(val)} ({how}); skipped unusable rows: "
              f"train {self.splits.skipped['train']}, val {self.splits.skipped['val']}")
         last: dict[str, Any] = {}

@@ -58,7 +58,7 @@ def _score_store(ckpt: Checkpoint, dev: torch.device, store_path: Path, split: s
         if len(index) == 0:
             raise CavnetError(f"{store_path}: split {split!r} has no usable labelled videos")
         class_emb = torch.from_numpy(store.class_embedding).to(dev)
-        sc = score(ckpt.fusion_model().to(dev), open_split(store, index, "label").batches(512), class_emb,
+        sc = score(ckpt.fusion_model().to(dev), open_split(store, index, "label", device=dev).batches(512), class_emb,
                    ckpt.head, dev)
         return sc, list(store.class_names)
 

@@ -173,10 +173,18 @@ class TextTables:
 
 
 def consolidate(out: Path, shards: Sequence[Path], manifest: Manifest, dims: StoreDims, texts: TextTables,
-                config_json: str, version: str, before_commit: CommitHook | None = None) -> None:
-    """Copy committed shards (covering every manifest row exactly once) into the store ``out``."""
+                config_json: str, version: str, before_commit: CommitHook | None = None,
+                base: Path | None = None) -> None:
+    """Copy committed shards (covering every manifest row exactly once) into the store ``out``.
+
+    ``base``: a store being grown. Its rows come first, where they were, and ``manifest`` lists its videos
+    first (in its order, with their labels and splits as the new corpus says), then the new videos, which
+    the shards hold (shard row ``i`` is manifest row ``len(base) + i``); ``texts.video_embedding`` then
+    covers only the new videos, the base's texts are copied.
+    """
     n = len(manifest)
     chunk_rows = max(1, min(64, n))
+    n_base = _num_videos(base) if base is not None else 0
 
     def write(f: h5py.File) -> None:
         f.attrs.update(format_version=FORMAT_VERSION, cavnet_version=version, config=config_json,
@@ -196,21 +204,47 @@ def consolidate(out: Path, shards: Sequence[Path], manifest: Manifest, dims: Sto
         f.create_dataset("audio/segments", shape=(n, dims.segments, dims.audio_dim), dtype=np.float16,
                          chunks=(chunk_rows, dims.segments, dims.audio_dim))
         f.create_dataset("audio/mask", shape=(n, dims.segments), dtype=bool, chunks=(chunk_rows, dims.segments))
-        f["text/video"] = texts.video_embedding.astype(np.float16)
+        f.create_dataset("text/video", shape=(n, texts.video_embedding.shape[1]), dtype=np.float16)
+        f["text/video"][n_base:] = texts.video_embedding.astype(np.float16)
         f.create_dataset("classes/name", data=list(texts.class_names), dtype=_STR)
         f.create_dataset("classes/prompt", data=list(texts.class_prompts), dtype=_STR)
         f["classes/embedding"] = texts.class_embedding.astype(np.float32)
         seen = np.zeros(n, bool)
+        if base is not None:
+            _copy_base(f, base, manifest, seen)
         for shard in shards:
-            _copy_shard(f, read_shard(shard), manifest, seen)
+            _copy_shard(f, read_shard(shard), manifest, seen, n_base)
         if not seen.all():
             raise StoreError(f"shards cover {int(seen.sum())} of {n} videos; rerun extract to finish")
 
     commit_h5(out, write, before_commit)
 
 
-def _copy_shard(f: h5py.File, data: dict[str, np.ndarray], manifest: Manifest, seen: np.ndarray) -> None:
-    start, count = int(data["start"]), len(data["videos/id"])
+GROWN_KEYS = ("videos/status", "videos/error", "videos/duration", "videos/fps", "visual/clips", "visual/mask",
+              "audio/segments", "audio/mask", "text/video")
+
+
+def _num_videos(path: Path) -> int:
+    with h5py.File(path, "r") as f:
+        return int(f["videos/id"].shape[0])
+
+
+def _copy_base(f: h5py.File, base: Path, manifest: Manifest, seen: np.ndarray, block: int = 4096) -> None:
+    """Copy a grown store's rows into the first rows of ``f``, block by block (a store may not fit in RAM)."""
+    with h5py.File(base, "r") as b:
+        ids = [_text(s) for s in b["videos/id"][()]]
+        if ids != [r.video_id for r in manifest.rows[:len(ids)]]:
+            raise StoreError(f"{base}: its videos are not the first rows of the grown store")
+        for lo in range(0, len(ids), block):
+            hi = min(lo + block, len(ids))
+            for key in GROWN_KEYS:
+                f[key][lo:hi] = b[key][lo:hi]
+    seen[:len(ids)] = True
+
+
+def _copy_shard(f: h5py.File, data: dict[str, np.ndarray], manifest: Manifest, seen: np.ndarray,
+                offset: int = 0) -> None:
+    start, count = offset + int(data["start"]), len(data["videos/id"])
     sl = slice(start, start + count)
     expected = [r.video_id for r in manifest.rows[sl]]
     if list(data["videos/id"]) != expected or seen[sl].any():

@@ -28,6 +28,7 @@ from cavnet.pipelines.extract.options import RunOptions
 from cavnet.extract.manifest import Manifest
 from cavnet.extract.store.writer import StoreDims, consolidate, shard_statuses, stray_tmp_files, tmp_name
 from cavnet.extract.text_tables import embed_texts
+from cavnet.pipelines.extract.growth import first_difference, plan_store
 from cavnet.pipelines.extract.worker import ShardResult, ShardSpec
 
 
@@ -62,7 +63,7 @@ def _plan(shard_dir: Path, config: ExtractConfig, manifest: Manifest, shard_size
             raise CavnetError(f"{plan_file} is damaged ({exc}); delete {shard_dir} and rerun") from None
         if recorded_key != key:
             what = "corpus" if recorded_key.get("corpus") != key["corpus"] else \
-                f"configuration ({_first_difference(recorded_key.get('config', {}), key['config'])})"
+                f"configuration ({first_difference(recorded_key.get('config', {}), key['config'])})"
             raise CavnetError(f"{shard_dir} holds shards of another {what}; use another --out or delete it")
     else:
         shard_dir.mkdir(parents=True, exist_ok=True)
@@ -95,33 +96,6 @@ def _remove_strays(out: Path, shard_dir: Path) -> None:
         stray.unlink(missing_ok=True)
 
 
-def check_existing_store(out: Path, config: ExtractConfig, manifest: Manifest) -> bool:
-    """True when ``out`` is already this extraction, finished; refuses a store of another config."""
-    if not out.exists():
-        return False
-    try:
-        with h5py.File(out, "r") as f:
-            recorded = ExtractConfig.from_json(f.attrs["config"])
-            ids = [s.decode() if isinstance(s, bytes) else s for s in f["videos/id"][()]]
-    except (OSError, KeyError) as exc:
-        raise CavnetError(f"{out} exists but is not a cavnet store ({exc}); use another --out") from None
-    if recorded.content_key() != config.content_key():
-        diff = _first_difference(recorded.content_key(), config.content_key())
-        raise CavnetError(f"{out} was extracted with a different configuration ({diff}); use another --out")
-    if ids != [r.video_id for r in manifest.rows]:
-        raise CavnetError(f"{out} holds another corpus ({len(ids)} videos); use another --out")
-    return True
-
-
-def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
-    for k in sorted(set(a) | set(b)):
-        if a.get(k) != b.get(k):
-            if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-                return _first_difference(a[k], b[k], prefix + k + ".")
-            return f"{prefix}{k}: recorded {a.get(k)!r}, asked {b.get(k)!r}"
-    return "none"
-
-
 def run_extract(manifest: Manifest, config: ExtractConfig, opts: RunOptions, out: Path,
                 echo: Callable[[str], None] = print, progress: bool = True,
                 on_shard: Callable[[ShardResult], None] | None = None) -> ExtractSummary:
@@ -131,28 +105,33 @@ def run_extract(manifest: Manifest, config: ExtractConfig, opts: RunOptions, out
     if len(manifest) == 0:
         raise CavnetError("the manifest selects no videos (check --split and --limit)")
     shard_dir = out.with_name(out.name + ".shards")
-    if check_existing_store(out, config, manifest):
+    plan = plan_store(out, config, manifest)
+    if plan.done:
         _remove_strays(out, shard_dir)
         shutil.rmtree(shard_dir, ignore_errors=True)  # killed between the store's rename and this cleanup
         return ExtractSummary(out, len(manifest), _store_counts(out), already_done=True,
                               seconds=time.perf_counter() - t0)
-    shards = _plan(shard_dir, config, manifest, opts.shard_size)
+    if plan.base is not None:
+        echo(f"{out}: growing the store by {len(plan.todo)} videos ({len(plan.rows) - len(plan.todo)} kept)")
+    if plan.classes_changed:
+        echo(f"{out}: {plan.classes_changed}")
+    shards = _plan(shard_dir, config, plan.todo, opts.shard_size) if len(plan.todo) else []
     _remove_strays(out, shard_dir)
     todo = _pending(shards)
     if todo:
         from cavnet.pipelines.extract.tasks import run_shards
-        run_shards(todo, config, opts, len(manifest), len(shards) - len(todo), echo, progress, on_shard)
+        run_shards(todo, config, opts, len(plan.todo), len(shards) - len(todo), echo, progress, on_shard)
     dims = StoreDims(config.sampling.clips, config.audio_sampling.segments,
                      get_spec(config.visual).out_dim, get_spec(config.audio).out_dim)
-    texts = embed_texts(manifest, config, opts.device)
+    texts = embed_texts(plan.todo, config, opts.device)
     try:
-        consolidate(out, [Path(s.path) for s in shards], manifest, dims, texts, config.to_json(), __version__,
-                    faults.before_commit)
+        consolidate(out, [Path(s.path) for s in shards], plan.rows, dims, texts, config.to_json(), __version__,
+                    faults.before_commit, plan.base)
     except OSError as exc:
         raise CavnetError(f"writing {out} failed ({exc}); the shards in {shard_dir} are kept: "
                           "fix the cause and rerun the same command") from None
-    shutil.rmtree(shard_dir)
-    return ExtractSummary(out, len(manifest), _store_counts(out), len(todo), len(shards) - len(todo),
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    return ExtractSummary(out, len(plan.rows), _store_counts(out), len(todo), len(shards) - len(todo),
                           time.perf_counter() - t0)
 
 

@@ -1,0 +1,85 @@
+"""What an extract run has to do with the store already at ``--out``: nothing (it holds this corpus), grow
+it (the corpus is a superset: only the new videos are extracted), or write it anew (no store yet).
+
+A grown store keeps its rows where they were and appends the new videos in manifest order; the labels,
+splits and class table of every row come from the new corpus. Anything else is refused: another
+configuration, or a corpus that lacks some of the store's videos.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+
+from cavnet.errors import CavnetError
+from cavnet.extract.config import ExtractConfig
+from cavnet.extract.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class StorePlan:
+    """``rows``: the store's videos in store order; ``todo``: those to extract; ``base``: the store to copy
+    the others from (None for a new store); ``done``: nothing to do; ``classes_changed``: a sentence when
+    the class table (and so the class ids) differs from the store's."""
+
+    rows: Manifest
+    todo: Manifest
+    base: Path | None = None
+    done: bool = False
+    classes_changed: str = ""
+
+
+def plan_store(out: Path, config: ExtractConfig, manifest: Manifest) -> StorePlan:
+    if not out.exists():
+        return StorePlan(manifest, manifest)
+    ids, classes = _read_existing(out, config)
+    have, want = set(ids), {r.video_id for r in manifest.rows}
+    missing = [i for i in ids if i not in want]
+    if missing:
+        raise CavnetError(f"{out} holds {len(missing)} videos this corpus does not list (e.g. {missing[0]}); a store "
+                          "grows only by a superset of its corpus: use another --out")
+    changed = ""
+    if list(classes) != list(manifest.classes):
+        added = sorted(set(manifest.classes) - set(classes))
+        changed = (f"class table changed ({len(classes)} -> {len(manifest.classes)} classes"
+                   + (f", new: {', '.join(added[:3])}{' ...' if len(added) > 3 else ''}" if added else "")
+                   + "); class ids of existing classes may have moved: checkpoints trained on the old store are "
+                   "refused")
+    by_id = {r.video_id: r for r in manifest.rows}
+    new = tuple(r for r in manifest.rows if r.video_id not in have)
+    rows = Manifest(tuple(by_id[i] for i in ids) + new, manifest.classes)
+    if not new and not changed and [r.label for r in rows.rows] == _labels(out):
+        return StorePlan(rows, Manifest((), manifest.classes), out, done=True)
+    return StorePlan(rows, Manifest(new, manifest.classes), out, classes_changed=changed)
+
+
+def _read_existing(out: Path, config: ExtractConfig) -> tuple[list[str], list[str]]:
+    """The ids and class names of the store at ``out``; refuses a store of another configuration."""
+    try:
+        with h5py.File(out, "r") as f:
+            recorded = ExtractConfig.from_json(f.attrs["config"], f"{out} config")
+            ids = f["videos/id"].asstr()[()].tolist()
+            classes = f["classes/name"].asstr()[()].tolist()
+    except (OSError, KeyError) as exc:
+        raise CavnetError(f"{out} exists but is not a cavnet store ({exc}); use another --out") from None
+    if recorded.content_key() != config.content_key():
+        diff = first_difference(recorded.content_key(), config.content_key())
+        raise CavnetError(f"{out} was extracted with a different configuration ({diff}); use another --out")
+    return ids, classes
+
+
+def first_difference(a: dict, b: dict, prefix: str = "") -> str:
+    """The first field (dotted path) where two config dicts differ, with both values."""
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+                return first_difference(a[k], b[k], prefix + k + ".")
+            return f"{prefix}{k}: recorded {a.get(k)!r}, asked {b.get(k)!r}"
+    return "none"
+
+
+def _labels(out: Path) -> list[int]:
+    with h5py.File(out, "r") as f:
+        return f["videos/label"][()].tolist()
