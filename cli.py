@@ -264,6 +264,28 @@ def evaluate(store, checkpoint, dataset, root, manifest, split, out, device, bat
     click.echo(f"per-class accuracy and confusion matrix in {out}")
 
 
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--checkpoint", type=EXISTING, required=True, help="fuse-train or finetune checkpoint")
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="labels shown per file")
+@click.option("--labels", type=EXISTING, default=None,
+              help="score against these label texts instead (one per line), zero-shot through the text head")
+@click.option("--json", "json_out", type=OUT, default=None, help="write every prediction here as JSON")
+@click.option("--csv", "csv_out", type=OUT, default=None, help="write every prediction here as CSV")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="videos per batch")
+@click.option("--decode-workers", default=0, show_default=True, type=click.IntRange(min=0),
+              help="decode processes")
+def predict(paths, checkpoint, top_k, labels, json_out, csv_out, device, batch_size, decode_workers) -> None:
+    """Top-k labels of video files (or folders of them); a file that does not decode shows its status."""
+    from cavnet.pipelines.predict import predict_command
+
+    preds = predict_command(paths, checkpoint, top_k, labels, device, batch_size, decode_workers, json_out,
+                            csv_out, click.echo)
+    bad = sum(not p.labels for p in preds)
+    click.echo(f"{len(preds)} files, {len(preds) - bad} predicted, {bad} not decodable", err=True)
+
+
 FINETUNE_HELP = {
     "end_to_end": "back-propagate into the backbones (else they stay frozen)",
     "epochs": None, "batch_size": "videos per step over all processes", "lr": "fusion and temperature",
