@@ -12,13 +12,14 @@ import numpy as np
 class Scores:
     """Class scores (N, C), true labels (N,) and whether each video had audio (N,) of the videos scored;
     ``positions`` (N,): their rows in the split (raw-video scoring); ``statuses``: the decode status count
-    of every video tried, decodable or not (raw-video scoring)."""
+    of every video tried, decodable or not, and ``status_of`` the status of each position (raw-video scoring)."""
 
     scores: np.ndarray
     labels: np.ndarray
     audio_present: np.ndarray
     positions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     statuses: dict[str, int] = field(default_factory=dict)
+    status_of: dict[int, str] = field(default_factory=dict)
 
 
 def accuracy_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:
