@@ -106,11 +106,13 @@ def changed_options(old: dict[str, Any], new: dict[str, Any], keep: Iterable[str
 class RunFolder:
     """The files of one training run. Only the main process (``main``) writes; the others read nothing.
 
-    ``logs`` maps each JSON-lines log to the key its lines are ordered by (``epoch`` or ``step``).
+    ``logs`` maps each JSON-lines log to the key its lines are ordered by (``epoch`` or ``step``);
+    ``context`` goes into ``run.json`` too (e.g. the corpus a fine-tune reads instead of a store).
     """
 
-    def __init__(self, out: Path, logs: dict[str, str], main: bool = True) -> None:
-        self.out, self.logs, self.main = Path(out), logs, main
+    def __init__(self, out: Path, logs: dict[str, str], main: bool = True,
+                 context: dict[str, Any] | None = None) -> None:
+        self.out, self.logs, self.main, self.context = Path(out), logs, main, dict(context or {})
         self.best: dict[str, Any] = {"top1": -1.0}
         self.record: dict[str, Any] = {}
 
@@ -143,7 +145,7 @@ class RunFolder:
                 upto = resumed.state.step if key == "step" else resumed.state.epoch
                 trim_jsonl(self.out / name, key, upto)
         _write_atomic(self.out / "config.json", json.dumps(record, indent=2))
-        self.record = {**run_record(store), "resumed": resumed is not None}
+        self.record = {**run_record(store), **self.context, "resumed": resumed is not None}
         write_run_record(self.out, self.record)
 
     def finish(self) -> None:
