@@ -173,3 +173,9 @@ def test_fuse_train_and_evaluate_record_their_runs(work, tmp_path):
     assert abs(100.0 * hits / len(preds) - metrics["top1"]) < 1e-6
     ev = json.loads((tmp_path / "ev" / "run.json").read_text())
     assert ev["store_fingerprint"] == rec["store_fingerprint"] and ev["ended"] and ev["checkpoint"]
+
+
+def test_the_extract_progress_bar_counts_only_unusable_videos_as_failed():
+    from cavnet.pipelines.extract.tasks import failed_count
+
+    assert failed_count({"ok": 5, "no_audio": 2, "short_decode": 3, "decode_error": 1, "empty_file": 2}) == 3
