@@ -181,6 +181,19 @@ def check(store: Path) -> None:
     sys.exit(0 if result.ok else 1)
 
 
+@main.command()
+@click.argument("store", type=EXISTING)
+@click.option("--format", "fmt", type=click.Choice(["npy", "parquet"]), default="npy", show_default=True,
+              help="npy: {id}_{visual,audio,visual_mask,audio_mask,text}.npy per video; parquet: pooled features")
+@click.option("--out", type=OUT, required=True, help="folder to write")
+def export(store: Path, fmt: str, out: Path) -> None:
+    """Write a store's features as per-video .npy files or a Parquet table of pooled features."""
+    from cavnet.pipelines.export import export_store
+
+    n = export_store(store, out, fmt)
+    click.echo(f"{store}: {n} videos exported as {fmt} to {out}")
+
+
 # ----------------------------------------------------------------------------------------------- stage two
 MODEL_HELP = {
     "modalities": "av: both streams; v / a: one stream only",
@@ -250,26 +263,53 @@ def fuse_train(**p) -> None:
 @click.option("--root", type=click.Path(path_type=Path), help="corpus folder (k400), path base (csv), cache (synth)")
 @click.option("--manifest", type=EXISTING, help="generic CSV path,label[,text][,split] (--dataset csv)")
 @click.option("--split", default="val", show_default=True)
-@click.option("--out", type=OUT, default=None, help="folder for per-class CSV and confusion matrix")
+@click.option("--out", type=OUT, default=None, help="folder for the reports [CHECKPOINT's folder/eval]")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="videos (--dataset)")
 @click.option("--decode-workers", default=2, show_default=True, type=click.IntRange(min=0), help="(--dataset)")
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1),
+              help="labels per video in the predictions CSV")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
-def evaluate(store, checkpoint, dataset, root, manifest, split, out, device, batch_size, decode_workers,
-             as_json) -> None:
-    """Score a checkpoint on a split of a store or of raw videos: top-1, top-5, mean class accuracy."""
+@click.option("--progress/--no-progress", default=True)
+def evaluate(store, checkpoint, dataset, root, manifest, split, out, device, batch_size, decode_workers, top_k,
+             as_json, progress) -> None:
+    """Score a checkpoint on a split of a store or of raw videos: top-1, top-5, mean class accuracy;
+    OUT gets metrics.json, predictions_SPLIT.csv, run.json, per-class accuracy and the confusion matrix."""
     import json
 
     from cavnet.pipelines.evaluate import echo_metrics, evaluate_command
 
     out = out or Path(checkpoint).parent / "eval"
     r = evaluate_command(checkpoint, split, out, device, store=store, dataset=dataset, root=root, manifest=manifest,
-                         batch_size=batch_size, decode_workers=decode_workers)
+                         batch_size=batch_size, decode_workers=decode_workers, progress=progress and not as_json,
+                         top_k=top_k)
     if as_json:
         click.echo(json.dumps(r, indent=2))
         return
     echo_metrics(r, click.echo)
     click.echo(f"per-class accuracy and confusion matrix in {out}")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--checkpoint", type=EXISTING, required=True, help="fuse-train or finetune checkpoint")
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="labels shown per file")
+@click.option("--labels", type=EXISTING, default=None,
+              help="score against these label texts instead (one per line), zero-shot through the text head")
+@click.option("--json", "json_out", type=OUT, default=None, help="write every prediction here as JSON")
+@click.option("--csv", "csv_out", type=OUT, default=None, help="write every prediction here as CSV")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="videos per batch")
+@click.option("--decode-workers", default=0, show_default=True, type=click.IntRange(min=0),
+              help="decode processes")
+def predict(paths, checkpoint, top_k, labels, json_out, csv_out, device, batch_size, decode_workers) -> None:
+    """Top-k labels of video files (or folders of them); a file that does not decode shows its status."""
+    from cavnet.pipelines.predict import predict_command
+
+    preds = predict_command(paths, checkpoint, top_k, labels, device, batch_size, decode_workers, json_out,
+                            csv_out, click.echo)
+    bad = sum(not p.labels for p in preds)
+    click.echo(f"{len(preds)} files, {len(preds) - bad} predicted, {bad} not decodable", err=True)
 
 
 FINETUNE_HELP = {

@@ -233,3 +233,18 @@ class BatchEmbedder:
             it = p.item
             out.append((i, VideoFeatures(it.status, it.error, it.duration, it.fps, p.visual, p.audio)))
         return out
+
+
+def embed_files(paths: list[str], config: ExtractConfig, device: str = "cpu",
+                batch_clips: int = 16) -> list[VideoFeatures]:
+    """Features of a handful of files in this process (no Dask), decoded and embedded exactly as an
+    extraction worker does it (backbones seeded the same way): one :class:`VideoFeatures` per path, in
+    order; a file that does not decode has its status and empty features."""
+    embedder = BatchEmbedder(config, device, batch_clips)
+    feats: dict[int, VideoFeatures] = {}
+    for i, path in enumerate(paths):
+        row = ManifestRow(os.path.splitext(os.path.basename(str(path)))[0], str(path), -1, "", "",
+                          exists=os.path.exists(str(path)))
+        feats.update(embedder.add(i, decode_item(row, config)))
+    feats.update(embedder.flush())
+    return [feats[i] for i in range(len(paths))]

@@ -141,12 +141,14 @@ def train_epoch(tr: Trainer, batches: Iterable[ClipBatch], stats: EpochStats,
 def score_videos(net: nn.Module, batches: Iterable[ClipBatch], class_emb: torch.Tensor, head: str,
                  device: torch.device, env: fd.DistEnv) -> Scores:
     """Scores of this process's videos, gathered from every process; videos that do not decode are
-    counted in ``statuses`` and left out, like the unusable rows of a store."""
+    counted in ``statuses`` (and their position in ``status_of``) and left out, like the unusable rows of
+    a store."""
     net.eval()
-    out, labels, audio, positions, statuses = [], [], [], [], {}
+    out, labels, audio, positions, statuses, status_of = [], [], [], [], {}, {}
     for batch in batches:
-        for s in batch.statuses:
+        for s, pos in zip(batch.statuses, batch.positions.tolist()):
             statuses[s] = statuses.get(s, 0) + 1
+            status_of[int(pos)] = s
         keep = batch.valid
         if not keep.any():
             continue
@@ -161,11 +163,13 @@ def score_videos(net: nn.Module, batches: Iterable[ClipBatch], class_emb: torch.
     local = (torch.cat(out).numpy() if out else np.zeros((0, c), np.float32),
              torch.cat(labels).numpy() if labels else np.zeros(0, np.int64),
              torch.cat(audio).numpy() if audio else np.zeros(0, bool),
-             torch.cat(positions).numpy() if positions else np.zeros(0, np.int64), statuses)
+             torch.cat(positions).numpy() if positions else np.zeros(0, np.int64), statuses, status_of)
     parts = fd.gather_objects(local, env)
     merged: dict[str, int] = {}
+    every: dict[int, str] = {}
     for p in parts:
         for s, n in p[4].items():
             merged[s] = merged.get(s, 0) + n
+        every.update(p[5])
     order = np.argsort(np.concatenate([p[3] for p in parts]), kind="stable")
-    return Scores(*(np.concatenate([p[i] for p in parts])[order] for i in range(4)), merged)
+    return Scores(*(np.concatenate([p[i] for p in parts])[order] for i in range(4)), merged, every)

@@ -80,6 +80,7 @@ def fit(run: FinetuneRun, tr: Trainer, resume: bool, eval_init: bool) -> Finetun
             last = _record(run, tr, head, (epoch + 1, 0) if finished else (epoch, taken))
         if stopped:
             break
+    run.folder.finish()
     return FinetuneResult(run.folder.out, run.folder.best, last, init)
 
 

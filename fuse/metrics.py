@@ -12,13 +12,14 @@ import numpy as np
 class Scores:
     """Class scores (N, C), true labels (N,) and whether each video had audio (N,) of the videos scored;
     ``positions`` (N,): their rows in the split (raw-video scoring); ``statuses``: the decode status count
-    of every video tried, decodable or not (raw-video scoring)."""
+    of every video tried, decodable or not, and ``status_of`` the status of each position (raw-video scoring)."""
 
     scores: np.ndarray
     labels: np.ndarray
     audio_present: np.ndarray
     positions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     statuses: dict[str, int] = field(default_factory=dict)
+    status_of: dict[int, str] = field(default_factory=dict)
 
 
 def accuracy_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:
@@ -50,3 +51,22 @@ def confusion(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> np.nd
     m = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(m, (labels, scores.argmax(axis=1)), 1)
     return m
+
+
+def top_k(row: np.ndarray, names: list[str], k: int) -> tuple[list[str], list[float]]:
+    """The ``k`` best of one video's class scores ``row`` (C,): (names, scores), best first."""
+    order = np.argsort(-row, kind="stable")[:max(1, k)]
+    return [names[int(i)] for i in order], [float(row[int(i)]) for i in order]
+
+
+def prediction_rows(ids: list[str], scores: np.ndarray, names: list[str], k: int,
+                    statuses: list[str], labels: list[str] | None = None) -> list[dict[str, Any]]:
+    """Rows of a predictions table: id, true label ('' unknown), status, top-k names and scores
+    ('|'-joined, best first; empty for a video without scores, NaN rows)."""
+    out = []
+    for i, vid in enumerate(ids):
+        row = scores[i]
+        names_k, scores_k = ([], []) if np.isnan(row).any() else top_k(row, names, k)
+        out.append({"id": vid, "label": labels[i] if labels else "", "status": statuses[i],
+                    "top_k": "|".join(names_k), "scores": "|".join(f"{s:.4f}" for s in scores_k)})
+    return out

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -62,6 +66,37 @@ def plain(d: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(d))
 
 
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def now() -> str:
+    """The time now, ISO 8601 in UTC."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_record(store: Any = None) -> dict[str, Any]:
+    """Where and how a run was made: versions of cavnet, torch and PyAV, the command line, the host, the
+    start time, and for ``store`` (an open ``FeatureStore``) its absolute path and fingerprint."""
+    from cavnet import __version__
+
+    rec: dict[str, Any] = {"cavnet": __version__, "torch": torch.__version__, "av": _version("av"),
+                           "python": sys.version.split()[0], "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+                           "host": socket.gethostname(), "started": now(), "ended": None}
+    if store is not None:
+        rec.update(store=str(Path(store.path).resolve()), store_fingerprint=store.fingerprint())
+    return rec
+
+
+def write_run_record(out: Path, record: dict[str, Any]) -> None:
+    """``out/run.json``, written atomically."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    _write_atomic(Path(out) / "run.json", json.dumps(record, indent=2))
+
+
 def changed_options(old: dict[str, Any], new: dict[str, Any], keep: Iterable[str]) -> list[str]:
     """The fields of ``keep`` whose value differs between a run's recorded config and the new one,
     as command-line option names."""
@@ -71,12 +106,15 @@ def changed_options(old: dict[str, Any], new: dict[str, Any], keep: Iterable[str
 class RunFolder:
     """The files of one training run. Only the main process (``main``) writes; the others read nothing.
 
-    ``logs`` maps each JSON-lines log to the key its lines are ordered by (``epoch`` or ``step``).
+    ``logs`` maps each JSON-lines log to the key its lines are ordered by (``epoch`` or ``step``);
+    ``context`` goes into ``run.json`` too (e.g. the corpus a fine-tune reads instead of a store).
     """
 
-    def __init__(self, out: Path, logs: dict[str, str], main: bool = True) -> None:
-        self.out, self.logs, self.main = Path(out), logs, main
+    def __init__(self, out: Path, logs: dict[str, str], main: bool = True,
+                 context: dict[str, Any] | None = None) -> None:
+        self.out, self.logs, self.main, self.context = Path(out), logs, main, dict(context or {})
         self.best: dict[str, Any] = {"top1": -1.0}
+        self.record: dict[str, Any] = {}
 
     @property
     def last(self) -> Path:
@@ -91,9 +129,10 @@ class RunFolder:
             raise CavnetError(f"{self.last}: holds no training state to resume from")
         return ckpt
 
-    def start(self, record: dict[str, Any], resumed: Checkpoint | None) -> None:
-        """Create the folder and write ``config.json``; a fresh run starts its logs empty, a resumed one
-        keeps the lines up to its checkpoint and takes its best metrics."""
+    def start(self, record: dict[str, Any], resumed: Checkpoint | None, store: Any = None) -> None:
+        """Create the folder and write ``config.json`` and ``run.json`` (:func:`run_record` of ``store``; its
+        ``ended`` is set by :meth:`finish`); a fresh run starts its logs empty, a resumed one keeps the lines
+        up to its checkpoint and takes its best metrics."""
         if resumed is not None and resumed.state is not None:
             self.best = dict(resumed.state.best)
         if not self.main:
@@ -106,6 +145,14 @@ class RunFolder:
                 upto = resumed.state.step if key == "step" else resumed.state.epoch
                 trim_jsonl(self.out / name, key, upto)
         _write_atomic(self.out / "config.json", json.dumps(record, indent=2))
+        self.record = {**run_record(store), **self.context, "resumed": resumed is not None}
+        write_run_record(self.out, self.record)
+
+    def finish(self) -> None:
+        """Record the end time in ``run.json``."""
+        if self.main and self.record:
+            self.record["ended"] = now()
+            write_run_record(self.out, self.record)
 
     def append(self, name: str, line: dict[str, Any]) -> None:
         if self.main:

@@ -148,7 +148,7 @@ class FusionRun:
 
         tcfg, train, val = self.tcfg, self.splits.train, self.splits.val
         self.folder.start({**record, "fusion": self.fcfg.to_dict(), "train": tcfg.to_dict(),
-                           "skipped_rows": self.splits.skipped}, self._resumed)
+                           "skipped_rows": self.splits.skipped}, self._resumed, self.store)
         how = ("streamed" if isinstance(train, StreamedSplit) else
                f"on {train.device}" if train.device.type == "cuda" else "in RAM")
         echo(f"train {len(train)} videos, val {len(val)} ({how}); skipped unusable rows: "
@@ -170,4 +170,5 @@ class FusionRun:
             self.folder.save("last.pt", self.checkpoint(epoch + 1))
             echo(f"epoch {epoch + 1}: loss {last['loss']:.4f}  val top-1 {last['top1']:.1f}  "
                  f"top-5 {last['top5']:.1f}  mean-class {last['mean_class']:.1f}")
+        self.folder.finish()
         return TrainResult(self.folder.out, self.folder.best, last, self.splits.skipped)

@@ -97,6 +97,12 @@ def run_ablate(store: Path, out: Path, preset: str, seeds: int, tcfg: TrainConfi
     variants = [v for v in chosen if not v.pretrain or has_video_texts(store)]
     if len(variants) < len(chosen):
         echo("the store has no per-video texts: 'CAV-Net + pretrain' is left out")
+    from cavnet.extract.store.reader import FeatureStore
+    from cavnet.fuse.run import now, run_record, write_run_record
+
+    with FeatureStore(store) as s:
+        record = {**run_record(s), "preset": preset, "seeds": seeds, "variants": [v.key for v in variants]}
+    write_run_record(out, record)
     jobs, results = [], []
     for v in variants:
         for s in range(seeds):
@@ -111,6 +117,7 @@ def run_ablate(store: Path, out: Path, preset: str, seeds: int, tcfg: TrainConfi
         results += _run_jobs(jobs, workers, echo)
     rows = summarise(variants, results)
     write_results(out, rows)
+    write_run_record(out, {**record, "ended": now()})
     return rows
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,49 +23,81 @@ from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.data import open_split
 from cavnet.fuse.engine import score
-from cavnet.fuse.metrics import Scores, confusion, split_metrics
+from cavnet.fuse.metrics import Scores, confusion, prediction_rows, split_metrics
+from cavnet.fuse.run import now, run_record, write_run_record
 
 
 def evaluate_command(checkpoint: Path, split: str, out_dir: Path | None, device: str, store: Path | None = None,
                      dataset: str | None = None, root: Path | None = None, manifest: Path | None = None,
-                     batch_size: int = 8, decode_workers: int = 2) -> dict[str, Any]:
-    """``cavnet evaluate``: from a store's features, or (``dataset`` given) from raw videos."""
+                     batch_size: int = 8, decode_workers: int = 2, progress: bool = False,
+                     top_k: int = 5) -> dict[str, Any]:
+    """``cavnet evaluate``: from a store's features, or (``dataset`` given) from raw videos. With
+    ``out_dir``: metrics.json, predictions_{split}.csv, run.json, per-class accuracy and confusion matrix."""
     if store is not None and dataset is not None:
         raise CavnetError("give either --store or --dataset to evaluate on, not both")
     if store is None and dataset is None:
         raise CavnetError("give --store STORE.h5, or --dataset with --root / --manifest to evaluate on raw videos")
     ckpt = Checkpoint.load(checkpoint)
     dev = resolve_device(device)
+    record = run_record()
     if dataset is not None:
-        sc, names = _score_videos(ckpt, dev, dataset, root, manifest, split, batch_size, decode_workers)
+        sc, names, table = _score_videos(ckpt, dev, dataset, root, manifest, split, batch_size, decode_workers,
+                                         progress)
     elif ckpt.backbones_trained:
         raise CavnetError(f"{checkpoint} fine-tuned its backbones, so a store's features do not fit it: "
                           "evaluate it on the videos (--dataset k400 --root PATH)")
     else:
-        sc, names = _score_store(ckpt, dev, store, split)
-    result = {"split": split, "checkpoint": str(checkpoint), **split_metrics(sc, len(names)),
+        sc, names, table, record = _score_store(ckpt, dev, store, split, progress)
+    result = {"split": split, "checkpoint": str(Path(checkpoint).resolve()), **split_metrics(sc, len(names)),
               "random_weights": random_weights_note(ckpt.extract_config()) if ckpt.store_config else None}
     if out_dir is not None:
         write_reports(out_dir, split, sc.scores, sc.labels, names)
+        ids, labels, statuses, scores = table
+        _write_csv(out_dir / f"predictions_{split}.csv", prediction_rows(ids, scores, names, top_k, statuses, labels))
         result["reports"] = str(out_dir)
+        (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+        write_run_record(out_dir, {**record, "ended": now(), "checkpoint": result["checkpoint"],
+                                   "dataset": dataset, "root": str(Path(root).resolve()) if root else None})
     return result
 
 
-def _score_store(ckpt: Checkpoint, dev: torch.device, store_path: Path, split: str) -> tuple[Scores, list[str]]:
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["id", "label", "status", "top_k", "scores"])
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _score_store(ckpt: Checkpoint, dev: torch.device, store_path: Path, split: str,
+                 progress: bool) -> tuple[Scores, list[str], tuple, dict[str, Any]]:
+    """Scores of the split's usable labelled rows, the predictions table (ids, labels, statuses, scores)
+    and the run record with the store's path and fingerprint."""
+    from tqdm import tqdm
+
     with FeatureStore(store_path) as store:
+        record = run_record(store)
         ckpt.check_matches_store(dataclasses.asdict(store.dims), store.text_dim, list(store.class_names),
                                  str(store_path))
         index = store.rows().select(split, labelled=True)
         if len(index) == 0:
             raise CavnetError(f"{store_path}: split {split!r} has no usable labelled videos")
         class_emb = torch.from_numpy(store.class_embedding).to(dev)
-        sc = score(ckpt.fusion_model().to(dev), open_split(store, index, "label", device=dev).batches(512), class_emb,
-                   ckpt.head, dev)
-        return sc, list(store.class_names)
+        split_data = open_split(store, index, "label", device=dev)
+        batches = tqdm(split_data.batches(512), total=-(-len(index) // 512), desc=f"evaluate {split}",
+                       unit="batch", disable=not progress, leave=False)
+        sc = score(ckpt.fusion_model().to(dev), batches, class_emb, ckpt.head, dev)
+        names = list(store.class_names)
+        rows = store.rows()
+        table = ([str(v) for v in rows.ids[index]], [names[int(c)] for c in rows.labels[index]],
+                 [str(v) for v in rows.statuses[index]], sc.scores)
+        return sc, names, table, record
 
 
 def _score_videos(ckpt: Checkpoint, dev: torch.device, dataset: str, root: Path | None, manifest: Path | None,
-                  split: str, batch_size: int, decode_workers: int) -> tuple[Scores, list[str]]:
+                  split: str, batch_size: int, decode_workers: int, progress: bool) -> tuple[Scores, list[str], tuple]:
+    """Scores of the split's labelled videos and the predictions table of every one (decoded or not)."""
+    from tqdm import tqdm
+
     from cavnet.finetune.build import build_avnet
     from cavnet.finetune.data import eval_loader
     from cavnet.finetune.distributed import DistEnv
@@ -78,11 +111,16 @@ def _score_videos(ckpt: Checkpoint, dev: torch.device, dataset: str, root: Path 
     if not rows:
         raise CavnetError(f"split {split!r} of this {dataset} corpus has no labelled videos")
     env = DistEnv()
-    sc = score_videos(build_avnet(ckpt, dev), eval_loader(rows, config, dev, env, batch_size, decode_workers),
-                      ckpt.class_embedding.float().to(dev), ckpt.head, dev, env)
+    loader = tqdm(eval_loader(rows, config, dev, env, batch_size, decode_workers), desc=f"evaluate {split}",
+                  unit="batch", disable=not progress or not env.main, leave=False)
+    sc = score_videos(build_avnet(ckpt, dev), loader, ckpt.class_embedding.float().to(dev), ckpt.head, dev, env)
     if len(sc.labels) == 0:
         raise CavnetError(f"no video of split {split!r} could be decoded ({sc.statuses})")
-    return sc, list(m.classes)
+    scores = np.full((len(rows), len(m.classes)), np.nan, np.float32)
+    scores[sc.positions] = sc.scores
+    table = ([r.video_id for r in rows], [r.label_name for r in rows],
+             [sc.status_of.get(i, "") for i in range(len(rows))], scores)
+    return sc, list(m.classes), table
 
 
 def write_reports(out_dir: Path, split: str, scores: np.ndarray, labels: np.ndarray, names: list[str]) -> None:

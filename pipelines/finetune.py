@@ -56,7 +56,7 @@ def _finetune(cfg, env, device, dataset, root, manifest, out, resume, eval_init,
     share = len(sampler.inner)
     full = share >= per  # drop a last, smaller batch (a contrastive batch of 1 or 2 teaches little)
     loader = make_loader(train_set, per, cfg.decode_workers, device, sampler, drop_last=full)
-    run = FinetuneRun(cfg, init, RunFolder(out, LOGS, env.main), m, val_rows, sampler, loader,
+    run = FinetuneRun(cfg, init, RunFolder(out, LOGS, env.main, _corpus_record(dataset, root, manifest)), m, val_rows, sampler, loader,
                       eval_loader(val_rows, config, device, env, per, cfg.decode_workers),
                       share // per if full else 1, echo if env.main else (lambda _: None), progress and env.main)
     head = list(net.fusion.parameters()) + (list(loss_fn.parameters()) if loss_fn is not None else [])
@@ -67,6 +67,12 @@ def _finetune(cfg, env, device, dataset, root, manifest, out, resume, eval_init,
     targets = targets_for(train_rows, m, init, config, kind, device)
     tr = Trainer(fd.wrap(net, env, device), net, loss_fn, optimizer, scheduler, targets, env, device)
     return fit(run, tr, resume, eval_init)
+
+
+def _corpus_record(dataset: str, root: Path | None, manifest: Path | None) -> dict[str, str | None]:
+    """What run.json says about the corpus a fine-tune reads (it reads videos, not a store)."""
+    return {"dataset": dataset, "root": str(Path(root).resolve()) if root else None,
+            "manifest": str(Path(manifest).resolve()) if manifest else None}
 
 
 def _corpus(cfg: FinetuneConfig, env: fd.DistEnv, init: Checkpoint, dataset: str, root: Path | None,

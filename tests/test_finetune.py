@@ -110,6 +110,8 @@ def test_one_step_moves_only_the_unfrozen_backbone_weights(corpus, init, tmp_pat
     run_finetune(_cfg(init[1], freeze_until="layer2", max_steps=1, freeze_bn=False), "k400", corpus, None,
                  tmp_path / "e2e", eval_init=False, **QUIET)
     after = Checkpoint.load(tmp_path / "e2e" / "last.pt")
+    record = json.loads((tmp_path / "e2e" / "run.json").read_text())
+    assert record["root"] == str(Path(corpus).resolve()) and record["ended"] and record["torch"] == torch.__version__
     moved = {k.split(".")[0] for k in _changed(visual0, after.visual)}
     assert moved == {"layer3", "layer4"}, moved  # stem, layer1, layer2: weights and BN statistics untouched
     assert _changed(audio0, after.audio) and after.state.step == 1
@@ -181,7 +183,7 @@ def test_two_processes_under_torchrun_match_one_and_write_one_checkpoint(corpus,
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     files = sorted(p.name for p in (tmp_path / "two").iterdir())
-    assert files == ["best.pt", "config.json", "last.pt", "metrics.jsonl", "steps.jsonl"], files
+    assert files == ["best.pt", "config.json", "last.pt", "metrics.jsonl", "run.json", "steps.jsonl"], files
     assert json.loads((tmp_path / "two" / "config.json").read_text())["processes"] == 2
     one = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "one")])
     assert one.exit_code == 0, one.output

@@ -104,6 +104,31 @@ class FeatureStore:
                         cat["audio/segments"].astype(np.float32), cat["audio/mask"],
                         cat["text/video"].astype(np.float32), cat["videos/label"].astype(np.int64))
 
+    def block(self, lo: int, hi: int) -> dict[str, np.ndarray]:
+        """Rows ``lo:hi`` of every per-video dataset as stored (float16 features, bool masks, strings as str)."""
+        out = {}
+        for group in ("videos", "visual", "audio", "text"):
+            for name, ds in self._f[group].items():
+                key = f"{group}/{name}"
+                out[key] = (np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in ds[lo:hi]],
+                                     dtype=object) if ds.dtype.kind in "SOU" else ds[lo:hi])
+        return out
+
+    def split(self, name: str | None = None, labelled: bool = False) -> Features:
+        """The usable rows of split ``name`` (every split if None) as float32 arrays; their row indices
+        are ``self.rows().select(name, labelled)``."""
+        return self.read(self.rows().select(name, labelled=labelled))
+
+    def fingerprint(self) -> str:
+        """sha256 of the extraction config and the video ids: the same store content gives the same value
+        (cheap: no feature is read)."""
+        import hashlib
+
+        h = hashlib.sha256(str(self._f.attrs["config"]).encode("utf-8"))
+        for vid in _strings(self._f["videos/id"]):
+            h.update(b"\0" + vid.encode("utf-8"))
+        return h.hexdigest()
+
     def _empty(self, key: str) -> np.ndarray:
         ds = self._f[key]
         return np.zeros((0,) + ds.shape[1:], ds.dtype)

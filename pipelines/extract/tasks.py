@@ -15,12 +15,18 @@ from typing import Any, Callable, Sequence
 
 from cavnet.errors import CavnetError
 from cavnet.extract.config import ExtractConfig
+from cavnet.extract.store.writer import USABLE_STATUSES
 from cavnet.pipelines.extract.options import RunOptions
 from cavnet.pipelines.extract.cluster import dask_client
 from cavnet.pipelines.extract.worker import ShardResult, ShardSpec, run_shard
 
 ISOLATED_ATTEMPTS = 2  # a task whose worker died is redone isolated; if that worker dies too, once more
 _RERUN = "committed shards are kept: fix the cause and rerun the same command to continue"
+
+
+def failed_count(counts: dict[str, int]) -> int:
+    """Videos whose status leaves no usable features (``short_decode`` is usable: not a failure)."""
+    return sum(k for s, k in counts.items() if s not in USABLE_STATUSES)
 
 
 class ShardFailed(CavnetError):
@@ -97,7 +103,7 @@ def run_shards(todo: Sequence[ShardSpec], config: ExtractConfig, opts: RunOption
         if on_result is not None:
             on_result(result)
         bar.update(sum(result.counts.values()))
-        bar.set_postfix(failed=sum(k for s, k in counts.items() if s not in ("ok", "no_audio")))
+        bar.set_postfix(failed=failed_count(counts))
 
     try:
         with dask_client(opts.scheduler, opts.workers, opts.device, echo) as client:

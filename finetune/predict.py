@@ -1,0 +1,139 @@
+"""Inference on video files: the whole CAV-Net rebuilt from a checkpoint scores any files, labelled or not.
+
+Files are decoded exactly as extraction decoded the checkpoint's training corpus (its recorded sampling,
+front end and backbones; a fine-tune checkpoint brings its own backbone weights). A file that does not
+decode gets its status and no labels; the others get their top-k labels with softmax scores. Label texts
+other than the checkpoint's are scored zero-shot through the text head: they are embedded with the text
+model and prompt template recorded in the checkpoint's store config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from cavnet.errors import CavnetError
+from cavnet.extract.device import resolve_device
+from cavnet.extract.manifest import ManifestRow
+from cavnet.extract.store.writer import USABLE_STATUSES
+from cavnet.fuse.checkpoint import Checkpoint
+from cavnet.fuse.metrics import top_k
+from cavnet.fuse.model import CAVNet
+from cavnet.finetune.build import build_avnet
+from cavnet.finetune.data import VideoClips, make_loader
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
+
+
+@dataclass
+class Prediction:
+    """One file: its ``id`` (file stem), ``status`` (``ok``, ``no_audio``, ``short_decode`` are usable;
+    anything else means no prediction), and its ``labels`` with ``scores`` (softmax), best first."""
+
+    id: str
+    path: str
+    status: str
+    labels: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+
+    @property
+    def top1(self) -> str | None:
+        return self.labels[0] if self.labels else None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def video_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given; folders expanded to the video files under them (sorted). A path that does not exist
+    is kept: it ends with status ``missing_file``."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES)
+        else:
+            out.append(p)
+    return out
+
+
+def read_labels(path: Path) -> list[str]:
+    """One label text per line; blank lines and ``#`` comments skipped."""
+    labels = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines()]
+    labels = [ln for ln in labels if ln and not ln.startswith("#")]
+    if not labels:
+        raise CavnetError(f"{path}: no labels (one label per line)")
+    return labels
+
+
+class Predictor:
+    """A checkpoint ready to score video files. ``labels``: score against these texts zero-shot (head
+    ``text`` only) instead of the checkpoint's classes."""
+
+    def __init__(self, checkpoint: Checkpoint | str | Path, device: str = "auto",
+                 labels: Sequence[str] | None = None, batch_size: int = 8, decode_workers: int = 0) -> None:
+        self.ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
+        self.config = self.ckpt.extract_config()
+        self.device = resolve_device(device)
+        self.batch_size, self.decode_workers = batch_size, decode_workers
+        self.net = build_avnet(self.ckpt, self.device).eval()
+        if labels is None:
+            self.labels, class_emb = list(self.ckpt.class_names), self.ckpt.class_embedding.float()
+        else:
+            self.labels, class_emb = list(labels), self._embed_labels(list(labels))
+        self.class_emb = class_emb.to(self.device)
+        scale = self.ckpt.loss.get("logit_scale")
+        self.scale = float(scale.exp().clamp(max=100.0)) if scale is not None else 1.0 / 0.07
+
+    def _embed_labels(self, labels: list[str]) -> torch.Tensor:
+        if self.ckpt.head != "text":
+            raise CavnetError(f"--labels needs a checkpoint with the text head; this one has head {self.ckpt.head!r}")
+        if not labels:
+            raise CavnetError("no labels to score against")
+        from cavnet.extract.text import TextEncoder
+        from cavnet.extract.text_tables import class_prompts
+
+        encoder = TextEncoder(self.config.text_model, device="cpu")
+        if encoder.dim != self.ckpt.class_embedding.shape[1]:
+            raise CavnetError(f"text model {self.config.text_model!r} gives {encoder.dim}-d embeddings, the "
+                              f"checkpoint was trained on {self.ckpt.class_embedding.shape[1]}-d ones")
+        return torch.from_numpy(encoder.encode(class_prompts(tuple(labels), self.config.prompt_template)))
+
+    @torch.no_grad()
+    def scores(self, paths: Sequence[str | Path]) -> tuple[np.ndarray, list[str]]:
+        """Softmax scores (N, C) of the files (NaN rows for those that do not decode) and their statuses."""
+        files = [str(p) for p in paths]
+        rows = [ManifestRow(Path(p).stem, p, -1, "", "", exists=Path(p).exists()) for p in files]
+        out = np.full((len(rows), len(self.labels)), np.nan, np.float32)
+        statuses = ["missing_file"] * len(rows)
+        if not rows:
+            return out, statuses
+        loader = make_loader(VideoClips(rows, self.config), self.batch_size, self.decode_workers, self.device,
+                             indices=range(len(rows)))
+        for batch in loader:
+            for pos, status in zip(batch.positions.tolist(), batch.statuses):
+                statuses[pos] = status
+            keep = batch.valid
+            if not keep.any():
+                continue
+            b = batch.to(self.device)
+            k = keep.to(self.device)
+            emb = self.net(b.clips[k], b.vmask[k], b.examples[k], b.amask[k]).float()
+            logits = emb if self.ckpt.head == "linear" else self.scale * CAVNet.predict(emb, self.class_emb)
+            out[batch.positions[keep].numpy()] = logits.softmax(dim=-1).cpu().numpy()
+        return out, statuses
+
+    def predict(self, paths: Sequence[str | Path], k: int = 5) -> list[Prediction]:
+        """Top-``k`` labels of every file (folders expanded), in order; bad files keep their status."""
+        files = video_files(paths)
+        scores, statuses = self.scores(files)
+        out = []
+        for f, row, status in zip(files, scores, statuses):
+            p = Prediction(f.stem, str(f), status)
+            if status in USABLE_STATUSES and not np.isnan(row).any():
+                p.labels, p.scores = top_k(row, self.labels, k)
+            out.append(p)
+        return out
