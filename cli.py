@@ -244,6 +244,7 @@ def train_options(f):
 @click.option("--init", type=EXISTING, default=None, help="start from this checkpoint's weights")
 @click.option("--resume", is_flag=True, help="continue OUT/last.pt")
 @_train_opt("stream", flag=True, help="read the store block by block instead of into RAM")
+@_train_opt("tensorboard", flag=True, help="also log loss, accuracy, temperature and lr to OUT/tensorboard")
 @click.option("--progress/--no-progress", default=True)
 def fuse_train(**p) -> None:
     """Stage two: train the CAV-Net fusion and contrastive head on a feature store."""
@@ -323,6 +324,7 @@ FINETUNE_HELP = {
     "decode_workers": None, "device": None, "seed": None,
     "eval_every": "score val and save every N epochs (0: at the end)",
     "save_every": "also save last.pt every N steps", "max_steps": "stop after N steps (0: all epochs)",
+    "tensorboard": "also log loss, accuracy, temperature and lr to OUT/tensorboard",
 }
 
 
@@ -330,6 +332,7 @@ def finetune_options(f):
     from cavnet.finetune.config import AMP_MODES, FREEZE_STAGES, FinetuneConfig
 
     return options(FinetuneConfig, FINETUNE_HELP, end_to_end={"flag": True}, freeze_audio={"flag": True},
+                   tensorboard={"flag": True},
                    grad_checkpoint={"flag": True}, freeze_bn={"decls": ("--freeze-bn/--train-bn",)},
                    freeze_until={"choices": FREEZE_STAGES}, amp={"choices": AMP_MODES})(f)
 

@@ -24,7 +24,7 @@ from cavnet.fuse.metrics import split_metrics
 from cavnet.fuse.run import RunFolder, changed_options, restore, rng_state, temperature
 
 # FinetuneConfig fields a resumed run may change: where it runs and when it stops, scores and saves.
-RESUME_FREE = ("device", "decode_workers", "eval_every", "save_every", "max_steps", "init")
+RESUME_FREE = ("device", "decode_workers", "eval_every", "save_every", "max_steps", "init", "tensorboard")
 LOGS = {"steps.jsonl": "step", "metrics.jsonl": "step"}
 
 

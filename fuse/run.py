@@ -111,10 +111,11 @@ class RunFolder:
     """
 
     def __init__(self, out: Path, logs: dict[str, str], main: bool = True,
-                 context: dict[str, Any] | None = None) -> None:
+                 context: dict[str, Any] | None = None, tensorboard: bool = False) -> None:
         self.out, self.logs, self.main, self.context = Path(out), logs, main, dict(context or {})
         self.best: dict[str, Any] = {"top1": -1.0}
         self.record: dict[str, Any] = {}
+        self.board = _board(self.out / "tensorboard") if tensorboard and main else None
 
     @property
     def last(self) -> Path:
@@ -149,15 +150,25 @@ class RunFolder:
         write_run_record(self.out, self.record)
 
     def finish(self) -> None:
-        """Record the end time in ``run.json``."""
+        """Record the end time in ``run.json``; close the TensorBoard log."""
         if self.main and self.record:
             self.record["ended"] = now()
             write_run_record(self.out, self.record)
+        if self.board is not None:
+            self.board.close()
 
     def append(self, name: str, line: dict[str, Any]) -> None:
-        if self.main:
-            with open(self.out / name, "a") as fh:
-                fh.write(json.dumps(line) + "\n")
+        """One line of a JSON-lines log; with TensorBoard, its numbers too (``{log}/{key}`` at its step)."""
+        if not self.main:
+            return
+        with open(self.out / name, "a") as fh:
+            fh.write(json.dumps(line) + "\n")
+        if self.board is not None:
+            step = int(line.get(self.logs.get(name, "step"), 0))
+            for key in BOARD_KEYS:
+                if isinstance(line.get(key), (int, float)) and not isinstance(line.get(key), bool):
+                    self.board.add_scalar(f"{name.split('.')[0]}/{key}", line[key], step)
+            self.board.flush()
 
     def improved(self, metrics: dict[str, Any]) -> bool:
         """True (and ``metrics`` becomes the best) when val top-1 beats the best so far."""
@@ -169,6 +180,18 @@ class RunFolder:
     def save(self, name: str, ckpt: Checkpoint) -> None:
         if self.main:
             ckpt.save(self.out / name)
+
+
+BOARD_KEYS = ("loss", "top1", "top5", "mean_class", "temperature", "lr", "backbone_lr")
+
+
+def _board(folder: Path) -> Any:
+    """A TensorBoard ``SummaryWriter`` on ``folder`` (``pip install 'cavnet[tensorboard]'``)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise CavnetError("--tensorboard needs the tensorboard package: pip install 'cavnet[tensorboard]'") from None
+    return SummaryWriter(log_dir=str(folder))
 
 
 def trim_jsonl(path: Path, key: str, upto: int) -> None:

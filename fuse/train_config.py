@@ -31,6 +31,7 @@ class OptimConfig(Config):
     warmup_epochs: float = 2.0
     seed: int = 0
     device: str = "auto"
+    tensorboard: bool = False  # also log the run's figures to OUT/tensorboard (not part of what is computed)
 
     def __post_init__(self) -> None:
         check_int("--epochs", self.epochs, 1)

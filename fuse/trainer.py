@@ -25,7 +25,7 @@ from cavnet.fuse.run import RunFolder, changed_options, param_groups, restore, r
 from cavnet.fuse.train_config import TrainConfig
 
 # TrainConfig fields a resumed run may change: where it runs and how it reads, not what it computes.
-RESUME_FREE = ("device", "memory_budget_gb", "stream")
+RESUME_FREE = ("device", "memory_budget_gb", "stream", "tensorboard")
 
 
 @dataclass
@@ -102,7 +102,7 @@ class FusionRun:
         self.steps_per_epoch = -(-len(self.splits.train) // tcfg.batch_size)
         self.model, self.loss_fn, self.optimizer, self.scheduler = build_training(fcfg, tcfg, self.steps_per_epoch,
                                                                                   device)
-        self.folder = RunFolder(out, {"metrics.jsonl": "epoch"})
+        self.folder = RunFolder(out, {"metrics.jsonl": "epoch"}, tensorboard=tcfg.tensorboard)
         self._resumed: Checkpoint | None = None
 
     def checkpoint(self, epoch: int) -> Checkpoint:

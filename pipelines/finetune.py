@@ -56,7 +56,7 @@ def _finetune(cfg, env, device, dataset, root, manifest, out, resume, eval_init,
     share = len(sampler.inner)
     full = share >= per  # drop a last, smaller batch (a contrastive batch of 1 or 2 teaches little)
     loader = make_loader(train_set, per, cfg.decode_workers, device, sampler, drop_last=full)
-    run = FinetuneRun(cfg, init, RunFolder(out, LOGS, env.main, _corpus_record(dataset, root, manifest)), m, val_rows, sampler, loader,
+    run = FinetuneRun(cfg, init, RunFolder(out, LOGS, env.main, _corpus_record(dataset, root, manifest), cfg.tensorboard), m, val_rows, sampler, loader,
                       eval_loader(val_rows, config, device, env, per, cfg.decode_workers),
                       share // per if full else 1, echo if env.main else (lambda _: None), progress and env.main)
     head = list(net.fusion.parameters()) + (list(loss_fn.parameters()) if loss_fn is not None else [])

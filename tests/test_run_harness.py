@@ -86,3 +86,19 @@ def test_resume_refuses_changed_options_with_one_line(store, tmp_path, changed, 
     assert (tmp_path / "r" / "config.json").read_text() == config  # the record still says what was run
     again = CliRunner().invoke(main, base + ["--resume"])  # the same options go on (nothing left to do)
     assert again.exit_code == 0, again.output
+
+
+def test_tensorboard_logs_the_metrics_lines(store, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "tb"
+    r = CliRunner().invoke(main, ["fuse-train", "--store", str(store), "--out", str(run), "--epochs", "2",
+                                  "--batch-size", "8", "--d-model", "32", "--device", "cpu", "--no-progress",
+                                  "--tensorboard"])
+    assert r.exit_code == 0, r.output
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    for key in ("loss", "top1", "temperature", "lr"):
+        logged = [(e.step, e.value) for e in events.Scalars(f"metrics/{key}")]
+        assert logged == [(x["epoch"], pytest.approx(x[key], rel=1e-6)) for x in lines], key
