@@ -387,22 +387,26 @@ def ablate(**p) -> None:
     click.echo(f"results in {out}/results.csv, results.md, results.png ({len(rows)} variants)")
 
 
+def _demo_opt(name: str, **kw):
+    from cavnet.pipelines.demo import DemoConfig
+
+    return option(DemoConfig, name, **kw)
+
+
 @main.command()
 @click.option("--out", type=OUT, default=Path("demo-out"), show_default=True)
-@click.option("--task", type=click.Choice(["easy", "hard"]), default="easy", show_default=True,
-              help="which AV-Synth (hard: OUT/report-hard.md)")
-@click.option("--videos", default=None, type=click.IntRange(min=24), help="[easy 200, hard 640]")
-@click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1))
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
+@_demo_opt("task", choices=("easy", "hard"), help="which AV-Synth (hard: OUT/report-hard.md)")
+@click.option("--videos", default=None, type=int, help="[easy 200, hard 640]")
+@_demo_opt("seeds", help="seeds per ablation row")
+@_demo_opt("epochs", help="fuse-train epochs per run")
+@_demo_opt("workers", help="local workers (extraction, then ablation runs in parallel)")
 @click.option("--progress/--no-progress", default=True)
-def demo(out, task, videos, seeds, epochs, workers, progress) -> None:
+def demo(**p) -> None:
     """Generate AV-Synth, extract it, run the ablation and write OUT/report.md."""
     from cavnet.pipelines.demo import DemoConfig, run_demo
 
-    videos = videos or (640 if task == "hard" else 200)
-    report = run_demo(out, DemoConfig(videos=videos, task=task, seeds=seeds, epochs=epochs, workers=workers),
-                      echo=click.echo, progress=progress)
+    p["videos"] = p["videos"] or (640 if p["task"] == "hard" else 200)
+    report = run_demo(p["out"], build(DemoConfig, p), echo=click.echo, progress=p["progress"])
     click.echo(report.read_text())
     click.echo(f"report: {report}")
 

@@ -10,12 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from cavnet.pipelines.extract.options import RunOptions
+from cavnet.configs import Config, check_choice, check_int
 from cavnet.fuse.train_config import TrainConfig
+from cavnet.pipelines.extract.options import RunOptions
+
+
+TASKS = ("easy", "hard")
 
 
 @dataclass(frozen=True)
-class DemoConfig:
+class DemoConfig(Config):
     """The documented demo preset: small random backbones that a 2-core CPU runs in minutes."""
 
     videos: int = 200
@@ -32,6 +36,12 @@ class DemoConfig:
     batch_size: int = 32
     workers: int = 2
     preset: str = "all"
+
+    def __post_init__(self) -> None:
+        check_choice("--task", self.task, TASKS)
+        check_int("--videos", self.videos, 24)
+        for name in ("seeds", "epochs", "workers"):
+            check_int("--" + name, getattr(self, name), 1)
 
 
 def run_demo(out: Path, cfg: DemoConfig, echo: Callable[[str], None] = print, progress: bool = True) -> Path:
