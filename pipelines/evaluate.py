@@ -17,6 +17,7 @@ import torch
 
 from cavnet.errors import CavnetError
 from cavnet.extract.device import resolve_device
+from cavnet.extract.store.fsfault import check_writable, describe
 from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.data import open_split
@@ -32,6 +33,8 @@ def evaluate_command(checkpoint: Path, split: str, out_dir: Path | None, device:
         raise CavnetError("give either --store or --dataset to evaluate on, not both")
     if store is None and dataset is None:
         raise CavnetError("give --store STORE.h5, or --dataset with --root / --manifest to evaluate on raw videos")
+    if out_dir is not None:
+        check_writable(out_dir / "per_class.csv", (f"per_class_{split}.csv", f"confusion_{split}.csv"), "--out")  # before any scoring
     ckpt = Checkpoint.load(checkpoint)
     dev = resolve_device(device)
     if dataset is not None:
@@ -43,7 +46,10 @@ def evaluate_command(checkpoint: Path, split: str, out_dir: Path | None, device:
         sc, names = _score_store(ckpt, dev, store, split)
     result = {"split": split, "checkpoint": str(checkpoint), **split_metrics(sc, len(names))}
     if out_dir is not None:
-        write_reports(out_dir, split, sc.scores, sc.labels, names)
+        try:
+            write_reports(out_dir, split, sc.scores, sc.labels, names)
+        except OSError as exc:
+            raise CavnetError(describe(exc, Path(exc.filename or out_dir), f"writing --out {out_dir} failed")) from None
         result["reports"] = str(out_dir)
     return result
 

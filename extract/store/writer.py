@@ -20,6 +20,7 @@ import numpy as np
 
 from cavnet.errors import CavnetError
 from cavnet.extract.manifest import Manifest, ManifestRow
+from cavnet.extract.store.fsfault import as_os_error
 
 FORMAT_VERSION = 1
 USABLE_STATUSES = ("ok", "no_audio", "short_decode")
@@ -93,6 +94,12 @@ def commit_h5(path: Path, write: Callable[[h5py.File], None], before_commit: Com
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        error = as_os_error(exc, path)  # before the unlink frees the space a full disk lacked
+        tmp.unlink(missing_ok=True)
+        if error is exc:
+            raise
+        raise error from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
