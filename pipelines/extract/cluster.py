@@ -37,6 +37,52 @@ CLUSTER_CONFIG = {"distributed.worker.daemon": False,
                   "distributed.admin.tick.limit": "60s"}
 
 
+CONNECT_TIMEOUT_S = float(os.environ.get("CAVNET_SCHEDULER_TIMEOUT", "20"))
+_SCHEMES = ("tcp", "tls", "ucx", "inproc", "ws", "wss")
+
+
+def scheduler_address(address: str) -> str:
+    """``address`` if it is a Dask address (``tcp://host:port``, ``host:port`` ...); refuses anything else."""
+    scheme, sep, rest = address.strip().partition("://")
+    if not sep:
+        scheme, rest = "tcp", address.strip()
+    host, colon, port = rest.rpartition(":")
+    bad = scheme not in _SCHEMES or (scheme != "inproc" and (not colon or not host or not port.isdigit()
+                                                            or not 0 < int(port) < 65536 or "/" in rest))
+    if bad or any(c.isspace() or ord(c) < 32 for c in address):
+        raise CavnetError(f"--scheduler {address!r} is not a Dask scheduler address (tcp://HOST:PORT)")
+    return f"{scheme}://{rest}"
+
+
+def check_scheduler(address: str, timeout: float | None = None) -> None:
+    """Refuse a malformed address at once, and a scheduler that does not complete Dask's handshake and
+    answer an ``identity`` call within ``timeout`` seconds (``Client`` alone can wait forever on a port
+    that accepts TCP connections but never answers)."""
+    import asyncio
+
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    address = scheduler_address(address)
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
+
+    async def identity() -> None:
+        comm = await connect(address, timeout=timeout, **Security().get_connection_args("client"))
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            await comm.read()
+        finally:
+            comm.abort()
+
+    try:
+        asyncio.run(asyncio.wait_for(identity(), timeout))
+    except (asyncio.TimeoutError, TimeoutError):
+        raise CavnetError(f"the Dask scheduler at {address} did not answer within {timeout:.0f} s "
+                          "(is it a Dask scheduler?)") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise CavnetError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: str | None, workers: int, device: str, echo=print) -> Iterator["object"]:
     """Yield a ``distributed.Client``; a local cluster is started (and closed) when no scheduler is named.
@@ -51,9 +97,10 @@ def dask_client(scheduler: str | None, workers: int, device: str, echo=print) ->
     dask.config.set(CLUSTER_CONFIG)
     logging.getLogger("distributed").setLevel(logging.CRITICAL)  # the client reports lost workers itself
     if scheduler:
+        check_scheduler(scheduler)
         try:
-            client = Client(scheduler, timeout="20s")
-        except OSError as exc:
+            client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
+        except (OSError, ValueError, TypeError) as exc:
             raise CavnetError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
         with client:
             echo(f"dask: connected to {scheduler} ({len(client.scheduler_info()['workers'])} workers)")
