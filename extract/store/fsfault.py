@@ -7,11 +7,14 @@ flushed or closed: "Can't decrement id ref count", "Slist already enabled?") who
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import os
+import sys
 import uuid
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 from cavnet.errors import CavnetError
 
@@ -78,5 +81,33 @@ def as_os_error(exc: BaseException, path: Path) -> OSError:
         return exc
     why = cause(exc, path)
     code = next((c for c, name in CAUSES.items() if name == why), errno.EIO)
-    return OSError(code, f"{os.strerror(code)} (HDF5: {exc.__class__.__name__}: {' '.join(str(exc).split())})",
-                   str(path))
+    detail = " ".join(str(exc).split())
+    detail = detail if len(detail) <= 100 else detail[:100] + "..."
+    return OSError(code, f"{os.strerror(code)} (HDF5: {exc.__class__.__name__}: {detail})", str(path))
+
+
+@contextlib.contextmanager
+def h5_dealloc_errors() -> Iterator[list[str]]:
+    """Collect, instead of printing, the errors h5py raises while it frees objects of a file whose writes
+    fail ("Exception ignored in: 'h5py._objects.ObjectID.__dealloc__'" and a traceback on stderr, once per
+    object, on a full disk); the caller reports the failure once, as one line."""
+    seen: list[str] = []
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if "h5py" in repr(unraisable.object) or "h5py" in str(getattr(unraisable, "err_msg", "")):
+            seen.append(f"{unraisable.exc_type.__name__}: {unraisable.exc_value}")
+        else:
+            previous(unraisable)
+
+    # h5py (Cython, full tracebacks) also prints each traceback to sys.stderr itself: hold stderr back,
+    # and give it back unless h5py's freeing errors are in it
+    held, stderr = io.StringIO(), sys.stderr
+    sys.unraisablehook, sys.stderr = hook, held
+    try:
+        yield seen
+    finally:
+        sys.unraisablehook, sys.stderr = previous, stderr
+        text = held.getvalue()
+        if text and "h5py/_objects.pyx" not in text:
+            stderr.write(text)

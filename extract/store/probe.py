@@ -19,7 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-TIMEOUT_S = float(os.environ.get("CAVNET_STORE_PROBE_TIMEOUT", "20"))
+
+
+def default_timeout() -> float:
+    """Seconds one file's metadata may take: ``CAVNET_STORE_PROBE_TIMEOUT`` (default 20)."""
+    return float(os.environ.get("CAVNET_STORE_PROBE_TIMEOUT", "20"))
 
 _CHILD = r"""
 import json, sys
@@ -54,8 +58,9 @@ class Probed:
     datasets: dict = field(default_factory=dict)
 
 
-def probe_files(paths: Sequence[Path], timeout: float = TIMEOUT_S) -> list[Probed]:
+def probe_files(paths: Sequence[Path], timeout: float | None = None) -> list[Probed]:
     """Probe ``paths`` in order; a file that takes longer than ``timeout`` seconds is reported damaged."""
+    timeout = default_timeout() if timeout is None else timeout
     results: list[Probed] = []
     rest = [Path(p) for p in paths]
     while rest:
@@ -69,7 +74,7 @@ def probe_files(paths: Sequence[Path], timeout: float = TIMEOUT_S) -> list[Probe
     return results
 
 
-def probe_file(path: Path, timeout: float = TIMEOUT_S) -> Probed:
+def probe_file(path: Path, timeout: float | None = None) -> Probed:
     return probe_files([path], timeout)[0]
 
 

@@ -37,7 +37,12 @@ CLUSTER_CONFIG = {"distributed.worker.daemon": False,
                   "distributed.admin.tick.limit": "60s"}
 
 
-CONNECT_TIMEOUT_S = float(os.environ.get("CAVNET_SCHEDULER_TIMEOUT", "20"))
+
+
+def connect_timeout() -> float:
+    """Seconds a scheduler has to answer: ``CAVNET_SCHEDULER_TIMEOUT`` (default 20)."""
+    return float(os.environ.get("CAVNET_SCHEDULER_TIMEOUT", "20"))
+
 _SCHEMES = ("tcp", "tls", "ucx", "inproc", "ws", "wss")
 
 
@@ -64,7 +69,7 @@ def check_scheduler(address: str, timeout: float | None = None) -> None:
     from distributed.security import Security
 
     address = scheduler_address(address)
-    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
+    timeout = connect_timeout() if timeout is None else timeout
 
     async def identity() -> None:
         comm = await connect(address, timeout=timeout, **Security().get_connection_args("client"))
@@ -99,7 +104,7 @@ def dask_client(scheduler: str | None, workers: int, device: str, echo=print) ->
     if scheduler:
         check_scheduler(scheduler)
         try:
-            client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
+            client = Client(scheduler, timeout=f"{connect_timeout()}s")
         except (OSError, ValueError, TypeError) as exc:
             raise CavnetError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
         with client:
@@ -107,17 +112,38 @@ def dask_client(scheduler: str | None, workers: int, device: str, echo=print) ->
             yield client
         return
     gpus = _gpu_count() if device in ("auto", "cuda") else 0
-    cluster = _local_cuda_cluster(gpus) if gpus else None
+    with _sigint_ignored():
+        cluster = _local_cuda_cluster(gpus) if gpus else None
     if cluster is None:
         # each worker's share of the cores, set in the workers only (the client's own torch is left alone)
         threads = os.environ.get("CAVNET_TORCH_THREADS") or str(max(1, (os.cpu_count() or 1) // max(1, workers)))
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                               silence_logs=logging.CRITICAL, env={"CAVNET_TORCH_THREADS": threads})
+        with _sigint_ignored():  # Ctrl-C: the client stops with one line; workers print no tracebacks
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=":0", silence_logs=logging.CRITICAL,
+                                   env={"CAVNET_TORCH_THREADS": threads})
     with cluster, Client(cluster) as client:
         link = getattr(client, "dashboard_link", None)
         kind = f"{gpus} GPU workers" if gpus else f"{workers} CPU workers"
         echo(f"dask: local cluster, {kind}" + (f", dashboard {link}" if link else ""))
         yield client
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Start processes with SIGINT ignored (an ignored signal stays ignored across fork and exec, and
+    Python then installs no KeyboardInterrupt handler): a Ctrl-C in the terminal reaches the whole
+    process group, and only the client should act on it; its workers exit with it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _local_cuda_cluster(gpus: int):
