@@ -29,6 +29,7 @@ from cavnet.extract.manifest import Manifest
 from cavnet.extract.store import fsfault
 from cavnet.extract.store.lock import output_lock
 from cavnet.extract.store.probe import probe_file, probe_files
+from cavnet.extract.store.reader import damage_message
 from cavnet.extract.store.writer import StoreDims, consolidate, shard_statuses, stray_tmp_files, tmp_name
 from cavnet.extract.text_tables import embed_texts
 from cavnet.pipelines.extract.worker import ShardResult, ShardSpec
@@ -150,7 +151,7 @@ def check_existing_store(out: Path, config: ExtractConfig, manifest: Manifest) -
         raise CavnetError(f"{out} exists and is not a file; use another --out")
     probed = probe_file(out)
     if probed.error:
-        raise CavnetError(f"store {out} is damaged: {probed.error}; use another --out or delete it")
+        raise CavnetError(f"{damage_message(out, probed.error)}; use another --out or delete it")
     try:
         with h5py.File(out, "r") as f:
             recorded = ExtractConfig.from_json(f.attrs["config"])
