@@ -144,7 +144,7 @@ def hold_run_folder(out: Path, main: bool = True, what: str = "run folder") -> I
                 raise
             raise CavnetError(describe(exc, Path(exc.filename or out), f"writing {what} {out} failed")) from None
         except RuntimeError as exc:  # torch.save on a full disk: "PytorchStreamWriter failed writing file"
-            if "PytorchStreamWriter" not in str(exc) and "file write failed" not in str(exc):
+            if not any(k in str(exc) for k in ("PytorchStreamWriter", "file write failed", "inline_container")):
                 raise
             raise CavnetError(describe(as_os_error(exc, Path(out) / "last.pt"), Path(out),
                                        f"writing {what} {out} failed")) from None

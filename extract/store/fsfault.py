@@ -56,12 +56,15 @@ def check_writable(output: Path, names: Sequence[str] = (), what: str = "--out")
     """Refuse an output cavnet could not write, before any work: its folder must be creatable and
     writable, and every file name it will use (``names``, with the longest tmp suffix) must fit."""
     output = Path(output)
-    longest = [output.name + ".1234567-abcdef12.tmp", output.name + ".lock", *names]
+    longest = [*output.parts, output.name + ".1234567-abcdef12.tmp", output.name + ".lock", *names]
     for name in longest:
         if len(os.fsencode(name)) > _NAME_MAX:
             raise CavnetError(f"{what} {output}: file name too long ({len(os.fsencode(name))} bytes in "
                               f"{name[:40]}..., the limit is {_NAME_MAX})")
     folder = output.parent
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise CavnetError(f"{what} {output} is not writable: a path component is not a directory ({existing})")
     probe = folder / f".cavnet-write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
