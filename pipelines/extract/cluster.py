@@ -125,7 +125,11 @@ def dask_client(scheduler: str | None, workers: int, device: str, echo=print) ->
         link = getattr(client, "dashboard_link", None)
         kind = f"{gpus} GPU workers" if gpus else f"{workers} CPU workers"
         echo(f"dask: local cluster, {kind}" + (f", dashboard {link}" if link else ""))
-        yield client
+        try:
+            yield client
+        except KeyboardInterrupt:
+            _kill_descendants()  # they ignore SIGINT; a task mid-write would keep them for its whole length
+            raise
 
 
 @contextlib.contextmanager
@@ -144,6 +148,19 @@ def _sigint_ignored() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _kill_descendants() -> None:
+    """SIGKILL every process this one started (the local cluster's nannies, workers, decode processes):
+    committed shards are whole, tmp files are removed by the rerun."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "resource_tracker" not in " ".join(child.cmdline()):  # the client's own, not the cluster's
+                child.kill()
+        except psutil.Error:
+            continue
 
 
 def _local_cuda_cluster(gpus: int):
