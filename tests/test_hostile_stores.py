@@ -114,3 +114,16 @@ def test_bad_root_attributes_give_one_line(good, checkpoint, tmp_path, name):
     one_line_error(CliRunner().invoke(main, _commands(store, tmp_path, checkpoint)["fuse-train"]), needle)
     r = CliRunner().invoke(main, ["check", str(store)])
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+
+
+def test_resume_against_a_store_with_another_class_table_is_refused(good, tmp_path):
+    """Verifies the harness's existing check (``Checkpoint.check_matches_store``) through the CLI."""
+    other = tmp_path / "other.h5"
+    make_store(other, videos=12, classes=6)
+    run = tmp_path / "run"
+    args = ["--out", str(run), "--epochs", "2", "--batch-size", "4", "--d-model", "16", "--device", "cpu",
+            "--no-progress"]
+    assert CliRunner().invoke(main, ["fuse-train", "--store", str(good), *args[:3], "1", *args[4:]]).exit_code == 0
+    r = CliRunner().invoke(main, ["fuse-train", "--store", str(other), *args, "--resume"])
+    line = one_line_error(r)
+    assert "class" in line, line
