@@ -105,8 +105,8 @@ def _find_k400_csvs(root: Path) -> list[Path]:
             missing = [c for c in _K400_COLUMNS if c not in header]
             raise DatasetError(f"{p}: a Kinetics CSV without column(s) {','.join(missing)} "
                                f"(header: {','.join(header)})")
-        elif p.name != "captions.csv":
-            warnings.warn(f"{p}: not a Kinetics CSV (no {','.join(_K400_COLUMNS)} columns), ignored", stacklevel=3)
+        else:  # captions.csv, a probe table ...: no Kinetics column at all
+            log.info("%s: not a Kinetics CSV, ignored", p)
     if not k400:
         raise DatasetError(f"{root}: no Kinetics CSV (columns {','.join(_K400_COLUMNS)},split) found "
                            f"in {root} or {root / 'annotations'}")

@@ -54,11 +54,10 @@ def test_a_kinetics_csv_missing_a_column_is_an_error_not_a_skip(tmp_path, header
         read_k400(root)
 
 
-def test_an_unrelated_csv_is_ignored_with_a_warning(tmp_path):
+def test_a_csv_without_any_kinetics_column_is_not_a_kinetics_csv(tmp_path):
     root = _k400(tmp_path / "k", ["a,id1,0,10,train"])
-    (root / "notes.csv").write_text("who,what\nme,this\n")
-    with pytest.warns(UserWarning, match="notes.csv: not a Kinetics CSV"):
-        assert len(read_k400(root)) == 1
+    (root / "notes.csv").write_text("who,what\nme,this\n")  # e.g. captions.csv or a probe table
+    assert [r.video_id for r in read_k400(root).rows] == ["id1_000000_000010"]
 
 
 def test_duplicate_ids_warn_with_a_count(tmp_path):
