@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -59,9 +61,27 @@ def _read_table(path: Path, header_only: bool = False) -> tuple[list[str], list[
 
 def _parse_time(value: str, path: Path, line: int, column: str) -> int:
     try:
-        return int(round(float(value)))
+        seconds = float(value)
     except ValueError:
         raise DatasetError(f"{path}:{line}: {column} {value!r} is not a number") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise DatasetError(f"{path}:{line}: {column} {value!r} is not a finite time in seconds >= 0")
+    return int(round(seconds))
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # text fields may hold tabs and line breaks
+_CONTROL_STRICT = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_fields(row: dict[str, str], path: Path, line: int) -> None:
+    """Refuse NUL and other control characters (an HDF5 string cannot hold a NUL; a store would fail at
+    consolidation), naming the file, line and column."""
+    for column, value in row.items():
+        pattern = _CONTROL if column in ("text", "caption") else _CONTROL_STRICT
+        bad = pattern.search(value or "")
+        if bad:
+            raise DatasetError(f"{path}:{line}: column {column} holds the control character "
+                               f"{bad.group()!r}; remove it")
 
 
 def _is_k400_header(header: Sequence[str]) -> bool:
@@ -81,6 +101,12 @@ def _find_k400_csvs(root: Path) -> list[Path]:
             continue
         if _is_k400_header(header):
             k400.append(p)
+        elif set(header) & {"youtube_id", "time_start", "time_end"}:
+            missing = [c for c in _K400_COLUMNS if c not in header]
+            raise DatasetError(f"{p}: a Kinetics CSV without column(s) {','.join(missing)} "
+                               f"(header: {','.join(header)})")
+        else:  # captions.csv, a probe table ...: no Kinetics column at all
+            log.info("%s: not a Kinetics CSV, ignored", p)
     if not k400:
         raise DatasetError(f"{root}: no Kinetics CSV (columns {','.join(_K400_COLUMNS)},split) found "
                            f"in {root} or {root / 'annotations'}")
@@ -102,11 +128,14 @@ def _parse_k400_csv(path: Path) -> list[tuple[str, str, str]]:
         raise DatasetError(f"{path}: no split column and the file name does not name a split")
     out = []
     for line, row in enumerate(rows, start=2):
+        check_fields(row, path, line)
         youtube_id = row.get("youtube_id", "")
         if not youtube_id:
             raise DatasetError(f"{path}:{line}: empty youtube_id")
         start = _parse_time(row.get("time_start", ""), path, line, "time_start")
         end = _parse_time(row.get("time_end", ""), path, line, "time_end")
+        if end < start:
+            raise DatasetError(f"{path}:{line}: time_end {end} is before time_start {start}")
         split = normalise_split(row.get("split") or default_split)
         out.append((k400_video_id(youtube_id, start, end), row.get("label", ""), split))
     return out
@@ -146,6 +175,8 @@ def _read_captions(root: Path) -> dict[str, str]:
     if "video_id" not in header or "caption" not in header:
         warnings.warn(f"{path}: ignored, needs columns video_id,caption", stacklevel=3)
         return {}
+    for line, r in enumerate(rows, start=2):
+        check_fields(r, path, line)
     return {r["video_id"]: r.get("caption", "") for r in rows if r.get("video_id")}
 
 
@@ -223,6 +254,7 @@ def read_csv_manifest(path: str | Path, root: str | Path | None = None) -> Manif
     used: set[str] = set()
     rows = []
     for line, r in enumerate(table, start=2):
+        check_fields(r, path, line)
         if not r.get("path"):
             raise DatasetError(f"{path}:{line}: empty path")
         file = Path(r["path"]).expanduser()

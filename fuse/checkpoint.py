@@ -114,8 +114,12 @@ class Checkpoint:
         """Write atomically (tmp + rename), so a killed run never leaves half a checkpoint."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.to_state(), tmp)
-        os.replace(tmp, path)
+        try:
+            torch.save(self.to_state(), tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk: give the space back, keep the last good file
+            raise
 
     @classmethod
     def load(cls, path: Path | str) -> "Checkpoint":

@@ -9,6 +9,7 @@ weights, optimiser, schedule and RNG so it continues exactly as if never stopped
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -16,12 +17,14 @@ import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
 
 from cavnet.errors import CavnetError
+from cavnet.extract.store.fsfault import CAUSES, as_os_error, check_writable, describe
+from cavnet.extract.store.lock import output_lock
 from cavnet.fuse.checkpoint import Checkpoint, TrainingState
 
 
@@ -192,6 +195,29 @@ def _board(folder: Path) -> Any:
     except ImportError:
         raise CavnetError("--tensorboard needs the tensorboard package: pip install 'cavnet[tensorboard]'") from None
     return SummaryWriter(log_dir=str(folder))
+
+
+@contextlib.contextmanager
+def hold_run_folder(out: Path, main: bool = True, what: str = "run folder") -> Iterator[None]:
+    """For the whole run: ``out`` checked writable, its single-writer lock held (a second run on it is
+    refused), and a filesystem failure while writing reported as one line naming the path and cause.
+    Processes other than the main one write nothing and take no lock."""
+    if not main:
+        yield
+        return
+    check_writable(Path(out) / "config.json", ("metrics.jsonl.tmp", "best.pt.tmp"), what="--out")
+    with output_lock(Path(out), what):
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in CAUSES:
+                raise
+            raise CavnetError(describe(exc, Path(exc.filename or out), f"writing {what} {out} failed")) from None
+        except RuntimeError as exc:  # torch.save on a full disk: "PytorchStreamWriter failed writing file"
+            if not any(k in str(exc) for k in ("PytorchStreamWriter", "file write failed", "inline_container")):
+                raise
+            raise CavnetError(describe(as_os_error(exc, Path(out) / "last.pt"), Path(out),
+                                       f"writing {what} {out} failed")) from None
 
 
 def trim_jsonl(path: Path, key: str, upto: int) -> None:

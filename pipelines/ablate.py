@@ -94,6 +94,14 @@ def run_ablate(store: Path, out: Path, preset: str, seeds: int, tcfg: TrainConfi
             raise CavnetError(f"unknown variant(s) {', '.join(unknown)}; preset {preset} has "
                               + ", ".join(v.key for v in chosen))
         chosen = [v for v in chosen if v.key in only]
+    from cavnet.fuse.run import hold_run_folder
+
+    with hold_run_folder(out, what="ablate folder"):
+        return _ablate(store, out, chosen, seeds, tcfg, workers, echo, base, preset)
+
+
+def _ablate(store: Path, out: Path, chosen: list[Variant], seeds: int, tcfg: TrainConfig, workers: int,
+            echo: Callable[[str], None], base: dict[str, Any] | None, preset: str) -> list[dict[str, Any]]:
     variants = [v for v in chosen if not v.pretrain or has_video_texts(store)]
     if len(variants) < len(chosen):
         echo("the store has no per-video texts: 'CAV-Net + pretrain' is left out")

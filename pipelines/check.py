@@ -20,6 +20,7 @@ import numpy as np
 
 from cavnet.extract.provenance import random_weights_note
 from cavnet.extract.store.writer import FORMAT_VERSION, USABLE_STATUSES, StoreDims, stray_tmp_files
+from cavnet.extract.store.probe import probe_file
 
 KNOWN_STATUSES = ("ok", "no_audio", "short_decode", "decode_error", "missing_file", "empty_file", "no_video",
                   "worker_crash")
@@ -207,18 +208,29 @@ def check_store(path: Path) -> CheckResult:
     """Validate the store at ``path``; every problem found is listed, none raises."""
     result = CheckResult(Path(path))
     _check_leftovers(result.path, result.problems)
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        result.problems.append(f"not an HDF5 file ({exc})")
+    if not Path(path).is_file():
+        result.problems.append("no such file" if not Path(path).exists() else "not a file")
         return result
-    with f:
+    probed = probe_file(Path(path))
+    if probed.error:
+        result.problems.append(f"not an HDF5 file ({probed.error.split(': ', 1)[-1]})"
+                               if "file signature not found" in probed.error else f"damaged: {probed.error}")
+        return result
+    try:
+        _check_file(path, result)
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
+        result.problems.append(f"damaged: {exc.__class__.__name__}: {exc}")
+    return result
+
+
+def _check_file(path: Path, result: CheckResult) -> None:
+    with h5py.File(path, "r") as f:
         header = _header(f, result.problems)
         if header is None:
-            return result
+            return
         dims, n = header
         if not _check_layout(f, dims, n, result.problems):
-            return result  # values cannot be checked against a wrong layout
+            return  # values cannot be checked against a wrong layout
         counts = _check_rows(f, n, result.problems)
         _check_masks(f, result.problems)
         _check_values(f, result.problems)
@@ -226,4 +238,3 @@ def check_store(path: Path) -> CheckResult:
                         "visual_dim": dims.visual_dim, "audio_dim": dims.audio_dim,
                         "text_dim": f["text/video"].shape[1], "classes": f["classes/name"].shape[0],
                         "random_weights": random_weights_note(f.attrs["config"])}
-    return result

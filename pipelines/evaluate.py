@@ -19,6 +19,7 @@ import torch
 from cavnet.errors import CavnetError
 from cavnet.extract.device import resolve_device
 from cavnet.extract.provenance import random_weights_note
+from cavnet.extract.store.fsfault import check_writable, describe
 from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.data import open_split
@@ -37,6 +38,8 @@ def evaluate_command(checkpoint: Path, split: str, out_dir: Path | None, device:
         raise CavnetError("give either --store or --dataset to evaluate on, not both")
     if store is None and dataset is None:
         raise CavnetError("give --store STORE.h5, or --dataset with --root / --manifest to evaluate on raw videos")
+    if out_dir is not None:
+        check_writable(out_dir / "per_class.csv", (f"per_class_{split}.csv", f"confusion_{split}.csv"), "--out")  # before any scoring
     ckpt = Checkpoint.load(checkpoint)
     dev = resolve_device(device)
     record = run_record()
@@ -51,9 +54,13 @@ def evaluate_command(checkpoint: Path, split: str, out_dir: Path | None, device:
     result = {"split": split, "checkpoint": str(Path(checkpoint).resolve()), **split_metrics(sc, len(names)),
               "random_weights": random_weights_note(ckpt.extract_config()) if ckpt.store_config else None}
     if out_dir is not None:
-        write_reports(out_dir, split, sc.scores, sc.labels, names)
-        ids, labels, statuses, scores = table
-        _write_csv(out_dir / f"predictions_{split}.csv", prediction_rows(ids, scores, names, top_k, statuses, labels))
+        try:
+            write_reports(out_dir, split, sc.scores, sc.labels, names)
+            ids, labels, statuses, scores = table
+            _write_csv(out_dir / f"predictions_{split}.csv", prediction_rows(ids, scores, names, top_k, statuses,
+                                                                              labels))
+        except OSError as exc:
+            raise CavnetError(describe(exc, Path(exc.filename or out_dir), f"writing --out {out_dir} failed")) from None
         result["reports"] = str(out_dir)
         (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
         write_run_record(out_dir, {**record, "ended": now(), "checkpoint": result["checkpoint"],

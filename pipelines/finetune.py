@@ -24,7 +24,7 @@ from cavnet.finetune.trainer import LOGS, FinetuneResult, FinetuneRun, fit
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.engine import warmup_cosine
 from cavnet.fuse.loss import ContrastiveLoss
-from cavnet.fuse.run import RunFolder, param_groups
+from cavnet.fuse.run import RunFolder, hold_run_folder, param_groups
 
 
 def run_finetune(cfg: FinetuneConfig, dataset: str, root: Path | None, manifest: Path | None, out: Path,
@@ -33,7 +33,8 @@ def run_finetune(cfg: FinetuneConfig, dataset: str, root: Path | None, manifest:
     """Fine-tune ``cfg.init`` on a corpus, writing the run folder ``out``."""
     env, device = fd.setup(cfg.device)
     try:
-        return _finetune(cfg, env, device, dataset, root, manifest, out, resume, eval_init, echo, progress)
+        with hold_run_folder(out, env.main):
+            return _finetune(cfg, env, device, dataset, root, manifest, out, resume, eval_init, echo, progress)
     finally:
         fd.teardown(env)
 

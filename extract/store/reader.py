@@ -10,7 +10,12 @@ import h5py
 import numpy as np
 
 from cavnet.extract.config import ExtractConfig
+from cavnet.extract.store.probe import probe_file
 from cavnet.extract.store.writer import FORMAT_VERSION, USABLE_STATUSES, StoreDims, StoreError
+
+
+REQUIRED = ("videos/id", "videos/split", "videos/label", "videos/status", "visual/clips", "visual/mask",
+            "audio/segments", "audio/mask", "text/video", "classes/name", "classes/embedding")
 
 
 def _strings(ds: h5py.Dataset) -> np.ndarray:
@@ -49,25 +54,45 @@ class Features:
     labels: np.ndarray
 
 
+def damage_message(path: Path, error: str) -> str:
+    """``X: not an HDF5 file (...)`` for a file that is no HDF5 at all, else ``store X is damaged: ...``."""
+    if "file signature not found" in error:
+        return f"{path}: not an HDF5 file ({error.split(': ', 1)[-1]})"
+    return f"store {path} is damaged: {error}"
+
+
 class FeatureStore:
     """A read-only view of one store file; refuses other format versions."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path, self._f = Path(path), None
         if not self.path.exists():
             raise StoreError(f"{self.path}: no such store")
+        if not self.path.is_file():
+            raise StoreError(f"{self.path}: not a file")
+        probed = probe_file(self.path)
+        if probed.error:
+            raise StoreError(damage_message(self.path, probed.error))
+        missing = [k for k in REQUIRED if k not in probed.datasets]
         try:
             self._f = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise StoreError(f"{self.path}: not an HDF5 file ({exc})") from None
+            self._open(missing)
+        except (OSError, KeyError, RuntimeError, ValueError) as exc:
+            self.close()
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"store {self.path} is damaged: {exc.__class__.__name__}: {exc}") from None
+
+    def _open(self, missing: list[str]) -> None:
         attrs = self._f.attrs
         version = int(attrs.get("format_version", -1))
         if version != FORMAT_VERSION:
-            self._f.close()
             raise StoreError(f"{self.path}: store format version {version}, this cavnet reads {FORMAT_VERSION}")
         if "num_videos" not in attrs:
-            self._f.close()
             raise StoreError(f"{self.path}: a shard or an unfinished store, not a consolidated one")
+        if missing:
+            raise StoreError(f"store {self.path} is damaged: dataset {missing[0]} is missing"
+                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
         self.config = ExtractConfig.from_json(attrs["config"])
         self.dims = StoreDims(**json.loads(attrs["dims"]))
         self.text_model = str(attrs["text_model"])
@@ -134,7 +159,8 @@ class FeatureStore:
         return np.zeros((0,) + ds.shape[1:], ds.dtype)
 
     def close(self) -> None:
-        self._f.close()
+        if getattr(self, "_f", None) is not None:
+            self._f.close()
 
     def __enter__(self) -> "FeatureStore":
         return self

@@ -20,6 +20,7 @@ import numpy as np
 
 from cavnet.errors import CavnetError
 from cavnet.extract.manifest import Manifest, ManifestRow
+from cavnet.extract.store.fsfault import as_os_error, h5_dealloc_errors
 
 FORMAT_VERSION = 1
 USABLE_STATUSES = ("ok", "no_audio", "short_decode")
@@ -84,18 +85,27 @@ def commit_h5(path: Path, write: Callable[[h5py.File], None], before_commit: Com
     Whatever fails (a full disk included), the tmp file is removed and ``path`` is left as it was.
     """
     tmp = tmp_name(path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            write(f)
-            f.flush()
-        if before_commit is not None:
-            before_commit(str(path))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with h5_dealloc_errors() as freed:
+        try:
+            with h5py.File(tmp, "w") as f:
+                write(f)
+                f.flush()
+            if before_commit is not None:
+                before_commit(str(path))
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as exc:
+            if freed and not (isinstance(exc, OSError) and exc.errno):
+                exc = RuntimeError(f"{exc}; {freed[0]}")  # the errno is in h5py's freeing errors
+            error = as_os_error(exc, path)  # before the unlink frees the space a full disk lacked
+            tmp.unlink(missing_ok=True)
+            if error is exc:
+                raise
+            raise error from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     _fsync_dir(path.parent)
 
 

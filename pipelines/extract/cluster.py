@@ -37,6 +37,57 @@ CLUSTER_CONFIG = {"distributed.worker.daemon": False,
                   "distributed.admin.tick.limit": "60s"}
 
 
+
+
+def connect_timeout() -> float:
+    """Seconds a scheduler has to answer: ``CAVNET_SCHEDULER_TIMEOUT`` (default 20)."""
+    return float(os.environ.get("CAVNET_SCHEDULER_TIMEOUT", "20"))
+
+_SCHEMES = ("tcp", "tls", "ucx", "inproc", "ws", "wss")
+
+
+def scheduler_address(address: str) -> str:
+    """``address`` if it is a Dask address (``tcp://host:port``, ``host:port`` ...); refuses anything else."""
+    scheme, sep, rest = address.strip().partition("://")
+    if not sep:
+        scheme, rest = "tcp", address.strip()
+    host, colon, port = rest.rpartition(":")
+    bad = scheme not in _SCHEMES or (scheme != "inproc" and (not colon or not host or not port.isdigit()
+                                                            or not 0 < int(port) < 65536 or "/" in rest))
+    if bad or any(c.isspace() or ord(c) < 32 for c in address):
+        raise CavnetError(f"--scheduler {address!r} is not a Dask scheduler address (tcp://HOST:PORT)")
+    return f"{scheme}://{rest}"
+
+
+def check_scheduler(address: str, timeout: float | None = None) -> None:
+    """Refuse a malformed address at once, and a scheduler that does not complete Dask's handshake and
+    answer an ``identity`` call within ``timeout`` seconds (``Client`` alone can wait forever on a port
+    that accepts TCP connections but never answers)."""
+    import asyncio
+
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    address = scheduler_address(address)
+    timeout = connect_timeout() if timeout is None else timeout
+
+    async def identity() -> None:
+        comm = await connect(address, timeout=timeout, **Security().get_connection_args("client"))
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            await comm.read()
+        finally:
+            comm.abort()
+
+    try:
+        asyncio.run(asyncio.wait_for(identity(), timeout))
+    except (asyncio.TimeoutError, TimeoutError):
+        raise CavnetError(f"the Dask scheduler at {address} did not answer within {timeout:.0f} s "
+                          "(is it a Dask scheduler?)") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise CavnetError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: str | None, workers: int, device: str, echo=print) -> Iterator["object"]:
     """Yield a ``distributed.Client``; a local cluster is started (and closed) when no scheduler is named.
@@ -51,26 +102,65 @@ def dask_client(scheduler: str | None, workers: int, device: str, echo=print) ->
     dask.config.set(CLUSTER_CONFIG)
     logging.getLogger("distributed").setLevel(logging.CRITICAL)  # the client reports lost workers itself
     if scheduler:
+        check_scheduler(scheduler)
         try:
-            client = Client(scheduler, timeout="20s")
-        except OSError as exc:
+            client = Client(scheduler, timeout=f"{connect_timeout()}s")
+        except (OSError, ValueError, TypeError) as exc:
             raise CavnetError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
         with client:
             echo(f"dask: connected to {scheduler} ({len(client.scheduler_info()['workers'])} workers)")
             yield client
         return
     gpus = _gpu_count() if device in ("auto", "cuda") else 0
-    cluster = _local_cuda_cluster(gpus) if gpus else None
+    with _sigint_ignored():
+        cluster = _local_cuda_cluster(gpus) if gpus else None
     if cluster is None:
         # each worker's share of the cores, set in the workers only (the client's own torch is left alone)
         threads = os.environ.get("CAVNET_TORCH_THREADS") or str(max(1, (os.cpu_count() or 1) // max(1, workers)))
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                               silence_logs=logging.CRITICAL, env={"CAVNET_TORCH_THREADS": threads})
+        with _sigint_ignored():  # Ctrl-C: the client stops with one line; workers print no tracebacks
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=":0", silence_logs=logging.CRITICAL,
+                                   env={"CAVNET_TORCH_THREADS": threads})
     with cluster, Client(cluster) as client:
         link = getattr(client, "dashboard_link", None)
         kind = f"{gpus} GPU workers" if gpus else f"{workers} CPU workers"
         echo(f"dask: local cluster, {kind}" + (f", dashboard {link}" if link else ""))
-        yield client
+        try:
+            yield client
+        except KeyboardInterrupt:
+            _kill_descendants()  # they ignore SIGINT; a task mid-write would keep them for its whole length
+            raise
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Start processes with SIGINT ignored (an ignored signal stays ignored across fork and exec, and
+    Python then installs no KeyboardInterrupt handler): a Ctrl-C in the terminal reaches the whole
+    process group, and only the client should act on it; its workers exit with it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _kill_descendants() -> None:
+    """SIGKILL every process this one started (the local cluster's nannies, workers, decode processes):
+    committed shards are whole, tmp files are removed by the rerun."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "resource_tracker" not in " ".join(child.cmdline()):  # the client's own, not the cluster's
+                child.kill()
+        except psutil.Error:
+            continue
 
 
 def _local_cuda_cluster(gpus: int):

@@ -16,6 +16,8 @@ import h5py
 from cavnet.errors import CavnetError
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.manifest import Manifest
+from cavnet.extract.store.probe import probe_file
+from cavnet.extract.store.reader import damage_message
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,17 @@ def plan_store(out: Path, config: ExtractConfig, manifest: Manifest) -> StorePla
 
 def _read_existing(out: Path, config: ExtractConfig) -> tuple[list[str], list[str]]:
     """The ids and class names of the store at ``out``; refuses a store of another configuration."""
+    if not out.is_file():
+        raise CavnetError(f"{out} exists and is not a file; use another --out")
+    probed = probe_file(out)  # in a child with a time bound: a damaged file can make HDF5 spin forever
+    if probed.error:
+        raise CavnetError(f"{damage_message(out, probed.error)}; use another --out or delete it")
     try:
         with h5py.File(out, "r") as f:
             recorded = ExtractConfig.from_json(f.attrs["config"], f"{out} config")
             ids = f["videos/id"].asstr()[()].tolist()
             classes = f["classes/name"].asstr()[()].tolist()
-    except (OSError, KeyError) as exc:
+    except (OSError, KeyError, RuntimeError, TypeError) as exc:
         raise CavnetError(f"{out} exists but is not a cavnet store ({exc}); use another --out") from None
     if recorded.content_key() != config.content_key():
         diff = first_difference(recorded.content_key(), config.content_key())

@@ -30,3 +30,7 @@ class RunOptions(Config):
         check_int("--decode-workers", self.decode_workers, 0)
         check_int("window", self.window, 0)
         check_choice("--device", self.device, ("auto", "cpu", "cuda"))
+        if self.scheduler is not None:
+            from cavnet.pipelines.extract.cluster import scheduler_address
+
+            scheduler_address(self.scheduler)  # a malformed address is refused before any work

@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 from cavnet.errors import CavnetError
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.store.writer import USABLE_STATUSES
+from cavnet.extract.store.fsfault import CAUSES
 from cavnet.pipelines.extract.options import RunOptions
 from cavnet.pipelines.extract.cluster import dask_client
 from cavnet.pipelines.extract.worker import ShardResult, ShardSpec, run_shard
@@ -51,6 +52,9 @@ def _failure(name: str, spec: Any, exc: BaseException) -> ShardFailed:
     if _is_disk_full(exc):
         return ShardFailed(f"{where}: disk full writing {getattr(spec, 'path', '')} ({error_message(exc)}); "
                            f"{_RERUN}")
+    if isinstance(exc, OSError) and exc.errno in CAUSES:
+        return ShardFailed(f"{where}: {CAUSES[exc.errno]} writing {exc.filename or getattr(spec, 'path', '')} "
+                           f"({error_message(exc)}); {_RERUN}")
     return ShardFailed(f"{where} failed: {error_message(exc)}; {_RERUN}")
 
 
