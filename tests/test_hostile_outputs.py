@@ -242,3 +242,28 @@ def test_a_scheduler_that_never_answers_ends_in_seconds(manifest, tmp_path, monk
         took = time.monotonic() - t0
     one_line_error(r, f"the Dask scheduler at {address} did not answer within 2 s")
     assert took < 30
+
+
+@pytest.mark.parametrize("damage", ["zeros", "truncated", "garbage"])
+def test_a_damaged_committed_shard_is_reported_and_redone(tmp_path, monkeypatch, damage):
+    import numpy as np
+
+    from cavnet.extract.manifest import ManifestRow
+    from cavnet.extract.store.writer import StoreDims, VideoFeatures, write_shard
+    from cavnet.pipelines.extract.run import _pending
+    from cavnet.pipelines.extract.worker import ShardSpec
+    from hostile import truncate, zeros
+
+    monkeypatch.setenv("CAVNET_STORE_PROBE_TIMEOUT", "2")
+    rows = tuple(ManifestRow(f"v{i}", f"/v{i}.mp4", 0, "a", "train") for i in range(2))
+    feats = [VideoFeatures("ok", "", 1.0, 25.0, np.ones((1, 4), np.float32), np.ones((1, 2), np.float32))] * 2
+    specs = [ShardSpec(i, 2 * i, rows, str(tmp_path / f"shard-{i:05d}.h5")) for i in range(2)]
+    for spec in specs:
+        write_shard(Path(spec.path), spec.start, rows, feats, StoreDims(2, 2, 4, 2), "{}")
+    bad = Path(specs[1].path)
+    {"zeros": zeros(0, 2048), "truncated": truncate(0.3),
+     "garbage": lambda p: p.write_bytes(os.urandom(4096))}[damage](bad)
+    said: list[str] = []
+    assert [s.index for s in _pending(specs, said.append)] == [1]
+    assert len(said) == 1 and said[0].startswith(f"shard 1: {bad} is damaged (") and said[0].endswith("redoing it")
+    assert not bad.exists() and Path(specs[0].path).exists()

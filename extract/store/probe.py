@@ -89,7 +89,7 @@ def _run_child(paths: list[Path], timeout: float) -> list[Probed]:
     try:
         for i, path in enumerate(paths):
             try:
-                line = lines.get(timeout=timeout + (max(2.0, timeout) if i == 0 else 0.0))  # + importing h5py
+                line = lines.get(timeout=timeout + (min(timeout, 5.0) if i == 0 else 0.0))  # + importing h5py
             except queue.Empty:
                 break
             if line is None:
