@@ -98,6 +98,7 @@ def test_hard_report_puts_each_row_beside_its_cap():
     assert "with mean pooling (no gate): 93.0%" in text and "+1.0 points top-1, within the spread" in text
 
 
+@pytest.mark.slow
 def test_hard_demo_small_version(tmp_path):
     """The hard demo end to end on a tiny corpus: corpus, store, every hard row, report with caps."""
     from cavnet.pipelines.demo import DemoConfig, run_demo

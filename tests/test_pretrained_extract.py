@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import pytest
 import torch
 from torchvision.models import video as tv
 
@@ -23,6 +24,7 @@ def cavnet(*args: str) -> subprocess.CompletedProcess:
                           timeout=900, env=env)
 
 
+@pytest.mark.slow
 def test_extract_with_weight_files_then_fuse_train(tmp_path: Path) -> None:
     corpus, store, run = tmp_path / "av-synth", tmp_path / "s.h5", tmp_path / "run"
     r = cavnet("synth", str(corpus), "--videos", "12", "--classes", "4", "--workers", "1")
