@@ -2,12 +2,20 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 # Test helpers (store_factory, media) are imported by name from this folder.
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: a test that takes tens of seconds on a 2-core CPU "
-                                       "(heavy torchvision video models); deselect with -m 'not slow'")
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread: on a shared 2-core machine two OpenMP threads wait on each other (10-50x slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
