@@ -28,6 +28,13 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def train_steps(videos: int, batch_size: int) -> int:
+    """Optimizer steps of one epoch over ``videos``: a trailing batch of one video is dropped (a single row
+    has no negatives: zero contrastive loss), so it neither steps nor advances the schedule."""
+    full, rest = divmod(videos, batch_size)
+    return full + int(rest >= 2)
+
+
 def batch_loss(model: nn.Module, loss_fn: nn.Module | None, batch: Batch, class_emb: torch.Tensor,
                targets: str) -> torch.Tensor:
     """The training loss of one batch: contrastive against texts (head 'text') or cross-entropy (head 'linear')."""
@@ -41,10 +48,13 @@ def batch_loss(model: nn.Module, loss_fn: nn.Module | None, batch: Batch, class_
 def train_one_epoch(model: nn.Module, loss_fn: nn.Module | None, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, batches: Iterable[Batch],
                     class_emb: torch.Tensor, targets: str, device: torch.device, bar=None) -> dict[str, float]:
-    """One pass over ``batches``; returns the mean loss, videos seen and seconds."""
+    """One pass over ``batches``; returns the mean loss, videos seen and seconds. A batch of fewer than two
+    videos is skipped (see ``train_steps``)."""
     model.train()
     t0, total, seen = time.perf_counter(), 0.0, 0
     for batch in batches:
+        if len(batch) < 2:
+            continue
         batch = batch.to(device)
         loss = batch_loss(model, loss_fn, batch, class_emb, targets)
         optimizer.zero_grad(set_to_none=True)

@@ -17,7 +17,7 @@ from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint, TrainingState
 from cavnet.fuse.config import FusionConfig
 from cavnet.fuse.data import InMemorySplit, StreamedSplit, open_split
-from cavnet.fuse.engine import score, train_one_epoch, warmup_cosine
+from cavnet.fuse.engine import score, train_one_epoch, train_steps, warmup_cosine
 from cavnet.fuse.loss import ContrastiveLoss
 from cavnet.fuse.metrics import accuracy_metrics
 from cavnet.fuse.model import CAVNet
@@ -98,7 +98,7 @@ class FusionRun:
         self.store, self.tcfg, self.fcfg, self.device = store, tcfg, fcfg, device
         self.splits = Splits.open(store, tcfg, fcfg)
         self.class_emb = torch.from_numpy(store.class_embedding).to(device)
-        self.steps_per_epoch = -(-len(self.splits.train) // tcfg.batch_size)
+        self.steps_per_epoch = train_steps(len(self.splits.train), tcfg.batch_size)
         self.model, self.loss_fn, self.optimizer, self.scheduler = build_training(fcfg, tcfg, self.steps_per_epoch,
                                                                                   device)
         self.folder = RunFolder(out, {"metrics.jsonl": "epoch"})

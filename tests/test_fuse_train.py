@@ -138,3 +138,17 @@ def test_bad_inputs_exit_2_with_one_line(store, tmp_path, case):
     run_fuse_train(store, run, TrainConfig(epochs=1, device="cpu"), SMALL, echo=lambda _: None, progress=False)
     r = cli("evaluate", "--store", str(other), "--checkpoint", str(run / "best.pt"))
     assert r.returncode == 2 and "does not match" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_trailing_batch_of_one_video_is_dropped_and_the_schedule_matches(store, tmp_path):
+    from cavnet.fuse.engine import train_steps
+
+    with FeatureStore(store) as s:
+        n = len(s.rows().select("train", labelled=True))
+    assert train_steps(n, n - 1) == 1 and train_steps(n, n - 2) == 2 and train_steps(n, n) == 1
+    run_fuse_train(store, tmp_path / "r", TrainConfig(epochs=2, batch_size=n - 1, warmup_epochs=0.0, device="cpu"), SMALL,
+                   echo=lambda _: None, progress=False)
+    ckpt = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    assert ckpt["step"] == 2 and ckpt["scheduler"]["last_epoch"] == 2
+    lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["videos"] == n - 1 and lines[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
