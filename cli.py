@@ -186,21 +186,32 @@ MODEL_HELP = {
     "fusion": "cavnet: the paper's encoder; late: two-stream late fusion",
     "head": "text: contrastive head against label texts; linear: class logits",
     "time_encoding": "shared: one clock for both streams (token times); none: the paper's content-only attention",
+    "gate": "token: a gate per token (eq. 7); set: one channel gate from the whole set",
     "d_model": "fusion width",
     "dropout": None,
 }
 
 
 def model_options(f):
-    from cavnet.fuse.config import FUSIONS, HEADS, MODALITIES, POOLS, TIME_ENCODINGS, FusionConfig
+    from cavnet.fuse.config import FUSION_PRESETS, FUSIONS, GATES, HEADS, MODALITIES, POOLS, TIME_ENCODINGS, FusionConfig
 
-    return options(FusionConfig, MODEL_HELP, modalities={"choices": MODALITIES}, pool={"choices": POOLS},
-                   fusion={"choices": FUSIONS}, head={"choices": HEADS},
-                   time_encoding={"choices": TIME_ENCODINGS})(f)
+    f = options(FusionConfig, MODEL_HELP, modalities={"choices": MODALITIES}, pool={"choices": POOLS},
+                fusion={"choices": FUSIONS}, head={"choices": HEADS}, time_encoding={"choices": TIME_ENCODINGS},
+                gate={"choices": GATES})(f)
+    return click.option("--preset", type=click.Choice(list(FUSION_PRESETS)), default="default", show_default=True,
+                        help="paper-literal: eq. 1-8 as written (one head, no residual, LayerNorm, FFN, positions "
+                             "or clock); the model options above apply on top where they differ from their defaults")(f)
 
 
 def model_overrides(p: dict) -> dict:
-    return {k: p[k] for k in MODEL_HELP}
+    """The preset's fields, then every model option given a value other than its default."""
+    import dataclasses
+
+    from cavnet.fuse.config import FusionConfig, preset_overrides
+
+    defaults = {f.name: f.default for f in dataclasses.fields(FusionConfig)}
+    chosen = {k: p[k] for k in MODEL_HELP if p[k] != defaults.get(k)}
+    return {**preset_overrides(p.get("preset", "default")), **chosen}
 
 
 def _train_opt(name: str, **kw):

@@ -152,3 +152,15 @@ def test_a_trailing_batch_of_one_video_is_dropped_and_the_schedule_matches(store
     assert ckpt["step"] == 2 and ckpt["scheduler"]["last_epoch"] == 2
     lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["videos"] == n - 1 and lines[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_preset_paper_literal_through_the_cli(store, tmp_path):
+    run = tmp_path / "lit"
+    r = CliRunner().invoke(main, ["fuse-train", "--store", str(store), "--out", str(run), "--epochs", "1",
+                                  "--d-model", "16", "--preset", "paper-literal", "--gate", "set", "--device", "cpu",
+                                  "--no-progress"])
+    assert r.exit_code == 0, r.output
+    fusion = torch.load(run / "last.pt", weights_only=True)["fusion_config"]
+    assert (fusion["heads"], fusion["residual"], fusion["layer_norm"], fusion["out_proj"], fusion["mlp_ratio"],
+            fusion["pos_embed"], fusion["time_encoding"], fusion["gate"], fusion["d_model"]) == (
+        1, False, False, False, 0.0, False, "none", "set", 16)
