@@ -187,6 +187,7 @@ MODEL_HELP = {
     "head": "text: contrastive head against label texts; linear: class logits",
     "time_encoding": "shared: one clock for both streams (token times); none: the paper's content-only attention",
     "gate": "token: a gate per token (eq. 7); set: one channel gate from the whole set",
+    "text_proj": "a learnable projection of the sentence embeddings (identity at start), targets and prompts alike",
     "d_model": "fusion width",
     "dropout": None,
 }

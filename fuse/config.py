@@ -55,6 +55,8 @@ class FusionConfig(Config):
         fusion: 'cavnet' (the paper) or 'late' (two-stream baseline: masked mean of each stream's
             projected tokens, no attention, concatenated, then an MLP).
         head: 'text' projects z to text_dim for the contrastive loss; 'linear' gives C logits.
+        text_proj: head 'text' only: a learnable projection of the sentence embeddings, t + W t with W
+            initialised to 0 (the identity), applied to training targets and class prompts alike.
         pos_embed: learned temporal position embedding per modality (CAV-Net fusion only).
         residual: each B(S, T) (and feed-forward) adds to its input (S + B(S, T)); False is eq. 2-5 as written.
         layer_norm: LayerNorms after the input projection, inside each attention layer, on X and before
@@ -96,6 +98,7 @@ class FusionConfig(Config):
     layer_norm: bool = True
     out_proj: bool = True
     gate: str = "token"
+    text_proj: bool = False
     dropout: float = 0.1
     attn_dropout: float = 0.0
     input_dropout: float = 0.0
@@ -108,7 +111,8 @@ class FusionConfig(Config):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
                 raise CavnetError(f"FusionConfig.{name} must be a number in [0, 1), got {value!r}")
-        for name in ("self_attn", "cross_attn", "gate_normalize", "pos_embed", "residual", "layer_norm", "out_proj"):
+        for name in ("self_attn", "cross_attn", "gate_normalize", "pos_embed", "residual", "layer_norm", "out_proj",
+                     "text_proj"):
             if not isinstance(getattr(self, name), bool):
                 raise CavnetError(f"FusionConfig.{name} must be True or False, got {getattr(self, name)!r}")
 

@@ -13,7 +13,6 @@ from torch import nn
 
 from cavnet.fuse.data import Batch
 from cavnet.fuse.metrics import Scores
-from cavnet.fuse.model import CAVNet
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -42,7 +41,7 @@ def batch_loss(model: nn.Module, loss_fn: nn.Module | None, batch: Batch, class_
     if loss_fn is None:
         return F.cross_entropy(out, batch.labels)
     text = class_emb[batch.labels] if targets == "label" else batch.text
-    return loss_fn(out, text, batch.groups)
+    return loss_fn(out, model.encode_text(text), batch.groups)
 
 
 def train_one_epoch(model: nn.Module, loss_fn: nn.Module | None, optimizer: torch.optim.Optimizer,
@@ -80,7 +79,7 @@ def score(model: nn.Module, batches: Iterable[Batch], class_emb: torch.Tensor, h
     for batch in batches:
         batch = batch.to(device)
         emb = model(batch.visual, batch.vmask, batch.audio, batch.amask)
-        out.append((emb if head == "linear" else CAVNet.predict(emb, class_emb)).float().cpu())
+        out.append((emb if head == "linear" else model.score_classes(emb, class_emb)).float().cpu())
         labels.append(batch.labels.cpu())
         audio.append(batch.amask.any(dim=1).cpu())
     if not out:

@@ -100,6 +100,19 @@ class GatePool(nn.Module):
         return (r[..., None] * x).sum(dim=1), r
 
 
+class TextProjection(nn.Module):
+    """The trainable text side: t -> t + W t + b, W and b initialised to 0, so it starts as the identity
+    (and weight decay pulls it back towards the identity).  (..., Dt) -> (..., Dt)"""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.delta = nn.Linear(dim, dim)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.to(self.delta.weight.dtype)
+        return t + self.delta(t)
+
+
 class CAVNet(nn.Module):
     """CAV-Net bi-modal video encoder plus its output head.
 
@@ -135,7 +148,10 @@ class CAVNet(nn.Module):
         self.ln_head = norm()
         self.head_drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(d, c.out_dim)
+        self.text_proj = TextProjection(c.text_dim) if c.text_proj and c.head == "text" else None
         self.apply(self._init_weights)
+        if self.text_proj is not None:
+            nn.init.zeros_(self.text_proj.delta.weight)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -243,9 +259,19 @@ class CAVNet(nn.Module):
 
     # ---- testing stage ------------------------------------------------------------------------------
 
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        """The text side: sentence embeddings (..., Dt) through ``text_proj`` when there is one, else as they
+        are. Training targets and class prompts both go through it."""
+        return text if self.text_proj is None else self.text_proj(text)
+
+    def score_classes(self, video_emb: torch.Tensor, class_emb: torch.Tensor) -> torch.Tensor:
+        """Testing stage through the text side: (B, D), (C, Dt) -> (B, C) cosine scores."""
+        return self.predict(video_emb, self.encode_text(class_emb))
+
     @staticmethod
     def predict(video_emb: torch.Tensor, class_emb: torch.Tensor) -> torch.Tensor:
-        """Cosine similarity of each video to each class text: (B, D), (C, D) -> (B, C) scores."""
+        """Cosine similarity of each video to each class text: (B, D), (C, D) -> (B, C) scores.
+        ``class_emb`` must already be through ``encode_text`` (``score_classes`` does both)."""
         return F.normalize(video_emb.float(), dim=-1) @ F.normalize(class_emb.float(), dim=-1).T
 
 

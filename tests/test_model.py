@@ -330,3 +330,30 @@ def test_old_configs_read_with_todays_behaviour():
         d.pop(k)
     cfg = FusionConfig.from_dict(d)
     assert (cfg.residual, cfg.layer_norm, cfg.out_proj, cfg.gate) == (True, True, True, "token")
+
+
+# ---- the trainable text side -------------------------------------------------------------------------
+
+def test_text_projection_starts_as_identity_and_is_used_for_targets_and_scores():
+    from cavnet.fuse.data import Batch
+    from cavnet.fuse.engine import batch_loss, score
+
+    model = make_model(text_proj=True)
+    assert make_model().text_proj is None and make_model(text_proj=True, head="linear").text_proj is None
+    t = torch.randn(5, DT)
+    torch.testing.assert_close(model.encode_text(t), t)
+    visual, vm, audio, am, *_ = make_batch()
+    labels = torch.tensor([0, 1, 0])
+    batch = Batch(visual, vm, audio, am, torch.randn(3, DT), labels, labels)
+    class_emb = torch.randn(C, DT)
+    model.train()
+    batch_loss(model, ContrastiveLoss(), batch, class_emb, "label").backward()
+    assert model.text_proj.delta.weight.grad.abs().sum() > 0  # the targets went through it
+    with torch.no_grad():
+        model.text_proj.delta.weight.normal_()
+    sc = score(model, [batch], class_emb, "text", torch.device("cpu")).scores
+    with torch.no_grad():
+        emb = model(visual, vm, audio, am)
+    torch.testing.assert_close(torch.from_numpy(sc), CAVNet.predict(emb, model.encode_text(class_emb)))
+    assert not torch.allclose(torch.from_numpy(sc), CAVNet.predict(emb, class_emb))
+    assert "text_proj.delta.weight" in model.state_dict()
