@@ -237,6 +237,10 @@ def train_options(f):
 @train_options
 @model_options
 @click.option("--init", type=EXISTING, default=None, help="start from this checkpoint's weights")
+@click.option("--pretrain-store", type=EXISTING, default=None,
+              help="first pretrain on this store's videos and captions (no labels needed), in OUT/pretrain")
+@click.option("--pretrain-epochs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="epochs of --pretrain-store (0: as many as --epochs)")
 @click.option("--resume", is_flag=True, help="continue OUT/last.pt")
 @_train_opt("stream", flag=True, help="read the store block by block instead of into RAM")
 @click.option("--progress/--no-progress", default=True)
@@ -246,7 +250,8 @@ def fuse_train(**p) -> None:
     from cavnet.pipelines.fuse_train import run_fuse_train
 
     r = run_fuse_train(p["store"], p["out"], build(TrainConfig, p), model_overrides(p), init=p["init"],
-                       resume=p["resume"], echo=click.echo, progress=p["progress"])
+                       resume=p["resume"], echo=click.echo, progress=p["progress"],
+                       pretrain_store=p["pretrain_store"], pretrain_epochs=p["pretrain_epochs"])
     click.echo(f"best val top-1 {r.best['top1']:.1f} (epoch {r.best.get('epoch')}); checkpoints in {p['out']}")
 
 
