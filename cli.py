@@ -334,7 +334,8 @@ def finetune(**p) -> None:
 @main.command()
 @click.option("--store", type=EXISTING, required=True)
 @click.option("--out", type=OUT, required=True, help="folder for runs and results")
-@click.option("--preset", type=click.Choice(["paper", "components", "all"]), default="all", show_default=True)
+@click.option("--preset", type=click.Choice(["paper", "components", "fidelity", "all"]), default="all",
+              show_default=True)
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--variants", default=None, help="comma-separated subset of the preset's variant keys")
 @_train_opt("epochs")
@@ -343,6 +344,8 @@ def finetune(**p) -> None:
 @_train_opt("seed", help="first seed")
 @click.option("--d-model", type=click.IntRange(min=8), default=None, help="fusion width of every variant [256]")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="runs in parallel")
+@click.option("--pretrain-store", type=EXISTING, default=None,
+              help="caption store of the external-pretraining row (without it the row is left out)")
 @_train_opt("device", default="cpu", help="runs share the machine: the CPU unless told otherwise")
 def ablate(**p) -> None:
     """Train every variant of the paper's table on one store; mean and std over seeds."""
@@ -352,7 +355,7 @@ def ablate(**p) -> None:
     out = p["out"]
     base = {"d_model": p["d_model"]} if p["d_model"] else {}
     rows = run_ablate(p["store"], out, p["preset"], p["seeds"], build(TrainConfig, p), p["workers"], click.echo,
-                      only=_splits(p["variants"]), base=base)
+                      only=_splits(p["variants"]), base=base, pretrain_store=p["pretrain_store"])
     click.echo((out / "results.md").read_text())
     click.echo(f"results in {out}/results.csv, results.md, results.png ({len(rows)} variants)")
 

@@ -68,3 +68,25 @@ def test_demo_smoke_through_the_cli(tmp_path):
     r2 = cavnet("demo", "--out", str(out), "--videos", "24", "--seeds", "1", "--epochs", "2", "--no-progress")
     assert r2.returncode == 0 and "reusing the corpus" in r2.stdout and "already complete" not in r2.stderr
     assert "0 to run" in r2.stdout
+
+
+def test_fidelity_rows_run_with_an_external_caption_store(tmp_path):
+    from cavnet.fuse.train_config import TrainConfig
+    from cavnet.pipelines.ablate import FIDELITY, run_ablate
+
+    store, captions = tmp_path / "s.h5", tmp_path / "c.h5"
+    make_store(store, videos=48, classes=4)
+    make_store(captions, videos=24, classes=6, captions=True, labelled=False, seed=3)
+    tcfg = TrainConfig(epochs=1, batch_size=16, device="cpu")
+    msgs = []
+    rows = run_ablate(store, tmp_path / "a", "fidelity", 1, tcfg, 1, msgs.append, base={"d_model": 16, "heads": 2},
+                      pretrain_store=captions)
+    assert [r["variant"] for r in rows] == [v.key for v in FIDELITY]
+    assert (tmp_path / "a" / "runs" / "external-pretrain" / "seed0" / "pretrain" / "last.pt").exists()
+    lit = json.loads((tmp_path / "a" / "runs" / "paper-literal" / "seed0" / "config.json").read_text())["fusion"]
+    assert lit["residual"] is False and lit["heads"] == 1  # the preset beats the shared base
+    from cavnet.errors import CavnetError
+
+    with pytest.raises(CavnetError, match="no results"):  # without a caption store the row is left out
+        run_ablate(store, tmp_path / "b", "fidelity", 1, tcfg, 1, msgs.append, only=("external-pretrain",))
+    assert "no --pretrain-store: 'CAV-Net + external caption pretraining' is left out" in msgs
