@@ -203,21 +203,33 @@ MODEL_HELP = {
     "fusion": "cavnet: the paper's encoder; late: two-stream late fusion",
     "head": "text: contrastive head against label texts; linear: class logits",
     "time_encoding": "shared: one clock for both streams (token times); none: the paper's content-only attention",
+    "gate": "token: a gate per token (eq. 7); set: one channel gate from the whole set",
+    "text_proj": "a learnable projection of the sentence embeddings (identity at start), targets and prompts alike",
     "d_model": "fusion width",
     "dropout": None,
 }
 
 
 def model_options(f):
-    from cavnet.fuse.config import FUSIONS, HEADS, MODALITIES, POOLS, TIME_ENCODINGS, FusionConfig
+    from cavnet.fuse.config import FUSION_PRESETS, FUSIONS, GATES, HEADS, MODALITIES, POOLS, TIME_ENCODINGS, FusionConfig
 
-    return options(FusionConfig, MODEL_HELP, modalities={"choices": MODALITIES}, pool={"choices": POOLS},
-                   fusion={"choices": FUSIONS}, head={"choices": HEADS},
-                   time_encoding={"choices": TIME_ENCODINGS})(f)
+    f = options(FusionConfig, MODEL_HELP, modalities={"choices": MODALITIES}, pool={"choices": POOLS},
+                fusion={"choices": FUSIONS}, head={"choices": HEADS}, time_encoding={"choices": TIME_ENCODINGS},
+                gate={"choices": GATES})(f)
+    return click.option("--preset", type=click.Choice(list(FUSION_PRESETS)), default="default", show_default=True,
+                        help="paper-literal: eq. 1-8 as written (one head, no residual, LayerNorm, FFN, positions "
+                             "or clock); the model options above apply on top where they differ from their defaults")(f)
 
 
 def model_overrides(p: dict) -> dict:
-    return {k: p[k] for k in MODEL_HELP}
+    """The preset's fields, then every model option given a value other than its default."""
+    import dataclasses
+
+    from cavnet.fuse.config import FusionConfig, preset_overrides
+
+    defaults = {f.name: f.default for f in dataclasses.fields(FusionConfig)}
+    chosen = {k: p[k] for k in MODEL_HELP if p[k] != defaults.get(k)}
+    return {**preset_overrides(p.get("preset", "default")), **chosen}
 
 
 def _train_opt(name: str, **kw):
@@ -242,6 +254,10 @@ def train_options(f):
 @train_options
 @model_options
 @click.option("--init", type=EXISTING, default=None, help="start from this checkpoint's weights")
+@click.option("--pretrain-store", type=EXISTING, default=None,
+              help="first pretrain on this store's videos and captions (no labels needed), in OUT/pretrain")
+@click.option("--pretrain-epochs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="epochs of --pretrain-store (0: as many as --epochs)")
 @click.option("--resume", is_flag=True, help="continue OUT/last.pt")
 @_train_opt("stream", flag=True, help="read the store block by block instead of into RAM")
 @_train_opt("tensorboard", flag=True, help="also log loss, accuracy, temperature and lr to OUT/tensorboard")
@@ -252,7 +268,8 @@ def fuse_train(**p) -> None:
     from cavnet.pipelines.fuse_train import run_fuse_train
 
     r = run_fuse_train(p["store"], p["out"], build(TrainConfig, p), model_overrides(p), init=p["init"],
-                       resume=p["resume"], echo=click.echo, progress=p["progress"])
+                       resume=p["resume"], echo=click.echo, progress=p["progress"],
+                       pretrain_store=p["pretrain_store"], pretrain_epochs=p["pretrain_epochs"])
     click.echo(f"best val top-1 {r.best['top1']:.1f} (epoch {r.best.get('epoch')}); checkpoints in {p['out']}")
 
 
@@ -364,7 +381,8 @@ def finetune(**p) -> None:
 @main.command()
 @click.option("--store", type=EXISTING, required=True)
 @click.option("--out", type=OUT, required=True, help="folder for runs and results")
-@click.option("--preset", type=click.Choice(["paper", "components", "all"]), default="all", show_default=True)
+@click.option("--preset", type=click.Choice(["paper", "components", "fidelity", "all"]), default="all",
+              show_default=True)
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--variants", default=None, help="comma-separated subset of the preset's variant keys")
 @_train_opt("epochs")
@@ -373,6 +391,8 @@ def finetune(**p) -> None:
 @_train_opt("seed", help="first seed")
 @click.option("--d-model", type=click.IntRange(min=8), default=None, help="fusion width of every variant [256]")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="runs in parallel")
+@click.option("--pretrain-store", type=EXISTING, default=None,
+              help="caption store of the external-pretraining row (without it the row is left out)")
 @_train_opt("device", default="cpu", help="runs share the machine: the CPU unless told otherwise")
 def ablate(**p) -> None:
     """Train every variant of the paper's table on one store; mean and std over seeds."""
@@ -382,7 +402,7 @@ def ablate(**p) -> None:
     out = p["out"]
     base = {"d_model": p["d_model"]} if p["d_model"] else {}
     rows = run_ablate(p["store"], out, p["preset"], p["seeds"], build(TrainConfig, p), p["workers"], click.echo,
-                      only=_splits(p["variants"]), base=base)
+                      only=_splits(p["variants"]), base=base, pretrain_store=p["pretrain_store"])
     click.echo((out / "results.md").read_text())
     click.echo(f"results in {out}/results.csv, results.md, results.png ({len(rows)} variants)")
 

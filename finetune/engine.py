@@ -16,7 +16,6 @@ from cavnet.extract.config import ExtractConfig
 from cavnet.extract.manifest import Manifest, ManifestRow
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.metrics import Scores
-from cavnet.fuse.model import CAVNet
 from cavnet.finetune import distributed as fd
 from cavnet.finetune.data import RETRIES, ClipBatch
 
@@ -89,6 +88,7 @@ def step_loss(tr: Trainer, batch: ClipBatch) -> torch.Tensor:
     if tr.loss_fn is None:
         return F.cross_entropy(out.float(), batch.labels)
     text, groups = tr.targets.text[batch.positions], tr.targets.groups[batch.positions]
+    text = tr.net.fusion.encode_text(text)  # the trainable text side, when the fusion has one
     return tr.loss_fn(fd.gather_with_grad(out, tr.env), fd.gather(text, tr.env), fd.gather(groups, tr.env))
 
 
@@ -155,7 +155,7 @@ def score_videos(net: nn.Module, batches: Iterable[ClipBatch], class_emb: torch.
         batch = batch.to(device)
         k = keep.to(device)
         emb = net(batch.clips[k], batch.vmask[k], batch.examples[k], batch.amask[k])
-        out.append((emb if head == "linear" else CAVNet.predict(emb, class_emb)).float().cpu())
+        out.append((emb if head == "linear" else net.fusion.score_classes(emb, class_emb)).float().cpu())
         labels.append(batch.labels[k].cpu())
         audio.append(batch.amask[k].any(dim=1).cpu())
         positions.append(batch.positions[k].cpu())

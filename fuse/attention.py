@@ -14,7 +14,8 @@ from cavnet.fuse.config import FusionConfig
 
 
 class MultiHeadAttention(nn.Module):
-    """Eq. 1: B(S, T) = softmax((Wq S)(Wk T)^T / N_d)(Wv T), over ``heads`` heads, then an output projection.
+    """Eq. 1: B(S, T) = softmax((Wq S)(Wk T)^T / N_d)(Wv T), over ``heads`` heads, then an output projection
+    (``out_proj``; none is eq. 1 as written).
 
     N_d = sqrt(head_dim). Keys where ``key_mask`` is False get weight exactly 0; a query with no valid key
     returns 0.
@@ -28,7 +29,7 @@ class MultiHeadAttention(nn.Module):
         self.w_q = nn.Linear(d, d)
         self.w_k = nn.Linear(d, d)
         self.w_v = nn.Linear(d, d)
-        self.w_o = nn.Linear(d, d)
+        self.w_o = nn.Linear(d, d) if config.out_proj else nn.Identity()
         self.attn_drop = nn.Dropout(config.attn_dropout)
 
     def forward(self, s: torch.Tensor, t: torch.Tensor, key_mask: torch.Tensor,
@@ -70,18 +71,22 @@ class AttentionBlock(nn.Module):
     """One pre-norm B(S, T) layer: S + drop(Attn(LN(S), LN(T))), then S + drop(FFN(LN(S))).
 
     ``cross=False`` (eq. 2-3) normalises S and T with the same LayerNorm, since T is S. With ``timed`` the
-    scores get a ``TimeBias`` from the token times passed to forward.
+    scores get a ``TimeBias`` from the token times passed to forward. ``residual=False`` drops the "S +"
+    and ``layer_norm=False`` the LNs: with neither (and mlp_ratio 0) the layer is B(S, T) of eq. 1 itself,
+    except that a video whose T has no valid token keeps S (eq. 1 would give 0).
     """
 
     def __init__(self, config: FusionConfig, cross: bool, timed: bool = False) -> None:
         super().__init__()
         d = config.d_model
-        self.ln_q = nn.LayerNorm(d)
-        self.ln_kv = nn.LayerNorm(d) if cross else None
+        norm = (lambda: nn.LayerNorm(d)) if config.layer_norm else nn.Identity
+        self.residual = config.residual
+        self.ln_q = norm()
+        self.ln_kv = norm() if cross else None
         self.attn = MultiHeadAttention(config)
         self.time_bias = TimeBias(config) if timed else None
         self.drop = nn.Dropout(config.dropout)
-        self.ln_ff = nn.LayerNorm(d) if config.mlp_ratio > 0 else None
+        self.ln_ff = norm() if config.mlp_ratio > 0 else None
         self.ff = FeedForward(config) if config.mlp_ratio > 0 else None
 
     def forward(self, s: torch.Tensor, t: torch.Tensor, t_mask: torch.Tensor,
@@ -90,7 +95,10 @@ class AttentionBlock(nn.Module):
         q = self.ln_q(s)
         kv = q if self.ln_kv is None else self.ln_kv(t)
         bias = self.time_bias(*times) if self.time_bias is not None and times is not None else None
-        s = s + self.drop(self.attn(q, kv, t_mask, bias))
+        out = self.drop(self.attn(q, kv, t_mask, bias))
+        # without the residual, a video with nothing to attend to (no audio) keeps S rather than 0
+        s = s + out if self.residual else torch.where(t_mask.any(dim=1)[:, None, None], out, s)
         if self.ff is not None:
-            s = s + self.drop(self.ff(self.ln_ff(s)))
+            out = self.drop(self.ff(self.ln_ff(s)))
+            s = s + out if self.residual else out
         return s

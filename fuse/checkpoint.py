@@ -156,15 +156,23 @@ class Checkpoint:
             raise CavnetError(f"{source}: the checkpoint records no store config, so its backbones cannot be rebuilt")
         return ExtractConfig.from_json(self.store_config, f"{source} store_config")
 
-    def check_matches_store(self, dims: dict[str, int], text_dim: int, class_names: list[str], source: str) -> None:
-        """Refuse a store whose input sizes or class table differ from what the model was trained on."""
-        want = {"visual_dim": dims["visual_dim"], "audio_dim": dims["audio_dim"], "text_dim": text_dim,
-                "num_classes": len(class_names)}
+    def check_matches_store(self, dims: dict[str, int], text_dim: int, class_names: list[str], source: str,
+                            as_init: bool = False) -> None:
+        """Refuse a store whose input sizes or class table differ from what the model was trained on.
+
+        ``as_init``: the checkpoint only initialises a new run's weights; with head 'text' the class table
+        shapes no weight (classes are texts), so only the visual, audio and text sizes must match (a caption
+        pretraining on another corpus); head 'linear' still needs the same classes."""
+        want = {"visual_dim": dims["visual_dim"], "audio_dim": dims["audio_dim"], "text_dim": text_dim}
+        classes_matter = not (as_init and self.head == "text")
+        if classes_matter:
+            want["num_classes"] = len(class_names)
         f = self.fusion.to_dict()
         bad = [f"{k} {f.get(k)} vs {v}" for k, v in want.items() if f.get(k) != v]
         if bad:
             raise CavnetError(f"checkpoint does not match {source}: " + ", ".join(bad))
-        self.check_classes(class_names, source)
+        if classes_matter:
+            self.check_classes(class_names, source)
 
     def check_classes(self, names: list[str] | tuple[str, ...], source: str) -> None:
         """Refuse a class list other than the checkpoint's (its class embeddings index it)."""

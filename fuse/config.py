@@ -17,6 +17,15 @@ POOLS = ("gate", "mean")
 FUSIONS = ("cavnet", "late")
 HEADS = ("text", "linear")
 TIME_ENCODINGS = ("shared", "none")
+GATES = ("token", "set")
+
+# Named sets of FusionConfig fields. 'paper-literal' is eq. 1-8 as written: single-head B(S, T) with
+# N_d = sqrt(d_model), no output projection, residual, LayerNorm, feed-forward, positions or clock.
+FUSION_PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "paper-literal": {"heads": 1, "out_proj": False, "residual": False, "layer_norm": False, "mlp_ratio": 0.0,
+                      "pos_embed": False, "time_encoding": "none"},
+}
 
 
 @dataclass(frozen=True)
@@ -39,11 +48,20 @@ class FusionConfig(Config):
         self_attn: eq. 2-3; False means V_self = V, A_self = A.
         cross_attn: eq. 4-5; False means V_fuse = V_self, A_fuse = A_self.
         pool: 'gate' (eq. 7-8) or 'mean' (masked mean over the valid tokens).
+        gate: how eq. 7 reads X: 'token' gives each token its own scalar r_i = r(X_i); 'set' computes one
+            d_model-wide gate r(X) from the masked mean of the whole set, the same for every token, and
+            z = sum_i X_i * r(X) element-wise (docs/model.md, "Two readings of eq. 7").
         gate_normalize: False is eq. 8 as written (z = sum_i r_i X_i); True divides by sum_i r_i.
         fusion: 'cavnet' (the paper) or 'late' (two-stream baseline: masked mean of each stream's
             projected tokens, no attention, concatenated, then an MLP).
         head: 'text' projects z to text_dim for the contrastive loss; 'linear' gives C logits.
+        text_proj: head 'text' only: a learnable projection of the sentence embeddings, t + W t with W
+            initialised to 0 (the identity), applied to training targets and class prompts alike.
         pos_embed: learned temporal position embedding per modality (CAV-Net fusion only).
+        residual: each B(S, T) (and feed-forward) adds to its input (S + B(S, T)); False is eq. 2-5 as written.
+        layer_norm: LayerNorms after the input projection, inside each attention layer, on X and before
+            the head; False removes them all.
+        out_proj: an output projection W_o after the attention heads; False is eq. 1 as written.
         time_encoding: 'shared' gives both streams one clock (CAV-Net fusion only; not in the paper): each
             token's time, the centre of its clip or segment as a fraction of the video, is added to its
             embedding as sinusoids (when, and so in which order), and every cross-attention head adds
@@ -76,6 +94,11 @@ class FusionConfig(Config):
     head: str = "text"
     pos_embed: bool = True
     time_encoding: str = "shared"
+    residual: bool = True
+    layer_norm: bool = True
+    out_proj: bool = True
+    gate: str = "token"
+    text_proj: bool = False
     dropout: float = 0.1
     attn_dropout: float = 0.0
     input_dropout: float = 0.0
@@ -88,13 +111,14 @@ class FusionConfig(Config):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
                 raise CavnetError(f"FusionConfig.{name} must be a number in [0, 1), got {value!r}")
-        for name in ("self_attn", "cross_attn", "gate_normalize", "pos_embed"):
+        for name in ("self_attn", "cross_attn", "gate_normalize", "pos_embed", "residual", "layer_norm", "out_proj",
+                     "text_proj"):
             if not isinstance(getattr(self, name), bool):
                 raise CavnetError(f"FusionConfig.{name} must be True or False, got {getattr(self, name)!r}")
 
     def _check_choices(self) -> None:
         for name, allowed in (("modalities", MODALITIES), ("pool", POOLS), ("fusion", FUSIONS), ("head", HEADS),
-                              ("time_encoding", TIME_ENCODINGS)):
+                              ("time_encoding", TIME_ENCODINGS), ("gate", GATES)):
             value = getattr(self, name)
             if value not in allowed:
                 raise CavnetError(f"FusionConfig.{name} must be one of {', '.join(allowed)}; got {value!r}")
@@ -134,3 +158,10 @@ class FusionConfig(Config):
         """``Config.from_dict``; a checkpoint written before ``time_encoding`` existed was trained
         content-only, so it reads as 'none'."""
         return super().from_dict({"time_encoding": "none", **data} if isinstance(data, dict) else data, source)
+
+
+def preset_overrides(name: str) -> dict[str, Any]:
+    """The FusionConfig fields a named preset sets (``FUSION_PRESETS``); ``CavnetError`` for an unknown one."""
+    if name not in FUSION_PRESETS:
+        raise CavnetError(f"unknown fusion preset {name!r}; one of {', '.join(FUSION_PRESETS)}")
+    return dict(FUSION_PRESETS[name])

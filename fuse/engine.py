@@ -13,7 +13,6 @@ from torch import nn
 
 from cavnet.fuse.data import Batch
 from cavnet.fuse.metrics import Scores
-from cavnet.fuse.model import CAVNet
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -28,6 +27,13 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def train_steps(videos: int, batch_size: int) -> int:
+    """Optimizer steps of one epoch over ``videos``: a trailing batch of one video is dropped (a single row
+    has no negatives: zero contrastive loss), so it neither steps nor advances the schedule."""
+    full, rest = divmod(videos, batch_size)
+    return full + int(rest >= 2)
+
+
 def batch_loss(model: nn.Module, loss_fn: nn.Module | None, batch: Batch, class_emb: torch.Tensor,
                targets: str) -> torch.Tensor:
     """The training loss of one batch: contrastive against texts (head 'text') or cross-entropy (head 'linear')."""
@@ -35,16 +41,19 @@ def batch_loss(model: nn.Module, loss_fn: nn.Module | None, batch: Batch, class_
     if loss_fn is None:
         return F.cross_entropy(out, batch.labels)
     text = class_emb[batch.labels] if targets == "label" else batch.text
-    return loss_fn(out, text, batch.groups)
+    return loss_fn(out, model.encode_text(text), batch.groups)
 
 
 def train_one_epoch(model: nn.Module, loss_fn: nn.Module | None, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, batches: Iterable[Batch],
                     class_emb: torch.Tensor, targets: str, device: torch.device, bar=None) -> dict[str, float]:
-    """One pass over ``batches``; returns the mean loss, videos seen and seconds."""
+    """One pass over ``batches``; returns the mean loss, videos seen and seconds. A batch of fewer than two
+    videos is skipped (see ``train_steps``)."""
     model.train()
     t0, total, seen = time.perf_counter(), 0.0, 0
     for batch in batches:
+        if len(batch) < 2:
+            continue
         batch = batch.to(device)
         loss = batch_loss(model, loss_fn, batch, class_emb, targets)
         optimizer.zero_grad(set_to_none=True)
@@ -70,7 +79,7 @@ def score(model: nn.Module, batches: Iterable[Batch], class_emb: torch.Tensor, h
     for batch in batches:
         batch = batch.to(device)
         emb = model(batch.visual, batch.vmask, batch.audio, batch.amask)
-        out.append((emb if head == "linear" else CAVNet.predict(emb, class_emb)).float().cpu())
+        out.append((emb if head == "linear" else model.score_classes(emb, class_emb)).float().cpu())
         labels.append(batch.labels.cpu())
         audio.append(batch.amask.any(dim=1).cpu())
     if not out:

@@ -11,7 +11,9 @@
     -> LayerNorm -> dropout -> Linear                            (B, text_dim) or (B, C)
 
 Each B(S, T) (eq. 1) is multi-head scaled dot-product attention with N_d = sqrt(d_model / heads), wrapped
-pre-norm: S + Attn(LN(S), LN(T)) followed by S + FFN(LN(S)) (fuse/attention.py).
+pre-norm: S + Attn(LN(S), LN(T)) followed by S + FFN(LN(S)) (fuse/attention.py). The preset
+'paper-literal' (``FUSION_PRESETS``) removes heads, W_o, residuals, LayerNorms, FFN, positions and clock,
+leaving eq. 1-8 as written between the input projection and the head.
 
 Masking: padded tokens are zeroed at the input, masked as keys in every attention and given pooling
 weight 0, so neither their values nor their number changes the output. A video with no valid audio has
@@ -54,7 +56,7 @@ class TokenEmbed(nn.Module):
         self.times = times
         self.in_drop = nn.Dropout(config.input_dropout)
         self.proj = nn.Linear(in_dim, config.d_model)
-        self.ln = nn.LayerNorm(config.d_model)
+        self.ln = nn.LayerNorm(config.d_model) if config.layer_norm else nn.Identity()
         self.pos = nn.Parameter(torch.zeros(config.max_len, config.d_model)) if positions else None
         self.drop = nn.Dropout(config.dropout)
 
@@ -70,23 +72,45 @@ class TokenEmbed(nn.Module):
 
 
 class GatePool(nn.Module):
-    """Eq. 7-8: r(X) = sigmoid(W2 ReLU(W1 X)), one scalar per token; z = sum over valid tokens of r_i X_i.
+    """Eq. 7-8: r(X) = sigmoid(W2 ReLU(W1 X)); z = sum over valid tokens of X_i * r_i.
 
     X (B, L, d), mask (B, L) bool -> z (B, d), pooling weights (B, L) (0 at padded tokens).
-    With ``gate_normalize`` the weights are r_i / sum_j r_j (a gated mean) instead of r_i.
+    gate 'token': one scalar r_i = r(X_i) per token, weights r_i (with ``gate_normalize``
+    r_i / sum_j r_j, a gated mean). gate 'set': one d-wide gate r(X) from the masked mean of the set,
+    the same for every token, z = sum_i X_i * r(X) element-wise; the weights are then the mask (1 at
+    valid tokens; ``gate_normalize``: 1 / count) and the gate is per channel.
     """
 
     def __init__(self, config: FusionConfig) -> None:
         super().__init__()
+        self.set = config.gate == "set"
         self.w1 = nn.Linear(config.d_model, config.gate_hidden)
-        self.w2 = nn.Linear(config.gate_hidden, 1)
+        self.w2 = nn.Linear(config.gate_hidden, config.d_model if self.set else 1)
         self.normalize = config.gate_normalize
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.set:
+            summary = (masked_mean_weights(mask)[..., None] * x).sum(dim=1)  # (B, d)
+            r = torch.sigmoid(self.w2(F.relu(self.w1(summary))))  # (B, d), broadcast to every token
+            w = masked_mean_weights(mask) if self.normalize else mask.to(x.dtype)
+            return (w[..., None] * x).sum(dim=1) * r, w
         r = torch.sigmoid(self.w2(F.relu(self.w1(x)))).squeeze(-1) * mask
         if self.normalize:
             r = r / r.sum(dim=1, keepdim=True).clamp_min(1e-6)
         return (r[..., None] * x).sum(dim=1), r
+
+
+class TextProjection(nn.Module):
+    """The trainable text side: t -> t + W t + b, W and b initialised to 0, so it starts as the identity
+    (and weight decay pulls it back towards the identity).  (..., Dt) -> (..., Dt)"""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.delta = nn.Linear(dim, dim)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.to(self.delta.weight.dtype)
+        return t + self.delta(t)
 
 
 class CAVNet(nn.Module):
@@ -114,16 +138,20 @@ class CAVNet(nn.Module):
         self.self_a = AttentionBlock(c, cross=False) if attend and c.use_audio and c.self_attn else None
         self.cross_v = AttentionBlock(c, cross=True, timed=timed) if attend and both and c.cross_attn else None
         self.cross_a = AttentionBlock(c, cross=True, timed=timed) if attend and both and c.cross_attn else None
-        self.ln_f = nn.LayerNorm(d) if attend else None
+        norm = (lambda: nn.LayerNorm(d)) if c.layer_norm else nn.Identity
+        self.ln_f = norm() if attend else None
         self.gate = GatePool(c) if attend and c.pool == "gate" else None
         streams = int(c.use_visual) + int(c.use_audio)
         self.late_mlp = None
         if not attend:
             self.late_mlp = nn.Sequential(nn.Linear(streams * d, d), nn.GELU(), nn.Dropout(c.dropout))
-        self.ln_head = nn.LayerNorm(d)
+        self.ln_head = norm()
         self.head_drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(d, c.out_dim)
+        self.text_proj = TextProjection(c.text_dim) if c.text_proj and c.head == "text" else None
         self.apply(self._init_weights)
+        if self.text_proj is not None:
+            nn.init.zeros_(self.text_proj.delta.weight)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -231,9 +259,19 @@ class CAVNet(nn.Module):
 
     # ---- testing stage ------------------------------------------------------------------------------
 
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        """The text side: sentence embeddings (..., Dt) through ``text_proj`` when there is one, else as they
+        are. Training targets and class prompts both go through it."""
+        return text if self.text_proj is None else self.text_proj(text)
+
+    def score_classes(self, video_emb: torch.Tensor, class_emb: torch.Tensor) -> torch.Tensor:
+        """Testing stage through the text side: (B, D), (C, Dt) -> (B, C) cosine scores."""
+        return self.predict(video_emb, self.encode_text(class_emb))
+
     @staticmethod
     def predict(video_emb: torch.Tensor, class_emb: torch.Tensor) -> torch.Tensor:
-        """Cosine similarity of each video to each class text: (B, D), (C, D) -> (B, C) scores."""
+        """Cosine similarity of each video to each class text: (B, D), (C, D) -> (B, C) scores.
+        ``class_emb`` must already be through ``encode_text`` (``score_classes`` does both)."""
         return F.normalize(video_emb.float(), dim=-1) @ F.normalize(class_emb.float(), dim=-1).T
 
 

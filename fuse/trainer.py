@@ -17,7 +17,7 @@ from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint, TrainingState
 from cavnet.fuse.config import FusionConfig
 from cavnet.fuse.data import InMemorySplit, StreamedSplit, open_split
-from cavnet.fuse.engine import score, train_one_epoch, warmup_cosine
+from cavnet.fuse.engine import score, train_one_epoch, train_steps, warmup_cosine
 from cavnet.fuse.loss import ContrastiveLoss
 from cavnet.fuse.metrics import accuracy_metrics
 from cavnet.fuse.model import CAVNet
@@ -48,7 +48,7 @@ class Splits:
     """The training and validation splits of a store, and the unusable rows left out of each."""
 
     train: InMemorySplit | StreamedSplit
-    val: InMemorySplit | StreamedSplit
+    val: InMemorySplit | StreamedSplit | None
     skipped: dict[str, int]
 
     @classmethod
@@ -63,6 +63,18 @@ class Splits:
         return cls(open_split(store, train_idx, tcfg.targets, tcfg.stream, budget, device),
                    open_split(store, val_idx, "label", tcfg.stream, budget, device),
                    {"train": skipped_train, "val": skipped_val})
+
+
+    @classmethod
+    def open_pretrain(cls, store: FeatureStore, tcfg: TrainConfig) -> "Splits":
+        """Caption pretraining: every usable row of the store, whatever its split or label; no validation."""
+        rows = store.rows()
+        index = rows.select(None, labelled=False)
+        if len(index) < 2:
+            raise CavnetError(f"{store.path}: fewer than two usable videos to pretrain on")
+        budget = int(tcfg.memory_budget_gb * 2**30)
+        return cls(open_split(store, index, "video-text", tcfg.stream, budget), None,
+                   {"train": len(rows.ids) - len(index), "val": 0})
 
 
 def _split_index(store: FeatureStore, split: str, need_labels: bool) -> tuple[np.ndarray, int]:
@@ -95,11 +107,15 @@ class FusionRun:
     """One fuse-train run on an open store: model, loss, optimiser and schedule, and its run folder."""
 
     def __init__(self, store: FeatureStore, out: Path, tcfg: TrainConfig, fcfg: FusionConfig,
-                 device: torch.device) -> None:
+                 device: torch.device, pretrain: bool = False) -> None:
+        """``pretrain``: contrastive video-text training on every usable row of ``store`` (captions or
+        titles, no labels needed), no validation; ``tcfg.targets`` must be 'video-text'."""
         self.store, self.tcfg, self.fcfg, self.device = store, tcfg, fcfg, device
-        self.splits = Splits.open(store, tcfg, fcfg, device)
+        if pretrain and (fcfg.head != "text" or tcfg.targets != "video-text"):
+            raise CavnetError("caption pretraining needs head 'text' and video-text targets")
+        self.splits = Splits.open_pretrain(store, tcfg) if pretrain else Splits.open(store, tcfg, fcfg, device)
         self.class_emb = torch.from_numpy(store.class_embedding).to(device)
-        self.steps_per_epoch = -(-len(self.splits.train) // tcfg.batch_size)
+        self.steps_per_epoch = train_steps(len(self.splits.train), tcfg.batch_size)
         self.model, self.loss_fn, self.optimizer, self.scheduler = build_training(fcfg, tcfg, self.steps_per_epoch,
                                                                                   device)
         self.folder = RunFolder(out, {"metrics.jsonl": "epoch"}, tensorboard=tcfg.tensorboard)
@@ -127,8 +143,14 @@ class FusionRun:
             echo(f"resuming {self.folder.out} at epoch {resumed.state.epoch + 1}")
         elif init is not None:
             init.check_matches_store(dataclasses.asdict(self.store.dims), self.store.text_dim,
-                                     list(self.store.class_names), str(self.store.path))
-            self.model.load_state_dict(init.model)
+                                     list(self.store.class_names), str(self.store.path), as_init=True)
+            try:
+                self.model.load_state_dict(init.model)
+            except RuntimeError as exc:
+                first = str(exc).strip().splitlines()[1:2] or [str(exc)]
+                raise CavnetError(f"the init checkpoint's fusion differs from this run's: {first[0].strip()}") from None
+            if self.loss_fn is not None and init.loss:
+                self.loss_fn.load_state_dict(init.loss)  # the learned temperature goes on too
         self._resumed = resumed
         return resumed.state.epoch if resumed is not None else 0
 
@@ -151,7 +173,7 @@ class FusionRun:
                            "skipped_rows": self.splits.skipped}, self._resumed, self.store)
         how = ("streamed" if isinstance(train, StreamedSplit) else
                f"on {train.device}" if train.device.type == "cuda" else "in RAM")
-        echo(f"train {len(train)} videos, val {len(val)} ({how}); skipped unusable rows: "
+        echo(f"train {len(train)} videos, val {len(val) if val is not None else 0} ({how}); skipped unusable rows: "
              f"train {self.splits.skipped['train']}, val {self.splits.skipped['val']}")
         last: dict[str, Any] = {}
         for epoch in range(start, tcfg.epochs):
@@ -161,9 +183,15 @@ class FusionRun:
                 stats = train_one_epoch(self.model, self.loss_fn, self.optimizer, self.scheduler,
                                         train.batches(tcfg.batch_size, gen), self.class_emb, tcfg.targets,
                                         self.device, bar)
+            last = {"epoch": epoch + 1, **stats, "temperature": temperature(self.loss_fn),
+                    "lr": self.scheduler.get_last_lr()[0]}
+            if val is None:  # caption pretraining: nothing to validate against
+                self.folder.append("metrics.jsonl", last)
+                self.folder.save("last.pt", self.checkpoint(epoch + 1))
+                echo(f"pretrain epoch {epoch + 1}: loss {last['loss']:.4f}  temperature {last['temperature']:.4f}")
+                continue
             sc = score(self.model, val.batches(512), self.class_emb, self.fcfg.head, self.device)
-            last = {"epoch": epoch + 1, **stats, **accuracy_metrics(sc.scores, sc.labels, self.fcfg.num_classes),
-                    "temperature": temperature(self.loss_fn), "lr": self.scheduler.get_last_lr()[0]}
+            last.update(accuracy_metrics(sc.scores, sc.labels, self.fcfg.num_classes))
             self.folder.append("metrics.jsonl", last)
             if self.folder.improved(last):
                 self.folder.save("best.pt", self.checkpoint(epoch + 1))

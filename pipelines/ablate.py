@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cavnet.errors import CavnetError
+from cavnet.fuse.config import preset_overrides
 from cavnet.fuse.train_config import TrainConfig
 
 
@@ -24,7 +25,8 @@ class Variant:
     label: str
     group: str
     overrides: dict[str, Any] = field(default_factory=dict)
-    pretrain: bool = False
+    pretrain: bool = False  # video-text pretraining on the same store first
+    external: bool = False  # caption pretraining on ``--pretrain-store`` first
 
 
 PAPER = (
@@ -44,12 +46,23 @@ COMPONENTS = (
     Variant("content-only", "CAV-Net without the shared clock (content-only)", "Components", {"time_encoding": "none"}),
     Variant("linear-head", "CAV-Net with a linear softmax head", "Components", {"head": "linear"}),
 )
-PRESETS = {"paper": PAPER, "components": COMPONENTS, "all": PAPER + COMPONENTS}
+FIDELITY = (
+    Variant("paper-literal", "CAV-Net, eq. 1-8 as written (paper-literal)", "Fidelity",
+            preset_overrides("paper-literal")),
+    Variant("default", "CAV-Net, cavnet defaults", "Fidelity"),
+    Variant("set-gate", "CAV-Net with a set-level gate (eq. 7 per set)", "Fidelity", {"gate": "set"}),
+    Variant("text-proj", "CAV-Net with a trainable text projection", "Fidelity", {"text_proj": True}),
+    Variant("external-pretrain", "CAV-Net + external caption pretraining", "Fidelity", external=True),
+)
+# "all" stays the paper and component rows (the demo runs it); "fidelity" repeats the default as a row of its own
+PRESETS = {"paper": PAPER, "components": COMPONENTS, "fidelity": FIDELITY, "all": PAPER + COMPONENTS}
 METRICS = ("top1", "top5", "mean_class")
 
 
-def _run_one(store: str, run_dir: str, variant: Variant, tcfg: TrainConfig, base: dict[str, Any]) -> dict[str, Any]:
-    """One (variant, seed): optional video-text pretraining, then label training; the last epoch's val metrics."""
+def _run_one(store: str, run_dir: str, variant: Variant, tcfg: TrainConfig, base: dict[str, Any],
+             pretrain_store: str | None = None) -> dict[str, Any]:
+    """One (variant, seed): optional video-text pretraining (on the store, or on ``pretrain_store`` for an
+    external variant), then label training; the last epoch's val metrics."""
     import torch
 
     from cavnet.pipelines.fuse_train import run_fuse_train
@@ -62,7 +75,9 @@ def _run_one(store: str, run_dir: str, variant: Variant, tcfg: TrainConfig, base
         pre = run_fuse_train(Path(store), out / "pretrain", replace(tcfg, targets="video-text"),
                              overrides, echo=quiet, progress=False)
         init = pre.out / "last.pt"
-    r = run_fuse_train(Path(store), out, tcfg, overrides, init=init, echo=quiet, progress=False)
+    external = Path(pretrain_store) if variant.external and pretrain_store else None
+    r = run_fuse_train(Path(store), out, tcfg, overrides, init=init, echo=quiet, progress=False,
+                       pretrain_store=external)
     result = {"variant": variant.key, "seed": tcfg.seed, **{k: r.last[k] for k in METRICS},
               "best_top1": r.best["top1"], "epochs": r.last["epoch"]}
     (out / "result.json").write_text(json.dumps(result))
@@ -84,9 +99,10 @@ def has_video_texts(store_path: Path) -> bool:
 
 def run_ablate(store: Path, out: Path, preset: str, seeds: int, tcfg: TrainConfig, workers: int,
                echo: Callable[[str], None] = print, only: tuple[str, ...] | None = None,
-               base: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+               base: dict[str, Any] | None = None, pretrain_store: Path | None = None) -> list[dict[str, Any]]:
     """Train every variant of ``preset`` (or ``only`` those keys) over ``seeds`` seeds; writes
-    results.csv/.md/.png in ``out``. ``base`` holds model settings shared by every variant (d_model ...)."""
+    results.csv/.md/.png in ``out``. ``base`` holds model settings shared by every variant (d_model ...);
+    ``pretrain_store`` is the caption store of the external-pretraining row (left out without one)."""
     chosen = list(PRESETS[preset])
     if only:
         unknown = sorted(set(only) - {v.key for v in chosen})
@@ -97,14 +113,18 @@ def run_ablate(store: Path, out: Path, preset: str, seeds: int, tcfg: TrainConfi
     from cavnet.fuse.run import hold_run_folder
 
     with hold_run_folder(out, what="ablate folder"):
-        return _ablate(store, out, chosen, seeds, tcfg, workers, echo, base, preset)
+        return _ablate(store, out, chosen, seeds, tcfg, workers, echo, base, preset, pretrain_store)
 
 
 def _ablate(store: Path, out: Path, chosen: list[Variant], seeds: int, tcfg: TrainConfig, workers: int,
-            echo: Callable[[str], None], base: dict[str, Any] | None, preset: str) -> list[dict[str, Any]]:
+            echo: Callable[[str], None], base: dict[str, Any] | None, preset: str,
+            pretrain_store: Path | None) -> list[dict[str, Any]]:
     variants = [v for v in chosen if not v.pretrain or has_video_texts(store)]
     if len(variants) < len(chosen):
         echo("the store has no per-video texts: 'CAV-Net + pretrain' is left out")
+    if pretrain_store is None and any(v.external for v in variants):
+        echo("no --pretrain-store: 'CAV-Net + external caption pretraining' is left out")
+        variants = [v for v in variants if not v.external]
     from cavnet.extract.store.reader import FeatureStore
     from cavnet.fuse.run import now, run_record, write_run_record
 
@@ -119,7 +139,8 @@ def _ablate(store: Path, out: Path, chosen: list[Variant], seeds: int, tcfg: Tra
             if done.exists():
                 results.append(json.loads(done.read_text()))
             else:
-                jobs.append((str(store), str(run_dir), v, replace(tcfg, seed=tcfg.seed + s), dict(base or {})))
+                jobs.append((str(store), str(run_dir), v, replace(tcfg, seed=tcfg.seed + s), dict(base or {}),
+                             str(pretrain_store) if pretrain_store else None))
     echo(f"ablate: {len(variants)} variants x {seeds} seeds; {len(jobs)} to run, {len(results)} done before")
     if jobs:
         results += _run_jobs(jobs, workers, echo)

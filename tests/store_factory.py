@@ -18,8 +18,10 @@ from cavnet.extract.store.writer import StoreDims, TextTables, VideoFeatures, co
 def make_store(path: Path, videos: int = 96, classes: int = 4, dims: StoreDims = StoreDims(4, 4, 32, 16),
                text_dim: int = 24, seed: int = 0, noise: float = 0.5, no_audio_every: int = 0,
                broken_every: int = 0, splits: tuple[str, ...] = ("train", "train", "val"),
-               shard_size: int = 32) -> Manifest:
-    """A consolidated store of ``videos`` rows; returns its manifest."""
+               shard_size: int = 32, captions: bool = False, labelled: bool = True) -> Manifest:
+    """A consolidated store of ``videos`` rows; returns its manifest. ``captions``: each video's own text
+    is its own (its class prompt's embedding plus noise), as for a caption corpus; ``labelled=False``
+    writes label -1 everywhere."""
     rng = np.random.default_rng(seed)
     pairs = [(c // 2, ((c // 2) + c % 2) % (classes // 2)) for c in range(classes)]
     vproto = rng.normal(size=(classes // 2, dims.visual_dim)).astype(np.float32)
@@ -28,12 +30,15 @@ def make_store(path: Path, videos: int = 96, classes: int = 4, dims: StoreDims =
     for i in range(videos):
         label, split = i % classes, splits[i % len(splits)]
         vp, ap = pairs[label]
-        nv = 1 + (i % dims.clips)
-        na = 0 if no_audio_every and i % no_audio_every == 0 else 1 + (i % dims.segments)
+        # how many clips and segments a video has must not tell its class (a time-aware model would read it)
+        nv = 1 + (i // classes) % dims.clips
+        na = 0 if no_audio_every and i % no_audio_every == 0 else 1 + (i // classes) % dims.segments
         status = "no_audio" if na == 0 else "ok"
         if broken_every and i % broken_every == broken_every - 1:
             status, nv, na = "decode_error", 0, 0
-        rows.append(ManifestRow(f"vid{i:05d}", f"/data/{split}/vid{i:05d}.mp4", label, f"class {label}", split))
+        text = f"video {i} of class {label}" if captions else f"class {label}"
+        rows.append(ManifestRow(f"vid{i:05d}", f"/data/{split}/vid{i:05d}.mp4", label if labelled else -1, text,
+                                split))
         visual = vproto[vp] + noise * rng.normal(size=(nv, dims.visual_dim)).astype(np.float32)
         audio = aproto[ap] + noise * rng.normal(size=(na, dims.audio_dim)).astype(np.float32)
         feats.append(VideoFeatures(status, "", 5.0, 25.0, visual, audio))
@@ -49,7 +54,11 @@ def make_store(path: Path, videos: int = 96, classes: int = 4, dims: StoreDims =
                     config.to_json())
     class_emb = rng.normal(size=(classes, text_dim)).astype(np.float32)
     class_emb /= np.linalg.norm(class_emb, axis=1, keepdims=True)
+    video_text = class_emb[[i % classes for i in range(videos)]]
+    if captions:
+        video_text = video_text + 0.5 * rng.normal(size=video_text.shape).astype(np.float32)
+        video_text /= np.linalg.norm(video_text, axis=1, keepdims=True)
     texts = TextTables([r for r in manifest.classes], [f"a video of {c}" for c in manifest.classes], class_emb,
-                       class_emb[[r.label for r in rows]], "test-text-model")
+                       video_text, "test-text-model")
     consolidate(path, shards, manifest, dims, texts, config.to_json(), "test")
     return manifest

@@ -114,3 +114,25 @@ def test_hard_demo_small_version(tmp_path):
         assert [r["variant"] for r in csv.DictReader(fh)] == list(HARD_VARIANTS)
     assert (tmp_path / "ablation-hard" / "results.png").exists()
     assert (tmp_path / "av-synth-hard" / "timelines.csv").exists()
+
+
+def test_fidelity_rows_run_with_an_external_caption_store(tmp_path):
+    from cavnet.fuse.train_config import TrainConfig
+    from cavnet.pipelines.ablate import FIDELITY, run_ablate
+
+    store, captions = tmp_path / "s.h5", tmp_path / "c.h5"
+    make_store(store, videos=48, classes=4)
+    make_store(captions, videos=24, classes=6, captions=True, labelled=False, seed=3)
+    tcfg = TrainConfig(epochs=1, batch_size=16, device="cpu")
+    msgs = []
+    rows = run_ablate(store, tmp_path / "a", "fidelity", 1, tcfg, 1, msgs.append, base={"d_model": 16, "heads": 2},
+                      pretrain_store=captions)
+    assert [r["variant"] for r in rows] == [v.key for v in FIDELITY]
+    assert (tmp_path / "a" / "runs" / "external-pretrain" / "seed0" / "pretrain" / "last.pt").exists()
+    lit = json.loads((tmp_path / "a" / "runs" / "paper-literal" / "seed0" / "config.json").read_text())["fusion"]
+    assert lit["residual"] is False and lit["heads"] == 1  # the preset beats the shared base
+    from cavnet.errors import CavnetError
+
+    with pytest.raises(CavnetError, match="no results"):  # without a caption store the row is left out
+        run_ablate(store, tmp_path / "b", "fidelity", 1, tcfg, 1, msgs.append, only=("external-pretrain",))
+    assert "no --pretrain-store: 'CAV-Net + external caption pretraining' is left out" in msgs

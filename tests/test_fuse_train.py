@@ -159,3 +159,75 @@ def test_device_resident_batches_are_the_host_gather_in_the_same_order(store):
         assert np.array_equal(batch.visual.numpy(), f.visual[sel].astype(np.float16).astype(np.float32))
         assert np.array_equal(batch.audio.numpy(), f.audio[sel].astype(np.float16).astype(np.float32))
         assert np.array_equal(batch.labels.numpy(), f.labels[sel]) and np.array_equal(batch.vmask.numpy(), f.vmask[sel])
+
+
+def test_a_trailing_batch_of_one_video_is_dropped_and_the_schedule_matches(store, tmp_path):
+    from cavnet.fuse.engine import train_steps
+
+    with FeatureStore(store) as s:
+        n = len(s.rows().select("train", labelled=True))
+    assert train_steps(n, n - 1) == 1 and train_steps(n, n - 2) == 2 and train_steps(n, n) == 1
+    run_fuse_train(store, tmp_path / "r", TrainConfig(epochs=2, batch_size=n - 1, warmup_epochs=0.0, device="cpu"), SMALL,
+                   echo=lambda _: None, progress=False)
+    ckpt = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    assert ckpt["step"] == 2 and ckpt["scheduler"]["last_epoch"] == 2
+    lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["videos"] == n - 1 and lines[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_preset_paper_literal_through_the_cli(store, tmp_path):
+    run = tmp_path / "lit"
+    r = CliRunner().invoke(main, ["fuse-train", "--store", str(store), "--out", str(run), "--epochs", "1",
+                                  "--d-model", "16", "--preset", "paper-literal", "--gate", "set", "--device", "cpu",
+                                  "--no-progress"])
+    assert r.exit_code == 0, r.output
+    fusion = torch.load(run / "last.pt", weights_only=True)["fusion_config"]
+    assert (fusion["heads"], fusion["residual"], fusion["layer_norm"], fusion["out_proj"], fusion["mlp_ratio"],
+            fusion["pos_embed"], fusion["time_encoding"], fusion["gate"], fusion["d_model"]) == (
+        1, False, False, False, 0.0, False, "none", "set", 16)
+
+
+def test_caption_pretraining_on_another_store_then_labels_starts_from_its_weights_and_temperature(
+        store, tmp_path, monkeypatch):
+    """--pretrain-store: video-text pretraining on an unlabelled caption store with another class table,
+    then label training on the target store from the pretrained weights and temperature."""
+    import dataclasses
+
+    from cavnet.fuse.checkpoint import Checkpoint
+    from cavnet.fuse.trainer import FusionRun, fusion_config_for
+
+    captions = tmp_path / "captions.h5"
+    make_store(captions, videos=40, classes=6, captions=True, labelled=False, seed=5)
+    seen = {}
+    original = FusionRun.start_from
+
+    def spy(self, init, resume, echo):
+        start = original(self, init, resume, echo)
+        if init is not None:
+            seen["state"] = {k: v.clone() for k, v in self.model.state_dict().items()}
+            seen["scale"] = float(self.loss_fn.logit_scale.detach())
+        return start
+
+    monkeypatch.setattr(FusionRun, "start_from", spy)
+    run = tmp_path / "run"
+    r = CliRunner().invoke(main, ["fuse-train", "--store", str(store), "--out", str(run), "--epochs", "1",
+                                  "--pretrain-store", str(captions), "--pretrain-epochs", "2", "--lr", "1e-2",
+                                  "--batch-size", "8", "--d-model", "16", "--text-proj", "--device", "cpu",
+                                  "--no-progress"])
+    assert r.exit_code == 0, r.output
+    pre = Checkpoint.load(run / "pretrain" / "last.pt")
+    assert pre.state.epoch == 2 and len(pre.class_names) == 6 and pre.fusion.text_proj
+    assert [json.loads(x)["epoch"] for x in (run / "pretrain" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert not (run / "pretrain" / "best.pt").exists()
+    for k, v in pre.model.items():
+        torch.testing.assert_close(seen["state"][k], v)
+    assert seen["scale"] == pytest.approx(float(pre.loss["logit_scale"]))
+    assert seen["scale"] != pytest.approx(float(np.log(1 / 0.07)))  # the temperature was learned
+    assert json.loads((run / "config.json").read_text())["pretrain_store"] == str(captions.resolve())
+    final = Checkpoint.load(run / "last.pt")
+    assert len(final.class_names) == 4
+    with FeatureStore(store) as s:  # the class table does not matter for a text-head init
+        pre.check_matches_store(dataclasses.asdict(s.dims), s.text_dim, list(s.class_names), "s", as_init=True)
+        with pytest.raises(CavnetError, match="num_classes 6 vs 4"):
+            pre.check_matches_store(dataclasses.asdict(s.dims), s.text_dim, list(s.class_names), "s")
+        assert fusion_config_for(s, {}).num_classes == 4

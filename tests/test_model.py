@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from cavnet.fuse.config import FusionConfig
+from cavnet.fuse.config import FusionConfig, preset_overrides
 from cavnet.fuse.loss import ContrastiveLoss, LinearHeadLoss
 from cavnet.fuse.clock import TimeBias, time_embedding, token_times
 from cavnet.fuse.model import CAVNet, count_parameters
@@ -28,6 +28,9 @@ VARIANTS = {
     "linear": {"head": "linear"},
     "no-ffn-no-pos": {"mlp_ratio": 0.0, "pos_embed": False},
     "content-only": {"time_encoding": "none"},
+    "paper-literal": preset_overrides("paper-literal"),
+    "set-gate": {"gate": "set"},
+    "set-gate-normalize": {"gate": "set", "gate_normalize": True},
 }
 
 
@@ -273,3 +276,84 @@ def test_predict_is_cosine_similarity():
     expected = torch.nn.functional.cosine_similarity(video[:, None], classes[None], dim=-1)
     torch.testing.assert_close(scores, expected, atol=1e-6, rtol=0)
     torch.testing.assert_close(CAVNet.predict(3 * video, classes), scores, atol=1e-6, rtol=0)
+
+
+# ---- the paper's equations, literally -----------------------------------------------------------------
+
+def test_paper_literal_forward_is_equations_1_to_8_by_hand():
+    """preset 'paper-literal': eq. 1-8 written with plain torch ops and the model's own weights."""
+    model = make_model(seed=3, **preset_overrides("paper-literal"))
+    g = torch.Generator().manual_seed(5)
+    vin, ain = torch.randn(1, 4, DV, generator=g), torch.randn(1, 3, DA, generator=g)
+
+    def lin(layer, x):
+        return x @ layer.weight.T + layer.bias
+
+    def attend(blk, s, t):  # eq. 1: softmax((Wq S)(Wk T)^T / N_d)(Wv T), N_d = sqrt(d)
+        a = blk.attn
+        scores = lin(a.w_q, s) @ lin(a.w_k, t).T / math.sqrt(s.shape[-1])
+        return torch.softmax(scores, dim=-1) @ lin(a.w_v, t)
+
+    with torch.no_grad():
+        v, a = lin(model.embed_v.proj, vin[0]), lin(model.embed_a.proj, ain[0])  # common width d
+        v_self, a_self = attend(model.self_v, v, v), attend(model.self_a, a, a)  # eq. 2-3
+        v_fuse, a_fuse = attend(model.cross_v, v_self, a_self), attend(model.cross_a, a_self, v_self)  # eq. 4-5
+        x = torch.cat([v_fuse, a_fuse])  # eq. 6
+        r = torch.sigmoid(lin(model.gate.w2, torch.relu(lin(model.gate.w1, x))))  # eq. 7, (n+m, 1)
+        z = (x * r).sum(dim=0)  # eq. 8
+        expected = lin(model.head, z)
+        torch.testing.assert_close(model(vin, None, ain, None)[0], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_paper_literal_has_no_extra_layers():
+    model = make_model(**preset_overrides("paper-literal"))
+    names = [n for n, _ in model.named_parameters()]
+    assert not [n for n in names if "ln" in n or "pos" in n or "w_o" in n or ".ff." in n or "slope" in n], names
+    assert model.config.heads == 1 and model.config.time_encoding == "none"
+
+
+def test_set_gate_is_one_gate_from_the_masked_mean():
+    model = make_model(gate="set")
+    visual, vm, audio, am, *_ = make_batch()
+    with torch.no_grad():
+        out = model(visual, vm, audio, am)
+        x, mask = model._fuse(model._inputs(visual, vm, audio, am))
+        mean = (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        r = torch.sigmoid(model.gate.w2(torch.relu(model.gate.w1(mean))))
+        z = (x * mask[..., None]).sum(1) * r
+        torch.testing.assert_close(model.head(model.ln_head(z)), out, atol=1e-5, rtol=0)
+
+
+def test_old_configs_read_with_todays_behaviour():
+    d = make_config().to_dict()
+    for k in ("residual", "layer_norm", "out_proj", "gate"):
+        d.pop(k)
+    cfg = FusionConfig.from_dict(d)
+    assert (cfg.residual, cfg.layer_norm, cfg.out_proj, cfg.gate) == (True, True, True, "token")
+
+
+# ---- the trainable text side -------------------------------------------------------------------------
+
+def test_text_projection_starts_as_identity_and_is_used_for_targets_and_scores():
+    from cavnet.fuse.data import Batch
+    from cavnet.fuse.engine import batch_loss, score
+
+    model = make_model(text_proj=True)
+    assert make_model().text_proj is None and make_model(text_proj=True, head="linear").text_proj is None
+    t = torch.randn(5, DT)
+    torch.testing.assert_close(model.encode_text(t), t)
+    visual, vm, audio, am, *_ = make_batch()
+    labels = torch.tensor([0, 1, 0])
+    batch = Batch(visual, vm, audio, am, torch.randn(3, DT), labels, labels)
+    class_emb = torch.randn(C, DT)
+    model.train()
+    batch_loss(model, ContrastiveLoss(), batch, class_emb, "label").backward()
+    assert model.text_proj.delta.weight.grad.abs().sum() > 0  # the targets went through it
+    with torch.no_grad():
+        model.text_proj.delta.weight.normal_()
+    sc = score(model, [batch], class_emb, "text", torch.device("cpu")).scores
+    with torch.no_grad():
+        emb = model(visual, vm, audio, am)
+    torch.testing.assert_close(torch.from_numpy(sc), CAVNet.predict(emb, model.encode_text(class_emb)))
+    assert not torch.allclose(torch.from_numpy(sc), CAVNet.predict(emb, class_emb))
+    assert "text_proj.delta.weight" in model.state_dict()
