@@ -24,11 +24,10 @@ WHY = {
                      "knows what the other stream did at its time",
     "content-only": "cross-attends by content alone: nothing tells the model which clip is synchronous with a "
                     "sounding segment (the per-modality position tables start near zero)",
-    "no-self-attn": "keeps the time-aware cross-attention, which already relates every clip to the audio around "
-                    "its time (and through it, to neighbouring clips); the order classes then rest on the "
-                    "position tables",
-    "mean-pool": "averages all 16 tokens, the 12 or so distractor tokens included; the feed-forward after the "
-                 "cross-attention can silence those tokens itself, so the gate is not the only way to ignore them",
+    "no-self-attn": "has no attention between the clips of one stream; it keeps the time-aware cross-attention, "
+                    "which relates each clip to the other stream around its time, and each token's time",
+    "mean-pool": "averages all 16 tokens, the 12 or so distractor tokens included, where the gate can weigh "
+                 "them down",
 }
 
 

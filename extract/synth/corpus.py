@@ -1,13 +1,15 @@
-"""AV-Synth: a small synthetic audio-visual corpus in the Kinetics-400 layout, where fusion is needed.
+"""AV-Synth: small synthetic audio-visual corpora in the Kinetics-400 layout, where fusion is needed.
 
-Each class is a pair (visual pattern, sound pattern). With C classes there are P = C/2 patterns of each
-kind; class 2i = (v_i, s_i) and class 2i+1 = (v_i, s_{(i+1) mod P}). Every visual pattern and every sound
-is shared by exactly two classes, so one modality alone tops out at 50% top-1, while the pair names the
-class. Patterns differ in appearance (colour, shape, texture) and in pitch/timbre, which randomly
-initialised backbones separate well; everything else (size, frame rate, sample rate, channels, duration,
-background, noise level) varies from video to video like in a real corpus, and a few files are broken.
-The class table is in `tasks.py`, the per-video plan in `plan.py`, the pictures and sounds are drawn by
-`render.py`; this module writes the files.
+Easy (the default): each class is a pair (visual pattern, sound pattern). With C classes there are P = C/2
+patterns of each kind; class 2i = (v_i, s_i) and class 2i+1 = (v_i, s_{(i+1) mod P}). Every visual pattern
+and every sound is shared by exactly two classes, so one modality alone tops out at 50% top-1, while the
+pair names the class. Hard: classes named by what is on screen while a sound plays, and by the order of two
+such events (``hard.py``), so late fusion and mean pooling lose what they need. Patterns differ in
+appearance (colour, shape, texture) and in pitch/timbre, which randomly initialised backbones separate
+well; everything else (size, frame rate, sample rate, channels, duration, background, noise level) varies
+from video to video like in a real corpus, and a few files are broken.
+The class tables are in `tasks.py` and `hard.py`, the per-video plan in `plan.py`, the pictures and sounds
+are drawn by `render.py`; this module writes the files.
 """
 
 from __future__ import annotations
