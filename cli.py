@@ -359,14 +359,15 @@ def ablate(store, out, preset, seeds, variants, epochs, batch_size, lr, seed, d_
               help="which AV-Synth (hard: OUT/report-hard.md)")
 @click.option("--videos", default=None, type=click.IntRange(min=24), help="[easy 200, hard 640]")
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1))
+@click.option("--epochs", default=None, type=click.IntRange(min=1), help="[easy 30, hard 20]")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--progress/--no-progress", default=True)
 def demo(out, task, videos, seeds, epochs, workers, progress) -> None:
     """Generate AV-Synth, extract it, run the ablation and write OUT/report.md."""
     from cavnet.pipelines.demo import DemoConfig, run_demo
 
-    videos = videos or (640 if task == "hard" else 200)
+    hard = task == "hard"
+    videos, epochs = videos or (640 if hard else 200), epochs or (20 if hard else 30)
     report = run_demo(out, DemoConfig(videos=videos, task=task, seeds=seeds, epochs=epochs, workers=workers),
                       echo=click.echo, progress=progress)
     click.echo(report.read_text())
