@@ -418,14 +418,14 @@ def _demo_opt(name: str, **kw):
 @_demo_opt("task", choices=("easy", "hard"), help="which AV-Synth (hard: OUT/report-hard.md)")
 @click.option("--videos", default=None, type=int, help="[easy 200, hard 640]")
 @_demo_opt("seeds", help="seeds per ablation row")
-@_demo_opt("epochs", help="fuse-train epochs per run")
+@click.option("--epochs", default=None, type=int, help="fuse-train epochs per run [easy 30, hard 20]")
 @_demo_opt("workers", help="local workers (extraction, then ablation runs in parallel)")
 @click.option("--progress/--no-progress", default=True)
 def demo(**p) -> None:
     """Generate AV-Synth, extract it, run the ablation and write OUT/report.md."""
-    from cavnet.pipelines.demo import DemoConfig, run_demo
+    from cavnet.pipelines.demo import TASK_DEFAULTS, DemoConfig, run_demo
 
-    p["videos"] = p["videos"] or (640 if p["task"] == "hard" else 200)
+    p.update({k: v if p[k] is None else p[k] for k, v in TASK_DEFAULTS[p["task"]].items()})
     report = run_demo(p["out"], build(DemoConfig, p), echo=click.echo, progress=p["progress"])
     click.echo(report.read_text())
     click.echo(f"report: {report}")
