@@ -12,11 +12,11 @@ from pathlib import Path
 import click
 
 from cavnet import __version__
-from cavnet.cli_options import build, option, options
+from cavnet.cli_groups import (EXISTING, OUT, backbone_options, dataset_options, demo_opt, finetune_options,
+                               model_options, model_overrides, run_opt, run_options, train_opt, train_options)
+from cavnet.cli_options import build
 from cavnet.errors import CavnetError
 
-EXISTING = click.Path(exists=True, path_type=Path)
-OUT = click.Path(path_type=Path)
 
 
 class _Group(click.Group):
@@ -51,12 +51,6 @@ def _splits(value: str | None) -> tuple[str, ...] | None:
     return tuple(s.strip() for s in value.split(",") if s.strip()) if value else None
 
 
-def _run_opt(name: str, **kw):
-    from cavnet.pipelines.extract.options import RunOptions
-
-    return option(RunOptions, name, **kw)
-
-
 # ----------------------------------------------------------------------------------------------- stage one
 @main.command()
 @click.argument("out", type=OUT)
@@ -78,48 +72,6 @@ def synth(out: Path, videos: int, task: str, classes: int | None, seed: int, wor
                f"{s.broken} broken on purpose, in {s.seconds:.1f} s -> {s.out}")
 
 
-def dataset_options(f):
-    for opt in reversed([
-        click.option("--dataset", type=click.Choice(["k400", "csv", "synth"]), default="k400", show_default=True),
-        click.option("--root", type=click.Path(path_type=Path), help="corpus folder (k400), path base (csv), cache (synth)"),
-        click.option("--manifest", type=EXISTING, help="generic CSV path,label[,text][,split] (--dataset csv)"),
-        click.option("--split", "split", default=None, help="comma-separated splits, e.g. train,val (default: all)"),
-        click.option("--limit", type=click.IntRange(min=1), default=None, help="only the first N videos"),
-    ]):
-        f = opt(f)
-    return f
-
-
-def backbone_options(f):
-    from cavnet.extract.config import PRECISIONS, AudioSampling, ClipSampling, ExtractConfig
-
-    for opt in reversed([
-        option(ExtractConfig, "visual",
-               help="visual backbone: resnext3d-*, r3d_18, mc3_18, r2plus1d_18, s3d, mvit_*, swin3d_*"),
-        option(ExtractConfig, "audio", help="audio backbone: resnet50-audio, vggish, vggish-pca, cnn14, audio-cnn-tiny"),
-        click.option("--visual-weights", type=EXISTING, default=None,
-                     help="visual checkpoint (3D-ResNeXt release, torchvision state dict) [torchvision: hub cache]"),
-        click.option("--audio-weights", type=EXISTING, default=None,
-                     help="audio checkpoint (torchvggish, PANNs CNN14, ...); without it: random weights"),
-        option(ExtractConfig, "text_model",
-               help="sentence-transformers model path or name (default: packaged all-MiniLM-L6-v2)"),
-        option(ExtractConfig, "prompt_template", "--prompt", help="label prompt; must contain {label}"),
-        option(ClipSampling, "clips", help="visual clips per video"),
-        option(AudioSampling, "segments", help="audio segments per video, aligned with the clips"),
-        option(ExtractConfig, "precision", choices=PRECISIONS,
-               help="backbone precision (recorded in the store: reduced precision changes the features)"),
-    ]):
-        f = opt(f)
-    return f
-
-
-def run_options(f):
-    from cavnet.pipelines.extract.options import RunOptions
-
-    return options(RunOptions, {"shard_size": "videos per Dask task", "scheduler": "address of an existing Dask scheduler",
-                                "workers": "local CPU workers"})(f)
-
-
 @main.command()
 @dataset_options
 @backbone_options
@@ -128,8 +80,8 @@ def run_options(f):
 @click.option("--decode-workers", default=None, type=click.IntRange(min=0),
               help="decode processes per worker (0: decode in the worker) [local GPU workers: cores/GPUs - 1, "
                    "else 0]")
-@_run_opt("batch_clips", help="clips per backbone batch")
-@_run_opt("device", choices=("auto", "cpu", "cuda"))
+@run_opt("batch_clips", help="clips per backbone batch")
+@run_opt("device", choices=("auto", "cpu", "cuda"))
 @click.option("--progress/--no-progress", default=True)
 def extract(**p) -> None:
     """Stage one: decode a corpus, run the backbones in Dask workers, write the HDF5 feature store."""
@@ -195,59 +147,6 @@ def export(store: Path, fmt: str, out: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- stage two
-MODEL_HELP = {
-    "modalities": "av: both streams; v / a: one stream only",
-    "self_attn": "the inter-clip self-attention (eq. 2-3)",
-    "cross_attn": "the audio-visual cross-attention (eq. 4-5)",
-    "pool": "gate: gated pooling (eq. 7-8); mean: masked mean",
-    "fusion": "cavnet: the paper's encoder; late: two-stream late fusion",
-    "head": "text: contrastive head against label texts; linear: class logits",
-    "time_encoding": "shared: one clock for both streams (token times); none: the paper's content-only attention",
-    "gate": "token: a gate per token (eq. 7); set: one channel gate from the whole set",
-    "text_proj": "a learnable projection of the sentence embeddings (identity at start), targets and prompts alike",
-    "d_model": "fusion width",
-    "dropout": None,
-}
-
-
-def model_options(f):
-    from cavnet.fuse.config import FUSION_PRESETS, FUSIONS, GATES, HEADS, MODALITIES, POOLS, TIME_ENCODINGS, FusionConfig
-
-    f = options(FusionConfig, MODEL_HELP, modalities={"choices": MODALITIES}, pool={"choices": POOLS},
-                fusion={"choices": FUSIONS}, head={"choices": HEADS}, time_encoding={"choices": TIME_ENCODINGS},
-                gate={"choices": GATES})(f)
-    return click.option("--preset", type=click.Choice(list(FUSION_PRESETS)), default="default", show_default=True,
-                        help="paper-literal: eq. 1-8 as written (one head, no residual, LayerNorm, FFN, positions "
-                             "or clock); the model options above apply on top where they differ from their defaults")(f)
-
-
-def model_overrides(p: dict) -> dict:
-    """The preset's fields, then every model option given a value other than its default."""
-    import dataclasses
-
-    from cavnet.fuse.config import FusionConfig, preset_overrides
-
-    defaults = {f.name: f.default for f in dataclasses.fields(FusionConfig)}
-    chosen = {k: p[k] for k in MODEL_HELP if p[k] != defaults.get(k)}
-    return {**preset_overrides(p.get("preset", "default")), **chosen}
-
-
-def _train_opt(name: str, **kw):
-    from cavnet.fuse.train_config import TrainConfig
-
-    return option(TrainConfig, name, **kw)
-
-
-def train_options(f):
-    from cavnet.fuse.train_config import TARGETS, TrainConfig
-
-    return options(TrainConfig, {"epochs": None, "batch_size": "videos per step", "lr": "peak learning rate",
-                                 "weight_decay": None, "warmup_epochs": "linear warm-up, in epochs", "seed": None,
-                                 "device": "auto, cpu, cuda or cuda:N",
-                                 "targets": "label: class prompts; video-text: each video's own text"},
-                   targets={"choices": TARGETS})(f)
-
-
 @main.command("fuse-train")
 @click.option("--store", type=EXISTING, required=True)
 @click.option("--out", type=OUT, required=True, help="run folder")
@@ -259,8 +158,8 @@ def train_options(f):
 @click.option("--pretrain-epochs", type=click.IntRange(min=0), default=0, show_default=True,
               help="epochs of --pretrain-store (0: as many as --epochs)")
 @click.option("--resume", is_flag=True, help="continue OUT/last.pt")
-@_train_opt("stream", flag=True, help="read the store block by block instead of into RAM")
-@_train_opt("tensorboard", flag=True, help="also log loss, accuracy, temperature and lr to OUT/tensorboard")
+@train_opt("stream", flag=True, help="read the store block by block instead of into RAM")
+@train_opt("tensorboard", flag=True, help="also log loss, accuracy, temperature and lr to OUT/tensorboard")
 @click.option("--progress/--no-progress", default=True)
 def fuse_train(**p) -> None:
     """Stage two: train the CAV-Net fusion and contrastive head on a feature store."""
@@ -330,30 +229,6 @@ def predict(paths, checkpoint, top_k, labels, json_out, csv_out, device, batch_s
     click.echo(f"{len(preds)} files, {len(preds) - bad} predicted, {bad} not decodable", err=True)
 
 
-FINETUNE_HELP = {
-    "end_to_end": "back-propagate into the backbones (else they stay frozen)",
-    "epochs": None, "batch_size": "videos per step over all processes", "lr": "fusion and temperature",
-    "backbone_lr": None, "weight_decay": None, "warmup_epochs": None,
-    "freeze_until": "visual stages kept frozen", "freeze_audio": "keep the audio backbone frozen",
-    "freeze_bn": "keep the backbones' BatchNorm running statistics",
-    "grad_checkpoint": "recompute 3D-ResNeXt blocks in backward: less memory",
-    "amp": "auto: audio backbone in bf16 on CUDA, the rest fp32/TF32",
-    "decode_workers": None, "device": None, "seed": None,
-    "eval_every": "score val and save every N epochs (0: at the end)",
-    "save_every": "also save last.pt every N steps", "max_steps": "stop after N steps (0: all epochs)",
-    "tensorboard": "also log loss, accuracy, temperature and lr to OUT/tensorboard",
-}
-
-
-def finetune_options(f):
-    from cavnet.finetune.config import AMP_MODES, FREEZE_STAGES, FinetuneConfig
-
-    return options(FinetuneConfig, FINETUNE_HELP, end_to_end={"flag": True}, freeze_audio={"flag": True},
-                   tensorboard={"flag": True},
-                   grad_checkpoint={"flag": True}, freeze_bn={"decls": ("--freeze-bn/--train-bn",)},
-                   freeze_until={"choices": FREEZE_STAGES}, amp={"choices": AMP_MODES})(f)
-
-
 @main.command()
 @click.option("--init", type=EXISTING, required=True, help="fuse-train (or finetune) checkpoint to start from")
 @click.option("--out", type=OUT, required=True, help="run folder")
@@ -385,15 +260,15 @@ def finetune(**p) -> None:
               show_default=True)
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--variants", default=None, help="comma-separated subset of the preset's variant keys")
-@_train_opt("epochs")
-@_train_opt("batch_size")
-@_train_opt("lr")
-@_train_opt("seed", help="first seed")
+@train_opt("epochs")
+@train_opt("batch_size")
+@train_opt("lr")
+@train_opt("seed", help="first seed")
 @click.option("--d-model", type=click.IntRange(min=8), default=None, help="fusion width of every variant [256]")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="runs in parallel")
 @click.option("--pretrain-store", type=EXISTING, default=None,
               help="caption store of the external-pretraining row (without it the row is left out)")
-@_train_opt("device", default="cpu", help="runs share the machine: the CPU unless told otherwise")
+@train_opt("device", default="cpu", help="runs share the machine: the CPU unless told otherwise")
 def ablate(**p) -> None:
     """Train every variant of the paper's table on one store; mean and std over seeds."""
     from cavnet.fuse.train_config import TrainConfig
@@ -407,19 +282,13 @@ def ablate(**p) -> None:
     click.echo(f"results in {out}/results.csv, results.md, results.png ({len(rows)} variants)")
 
 
-def _demo_opt(name: str, **kw):
-    from cavnet.pipelines.demo import DemoConfig
-
-    return option(DemoConfig, name, **kw)
-
-
 @main.command()
 @click.option("--out", type=OUT, default=Path("demo-out"), show_default=True)
-@_demo_opt("task", choices=("easy", "hard"), help="which AV-Synth (hard: OUT/report-hard.md)")
+@demo_opt("task", choices=("easy", "hard"), help="which AV-Synth (hard: OUT/report-hard.md)")
 @click.option("--videos", default=None, type=int, help="[easy 200, hard 640]")
-@_demo_opt("seeds", help="seeds per ablation row")
+@demo_opt("seeds", help="seeds per ablation row")
 @click.option("--epochs", default=None, type=int, help="fuse-train epochs per run [easy 30, hard 20]")
-@_demo_opt("workers", help="local workers (extraction, then ablation runs in parallel)")
+@demo_opt("workers", help="local workers (extraction, then ablation runs in parallel)")
 @click.option("--progress/--no-progress", default=True)
 def demo(**p) -> None:
     """Generate AV-Synth, extract it, run the ablation and write OUT/report.md."""

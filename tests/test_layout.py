@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"errors": 0, "configs": 0, "cli_options": 0, "extract": 1, "fuse": 2, "finetune": 3, "pipelines": 4,
-          "bench": 4, "cli": 5}
+          "bench": 4, "cli": 5, "cli_groups": 5}
 SKIP = {"tests", "tools", "docs", ".venv", "build"}
 
 

@@ -1,0 +1,146 @@
+"""The option groups cavnet's commands share, each option derived from its config field where there is one
+(``cli_options.option``): dataset, backbone and Dask run options, the fusion model's and training's options,
+fine-tuning's. Imports no torch: configs are imported inside each group.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cavnet.cli_options import option, options
+
+EXISTING = click.Path(exists=True, path_type=Path)
+OUT = click.Path(path_type=Path)
+
+
+def run_opt(name: str, **kw):
+    from cavnet.pipelines.extract.options import RunOptions
+
+    return option(RunOptions, name, **kw)
+
+
+def dataset_options(f):
+    for opt in reversed([
+        click.option("--dataset", type=click.Choice(["k400", "csv", "synth"]), default="k400", show_default=True),
+        click.option("--root", type=click.Path(path_type=Path), help="corpus folder (k400), path base (csv), cache (synth)"),
+        click.option("--manifest", type=EXISTING, help="generic CSV path,label[,text][,split] (--dataset csv)"),
+        click.option("--split", "split", default=None, help="comma-separated splits, e.g. train,val (default: all)"),
+        click.option("--limit", type=click.IntRange(min=1), default=None, help="only the first N videos"),
+    ]):
+        f = opt(f)
+    return f
+
+
+def backbone_options(f):
+    from cavnet.extract.config import PRECISIONS, AudioSampling, ClipSampling, ExtractConfig
+
+    for opt in reversed([
+        option(ExtractConfig, "visual",
+               help="visual backbone: resnext3d-*, r3d_18, mc3_18, r2plus1d_18, s3d, mvit_*, swin3d_*"),
+        option(ExtractConfig, "audio", help="audio backbone: resnet50-audio, vggish, vggish-pca, cnn14, audio-cnn-tiny"),
+        click.option("--visual-weights", type=EXISTING, default=None,
+                     help="visual checkpoint (3D-ResNeXt release, torchvision state dict) [torchvision: hub cache]"),
+        click.option("--audio-weights", type=EXISTING, default=None,
+                     help="audio checkpoint (torchvggish, PANNs CNN14, ...); without it: random weights"),
+        option(ExtractConfig, "text_model",
+               help="sentence-transformers model path or name (default: packaged all-MiniLM-L6-v2)"),
+        option(ExtractConfig, "prompt_template", "--prompt", help="label prompt; must contain {label}"),
+        option(ClipSampling, "clips", help="visual clips per video"),
+        option(AudioSampling, "segments", help="audio segments per video, aligned with the clips"),
+        option(ExtractConfig, "precision", choices=PRECISIONS,
+               help="backbone precision (recorded in the store: reduced precision changes the features)"),
+    ]):
+        f = opt(f)
+    return f
+
+
+def run_options(f):
+    from cavnet.pipelines.extract.options import RunOptions
+
+    return options(RunOptions, {"shard_size": "videos per Dask task", "scheduler": "address of an existing Dask scheduler",
+                                "workers": "local CPU workers"})(f)
+
+
+MODEL_HELP = {
+    "modalities": "av: both streams; v / a: one stream only",
+    "self_attn": "the inter-clip self-attention (eq. 2-3)",
+    "cross_attn": "the audio-visual cross-attention (eq. 4-5)",
+    "pool": "gate: gated pooling (eq. 7-8); mean: masked mean",
+    "fusion": "cavnet: the paper's encoder; late: two-stream late fusion",
+    "head": "text: contrastive head against label texts; linear: class logits",
+    "time_encoding": "shared: one clock for both streams (token times); none: the paper's content-only attention",
+    "gate": "token: a gate per token (eq. 7); set: one channel gate from the whole set",
+    "text_proj": "a learnable projection of the sentence embeddings (identity at start), targets and prompts alike",
+    "d_model": "fusion width",
+    "dropout": None,
+}
+
+
+def model_options(f):
+    from cavnet.fuse.config import FUSION_PRESETS, FUSIONS, GATES, HEADS, MODALITIES, POOLS, TIME_ENCODINGS, FusionConfig
+
+    f = options(FusionConfig, MODEL_HELP, modalities={"choices": MODALITIES}, pool={"choices": POOLS},
+                fusion={"choices": FUSIONS}, head={"choices": HEADS}, time_encoding={"choices": TIME_ENCODINGS},
+                gate={"choices": GATES})(f)
+    return click.option("--preset", type=click.Choice(list(FUSION_PRESETS)), default="default", show_default=True,
+                        help="paper-literal: eq. 1-8 as written (one head, no residual, LayerNorm, FFN, positions "
+                             "or clock); the model options above apply on top where they differ from their defaults")(f)
+
+
+def model_overrides(p: dict) -> dict:
+    """The preset's fields, then every model option given a value other than its default."""
+    import dataclasses
+
+    from cavnet.fuse.config import FusionConfig, preset_overrides
+
+    defaults = {f.name: f.default for f in dataclasses.fields(FusionConfig)}
+    chosen = {k: p[k] for k in MODEL_HELP if p[k] != defaults.get(k)}
+    return {**preset_overrides(p.get("preset", "default")), **chosen}
+
+
+def train_opt(name: str, **kw):
+    from cavnet.fuse.train_config import TrainConfig
+
+    return option(TrainConfig, name, **kw)
+
+
+def train_options(f):
+    from cavnet.fuse.train_config import TARGETS, TrainConfig
+
+    return options(TrainConfig, {"epochs": None, "batch_size": "videos per step", "lr": "peak learning rate",
+                                 "weight_decay": None, "warmup_epochs": "linear warm-up, in epochs", "seed": None,
+                                 "device": "auto, cpu, cuda or cuda:N",
+                                 "targets": "label: class prompts; video-text: each video's own text"},
+                   targets={"choices": TARGETS})(f)
+
+
+FINETUNE_HELP = {
+    "end_to_end": "back-propagate into the backbones (else they stay frozen)",
+    "epochs": None, "batch_size": "videos per step over all processes", "lr": "fusion and temperature",
+    "backbone_lr": None, "weight_decay": None, "warmup_epochs": None,
+    "freeze_until": "visual stages kept frozen", "freeze_audio": "keep the audio backbone frozen",
+    "freeze_bn": "keep the backbones' BatchNorm running statistics",
+    "grad_checkpoint": "recompute 3D-ResNeXt blocks in backward: less memory",
+    "amp": "auto: audio backbone in bf16 on CUDA, the rest fp32/TF32",
+    "decode_workers": None, "device": None, "seed": None,
+    "eval_every": "score val and save every N epochs (0: at the end)",
+    "save_every": "also save last.pt every N steps", "max_steps": "stop after N steps (0: all epochs)",
+    "tensorboard": "also log loss, accuracy, temperature and lr to OUT/tensorboard",
+}
+
+
+def finetune_options(f):
+    from cavnet.finetune.config import AMP_MODES, FREEZE_STAGES, FinetuneConfig
+
+    return options(FinetuneConfig, FINETUNE_HELP, end_to_end={"flag": True}, freeze_audio={"flag": True},
+                   tensorboard={"flag": True},
+                   grad_checkpoint={"flag": True}, freeze_bn={"decls": ("--freeze-bn/--train-bn",)},
+                   freeze_until={"choices": FREEZE_STAGES}, amp={"choices": AMP_MODES})(f)
+
+
+def demo_opt(name: str, **kw):
+    from cavnet.pipelines.demo import DemoConfig
+
+    return option(DemoConfig, name, **kw)
