@@ -19,3 +19,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    """One local Dask worker (and its nanny, which restarts it when it dies), configured as extract's own."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from cavnet.pipelines.extract.cluster import CLUSTER_CONFIG
+
+    with dask.config.set(CLUSTER_CONFIG), LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                                       dashboard_address=":0") as local:
+        with Client(local) as client:
+            yield client

@@ -16,11 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-import dask
 import h5py
 import psutil
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 
 import media
 from cavnet.errors import CavnetError
@@ -28,7 +27,6 @@ from cavnet.extract import faults
 from cavnet.pipelines.extract.options import RunOptions
 from cavnet.extract.store.writer import shard_statuses, stray_tmp_files
 from cavnet.pipelines.check import check_store
-from cavnet.pipelines.extract.cluster import CLUSTER_CONFIG
 from cavnet.pipelines.extract.run import run_extract
 from cavnet.pipelines.manifests import extract_config, load_manifest
 
@@ -50,13 +48,10 @@ def corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """One local worker (and its nanny, which restarts it when it dies), configured as extract's own."""
-    with dask.config.set(CLUSTER_CONFIG), LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                                       dashboard_address=":0") as local:
-        with Client(local) as client:
-            yield client
-            client.run(faults.arm, {name: None for name in FAULTS})
+def cluster(local_cluster):
+    """The shared local worker; the faults armed by a test are disarmed at the end."""
+    yield local_cluster
+    local_cluster.run(faults.arm, {name: None for name in FAULTS})
 
 
 FAULTS = ("CAVNET_FAULT_CRASH_ON", "CAVNET_FAULT_ONCE", "CAVNET_FAULT_DISK_FULL")

@@ -11,16 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-import dask
 import h5py
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 
 import media
 from cavnet.errors import CavnetError
 from cavnet.pipelines.check import check_store
-from cavnet.pipelines.extract.cluster import CLUSTER_CONFIG
 from cavnet.pipelines.extract.options import RunOptions
 from cavnet.pipelines.extract.run import run_extract
 from cavnet.pipelines.manifests import extract_config, load_manifest
@@ -48,11 +46,8 @@ def _manifest(root: Path, rows: list[tuple[str, str, str]], name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with dask.config.set(CLUSTER_CONFIG), LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                                       dashboard_address=":0") as local:
-        with Client(local) as client:
-            yield client
+def cluster(local_cluster):
+    return local_cluster
 
 
 def _extract(manifest: Path, out: Path, cluster: Client, said: list[str] | None = None):
