@@ -28,8 +28,9 @@ def make_store(path: Path, videos: int = 96, classes: int = 4, dims: StoreDims =
     for i in range(videos):
         label, split = i % classes, splits[i % len(splits)]
         vp, ap = pairs[label]
-        nv = 1 + (i % dims.clips)
-        na = 0 if no_audio_every and i % no_audio_every == 0 else 1 + (i % dims.segments)
+        # lengths vary independently of the class (a model that sees when tokens are could count them)
+        nv = 1 + ((i // classes) % dims.clips)
+        na = 0 if no_audio_every and i % no_audio_every == 0 else 1 + ((i // classes) % dims.segments)
         status = "no_audio" if na == 0 else "ok"
         if broken_every and i % broken_every == broken_every - 1:
             status, nv, na = "decode_error", 0, 0

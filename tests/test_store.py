@@ -21,11 +21,11 @@ def test_round_trip_keeps_order_masks_and_values(tmp_path):
         assert list(rows.labels) == [r.label for r in manifest.rows]
         assert store.dims == StoreDims(4, 4, 32, 16)
         f = store.read(np.arange(40))
-        # video i has 1 + i % 4 valid clips; audio-less every 7th; broken every 10th (index 9, 19, ...)
+        # video i has 1 + (i // 4) % 4 valid clips; audio-less every 7th; broken every 10th (index 9, 19, ...)
         for i in range(40):
             broken = i % 10 == 9
-            assert f.vmask[i].sum() == (0 if broken else 1 + i % 4)
-            assert f.amask[i].sum() == (0 if broken or i % 7 == 0 else 1 + i % 4)
+            assert f.vmask[i].sum() == (0 if broken else 1 + (i // 4) % 4)
+            assert f.amask[i].sum() == (0 if broken or i % 7 == 0 else 1 + (i // 4) % 4)
             assert (f.visual[i][~f.vmask[i]] == 0).all()
         assert set(rows.statuses) == {"ok", "no_audio", "decode_error"}
         assert (rows.statuses == "decode_error").sum() == 4
