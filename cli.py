@@ -288,6 +288,7 @@ def ablate(**p) -> None:
 @click.option("--videos", default=None, type=int, help="[easy 200, hard 640]")
 @demo_opt("seeds", help="seeds per ablation row")
 @click.option("--epochs", default=None, type=int, help="fuse-train epochs per run [easy 30, hard 20]")
+@click.option("--lr", default=None, type=float, help="fuse-train peak learning rate [easy 1e-3, hard 2e-3]")
 @demo_opt("workers", help="local workers (extraction, then ablation runs in parallel)")
 @click.option("--progress/--no-progress", default=True)
 def demo(**p) -> None:

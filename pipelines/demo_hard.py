@@ -81,7 +81,8 @@ def render_hard_report(cfg: Any, counts: dict[str, int], rows: list[dict[str, An
         "classes by two such events in order (docs/results.md). Backbones "
         f"{cfg.visual} + {cfg.audio}, randomly initialised; {cfg.clips} clips and {cfg.segments} audio segments "
         f"per video; fusion width {cfg.d_model}.", *([f"**{weights_note}**"] if weights_note else []),
-        f"Extraction statuses: {status}. Ablation: {cfg.seeds} seeds x {cfg.epochs} epochs, val split, metrics "
+        f"Extraction statuses: {status}. Ablation: {cfg.seeds} seeds x {cfg.epochs} epochs at peak lr "
+        f"{cfg.lr:g}, val split, metrics "
         "of the last epoch (mean ± std over seeds).", "",
         results_table(rows), "![top-1 by variant](ablation-hard/results.png)", "",
         "## Measured beside the caps", "",

@@ -64,6 +64,7 @@ def test_demo_smoke_through_the_cli(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     report = (out / "report.md").read_text()
     assert "| CAV-Net |" in report and "## Reading" in report
+    assert "2 epochs at peak lr 0.001" in report  # the easy task's default learning rate
     assert (out / "features.h5").exists() and (out / "ablation" / "results.png").exists()
     r2 = cavnet("demo", "--out", str(out), "--videos", "24", "--seeds", "1", "--epochs", "2", "--no-progress")
     assert r2.returncode == 0 and "reusing the corpus" in r2.stdout and "already complete" not in r2.stderr
@@ -105,11 +106,14 @@ def test_hard_demo_small_version(tmp_path):
     from cavnet.pipelines.demo_hard import HARD_VARIANTS
 
     cfg = DemoConfig(task="hard", videos=24, seeds=1, epochs=1, d_model=16, batch_size=8, workers=1, clips=4,
-                     segments=4)
+                     segments=4, lr=3e-3)
     report = run_demo(tmp_path, cfg, echo=lambda _m: None, progress=False)
     assert report.name == "report-hard.md"
     text = report.read_text()
     assert "## Measured beside the caps" in text and "| CAV-Net |" in text and "## Reading" in text
+    assert "1 seeds x 1 epochs at peak lr 0.003" in text
+    run_config = json.loads((tmp_path / "ablation-hard" / "runs" / "cavnet" / "seed0" / "config.json").read_text())
+    assert run_config["train"]["lr"] == 3e-3
     with open(tmp_path / "ablation-hard" / "results.csv") as fh:
         assert [r["variant"] for r in csv.DictReader(fh)] == list(HARD_VARIANTS)
     assert (tmp_path / "ablation-hard" / "results.png").exists()

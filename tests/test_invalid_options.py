@@ -66,6 +66,7 @@ CASES = [
     (["ablate", "--store", "{store}", "--out", "{out}/ab", "--seeds", "0"], "--seeds"),
     (["bench", "--sections", "nosuch"], "nosuch"),
     (["demo", "--videos", "3"], "--videos"),
+    (["demo", "--lr", "0"], "--lr"),
     (["synth", "{out}/syn", "--videos", "2"], "--videos"),
     (["check", "{out}/no-such.h5"], "does not exist"),
 ]
