@@ -117,7 +117,7 @@ def train_options(f):
                    targets={"choices": TARGETS})(f)
 
 
-TEXT_ENCODER_HELP = "fine-tune the sentence encoder at this lr on the store's texts (0: frozen embeddings)"
+TEXT_ENCODER_HELP = "also fine-tune the sentence encoder itself at this lr (0: frozen text embeddings)"
 FINETUNE_HELP = {
     "end_to_end": "back-propagate into the backbones (else they stay frozen)",
     "epochs": None, "batch_size": "videos per step over all processes", "lr": "fusion and temperature",
