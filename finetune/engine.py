@@ -133,7 +133,7 @@ def train_epoch(tr: Trainer, batches: Iterable[ClipBatch], stats: EpochStats,
     """Steps over ``batches`` until they run out or ``after_step(stats)`` returns False."""
     tr.model.train()
     if tr.text is not None:
-        tr.text.encoder.train()
+        tr.text.encoder.eval()  # trained without dropout: deterministic targets (see SentenceEncoder)
     t_wait = time.perf_counter()
     for batch in batches:
         t0 = time.perf_counter()

@@ -87,7 +87,7 @@ def train_one_epoch(model: nn.Module, loss_fn: nn.Module | None, optimizer: torc
     videos is skipped (see ``train_steps``). ``text``: a tuned sentence encoder (see ``TunedText``)."""
     model.train()
     if text is not None:
-        text.encoder.train()
+        text.encoder.eval()  # trained without dropout: deterministic targets (see SentenceEncoder)
     t0, total, seen = time.perf_counter(), 0.0, 0
     for batch in batches:
         if len(batch) < 2:

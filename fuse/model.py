@@ -121,7 +121,10 @@ class SentenceEncoder(nn.Module):
     transformer, pooling and normalisation modules; loading it is ``cavnet.extract.text``'s job). Its own
     ``preprocess`` (``tokenize`` before sentence-transformers 6) and forward are used, so the pooling is the
     model's: with the weights untouched, the output equals ``SentenceTransformer.encode(...,
-    normalize_embeddings=True)``. In train mode the transformer's dropout is active."""
+    normalize_embeddings=True)``. In train mode the transformer's dropout is active; the training loops keep it
+    in eval mode (gradients still flow): the targets are then deterministic, the same texts give the same
+    targets in every batch, and before the first step they are the store's embeddings (up to its float16).
+    On AV-Synth, dropout on cost about 6 points of val top-1 (docs/results.md)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

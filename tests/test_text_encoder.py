@@ -159,6 +159,30 @@ def test_the_loss_gradient_reaches_the_encoder_and_video_text_targets_are_the_st
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0
 
 
+def test_before_its_first_step_the_tuned_text_side_is_the_stored_embeddings(store, tmp_path):
+    """On a store whose class embeddings are the encoder's own, the first batch's loss with the encoder
+    (no dropout) equals the loss with the stored embeddings."""
+    path = tmp_path / "real.h5"
+    make_store(path, videos=24, classes=4, text_dim=384, shard_size=8)
+    prompts = [f"a video of class {c}" for c in range(4)]
+    with h5py.File(path, "a") as f:
+        f["classes/embedding"][...] = TextEncoder().encode(prompts)
+    tcfg = _tcfg(text_encoder_lr=1e-5)
+    fcfg = FusionConfig(visual_dim=32, audio_dim=16, text_dim=384, num_classes=4, **SMALL)
+    with FeatureStore(path) as s:
+        index = s.rows().select("train")
+        text = tuned_text(s, index, tcfg, fcfg, torch.device("cpu"))
+        batch = next(InMemorySplit(s, index, "label").batches(8))
+        class_emb = torch.from_numpy(s.class_embedding)
+    from cavnet.fuse.loss import ContrastiveLoss
+
+    model = CAVNet(fcfg).eval()
+    text.encoder.eval()
+    frozen = batch_loss(model, ContrastiveLoss(), batch, class_emb, "label")
+    tuned = batch_loss(model, ContrastiveLoss(), batch, class_emb, "label", text)
+    assert float(tuned.detach()) == pytest.approx(float(frozen), abs=1e-5) and tuned.requires_grad
+
+
 def test_tuning_changes_the_encoder_and_the_checkpoint_carries_it(store, tuned):
     out, result = tuned
     ckpt = Checkpoint.load(out / "best.pt")
