@@ -180,7 +180,7 @@ def test_before_its_first_step_the_tuned_text_side_is_the_stored_embeddings(stor
     text.encoder.eval()
     frozen = batch_loss(model, ContrastiveLoss(), batch, class_emb, "label")
     tuned = batch_loss(model, ContrastiveLoss(), batch, class_emb, "label", text)
-    assert float(tuned.detach()) == pytest.approx(float(frozen), abs=1e-5) and tuned.requires_grad
+    assert float(tuned.detach()) == pytest.approx(float(frozen.detach()), abs=1e-5) and tuned.requires_grad
 
 
 def test_tuning_changes_the_encoder_and_the_checkpoint_carries_it(store, tuned):
