@@ -16,8 +16,7 @@ from cavnet.errors import CavnetError
 from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint, TrainingState
 from cavnet.fuse.config import FusionConfig
-from cavnet.fuse.data import InMemorySplit, StreamedSplit, open_split
-from cavnet.fuse.data import text_groups
+from cavnet.fuse.data import InMemorySplit, StreamedSplit, open_split, text_groups
 from cavnet.fuse.engine import TunedText, score, train_one_epoch, train_steps, warmup_cosine
 from cavnet.fuse.loss import ContrastiveLoss
 from cavnet.fuse.metrics import accuracy_metrics

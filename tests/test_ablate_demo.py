@@ -143,4 +143,5 @@ def test_fidelity_rows_run_with_an_external_caption_store(tmp_path):
     rows = run_ablate(old, tmp_path / "c", "fidelity", 1, tcfg, 1, msgs.append, base={"d_model": 16, "heads": 2},
                       only=("default", "text-encoder"))
     assert [r["variant"] for r in rows] == ["default"]
-    assert msgs[-2] == "the store predates stored texts (re-extract it): 'CAV-Net + fine-tuned sentence encoder' is left out"
+    assert msgs[-2] == ("the store predates stored texts (re-extract it): "
+                        "'CAV-Net + fine-tuned sentence encoder' is left out")

@@ -56,8 +56,8 @@ def tuned(store, tmp_path_factory):
 
 
 def test_video_strings_are_own_text_else_class_prompt_else_empty():
-    rows = (ManifestRow("a", "/a.mp4", 0, "x", "train", text="a dog barks"), ManifestRow("b", "/b.mp4", 1, "y", "train"),
-            ManifestRow("c", "/c.mp4", -1, "", "test"))
+    rows = (ManifestRow("a", "/a.mp4", 0, "x", "train", text="a dog barks"),
+            ManifestRow("b", "/b.mp4", 1, "y", "train"), ManifestRow("c", "/c.mp4", -1, "", "test"))
     assert video_strings(Manifest(rows, ("x", "y")), ["prompt x", "prompt y"]) == ["a dog barks", "prompt y", ""]
 
 
