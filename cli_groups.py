@@ -112,10 +112,12 @@ def train_options(f):
     return options(TrainConfig, {"epochs": None, "batch_size": "videos per step", "lr": "peak learning rate",
                                  "weight_decay": None, "warmup_epochs": "linear warm-up, in epochs", "seed": None,
                                  "device": "auto, cpu, cuda or cuda:N",
-                                 "targets": "label: class prompts; video-text: each video's own text"},
+                                 "targets": "label: class prompts; video-text: each video's own text",
+                                 "text_encoder_lr": TEXT_ENCODER_HELP},
                    targets={"choices": TARGETS})(f)
 
 
+TEXT_ENCODER_HELP = "also fine-tune the sentence encoder itself at this lr (0: frozen text embeddings)"
 FINETUNE_HELP = {
     "end_to_end": "back-propagate into the backbones (else they stay frozen)",
     "epochs": None, "batch_size": "videos per step over all processes", "lr": "fusion and temperature",
@@ -128,6 +130,7 @@ FINETUNE_HELP = {
     "eval_every": "score val and save every N epochs (0: at the end)",
     "save_every": "also save last.pt every N steps", "max_steps": "stop after N steps (0: all epochs)",
     "tensorboard": "also log loss, accuracy, temperature and lr to OUT/tensorboard",
+    "text_encoder_lr": TEXT_ENCODER_HELP,
 }
 
 

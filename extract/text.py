@@ -87,3 +87,19 @@ class TextEncoder:
         """What identifies the embedding space in a store (an HDF5 string attribute): JSON of the model name
         (the local path for a folder) and the dimension, e.g. ``{"dim": 384, "model": "..."}``."""
         return json.dumps({"model": self.name, "dim": self.dim}, sort_keys=True)
+
+
+def load_sentence_model(model: str, device: str, dim: int, state: dict | None = None):
+    """The sentence-transformers model ``model`` (a store config's ``text_model``) on ``device``, to be
+    fine-tuned: its ``dim`` must be the store's text width; ``state``: weights to load into it (a tuned
+    encoder's, from a checkpoint). Raises ``TextModelError`` (one line) when it cannot be used."""
+    encoder = TextEncoder(model, device=device)
+    if encoder.dim != dim:
+        raise TextModelError(f"text model {model!r} gives {encoder.dim}-d embeddings, the store holds {dim}-d ones")
+    if state is not None:
+        try:
+            encoder.model.load_state_dict(state)
+        except RuntimeError as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise TextModelError(f"the tuned text encoder's weights do not fit {model!r}: {first}") from None
+    return encoder.model

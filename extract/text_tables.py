@@ -31,4 +31,11 @@ def embed_texts(manifest: Manifest, config: ExtractConfig, device: str = "cpu") 
             video[i] = own_emb[r.text]
         elif r.label >= 0:
             video[i] = class_emb[r.label]
-    return TextTables(list(manifest.classes), prompts, class_emb, video, encoder.fingerprint())
+    return TextTables(list(manifest.classes), prompts, class_emb, video, encoder.fingerprint(),
+                      video_strings(manifest, prompts))
+
+
+def video_strings(manifest: Manifest, prompts: list[str]) -> list[str]:
+    """The string each video's text embedding embeds: its own text, else its class prompt, else "" (the
+    zero row of a video with neither)."""
+    return [r.text or (prompts[r.label] if r.label >= 0 else "") for r in manifest.rows]

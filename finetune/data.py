@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
 
 from cavnet.extract.media.audio import segment_examples
 from cavnet.finetune.augment import AugmentConfig, augment_audio, augment_clips, clip_centres, train_sampling
@@ -158,6 +158,31 @@ class EpochSampler(Sampler):
         return max(0, len(self.inner) - self.skip)
 
 
+def epoch_steps(share: int, batch_size: int, world: int = 1) -> int:
+    """Optimizer steps of one epoch when each of ``world`` processes takes ``share`` videos in batches of
+    ``batch_size``: a trailing batch of one video over all processes is dropped (a single row has no
+    negatives: zero contrastive loss), as fuse-train drops it (``fuse.engine.train_steps``)."""
+    full, rest = divmod(share, batch_size)
+    return full + int(rest * world >= 2)
+
+
+class TrainBatches(BatchSampler):
+    """Batches of ``batch_size`` indices of ``sampler``; the trailing batch is kept unless it holds one video
+    over all ``world`` processes (see ``epoch_steps``)."""
+
+    def __init__(self, sampler: Sampler, batch_size: int, world: int = 1) -> None:
+        super().__init__(sampler, batch_size, drop_last=False)
+        self.world = world
+
+    def __iter__(self) -> Iterator[list]:
+        for batch in super().__iter__():
+            if len(batch) == self.batch_size or len(batch) * self.world >= 2:
+                yield batch
+
+    def __len__(self) -> int:
+        return epoch_steps(len(self.sampler), self.batch_size, self.world)
+
+
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # decode processes: one thread each, FFmpeg and torch alike
 
@@ -173,19 +198,20 @@ class _Collate:
 
 
 def make_loader(dataset: VideoClips, batch_size: int, workers: int, device: torch.device,
-                sampler: Sampler | None = None, indices: Sequence[int] | None = None,
-                drop_last: bool = False) -> DataLoader:
+                sampler: Sampler | None = None, indices: Sequence[int] | None = None, world: int = 1) -> DataLoader:
     """A DataLoader over ``dataset`` with ``workers`` persistent decode processes (``forkserver``: never a
-    fork of a process that holds CUDA); ``sampler`` for training, else the ``indices`` in order."""
+    fork of a process that holds CUDA); ``sampler`` for training (``TrainBatches``: a trailing batch of one
+    video over the ``world`` processes is dropped), else the ``indices`` in order."""
     kwargs = {}
     if workers > 0:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["cavnet.finetune.data"])
         kwargs = dict(multiprocessing_context=ctx, persistent_workers=True, prefetch_factor=4,
                       worker_init_fn=_worker_init)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler if sampler is not None else list(indices),
-                      num_workers=workers, collate_fn=_Collate(dataset.config), pin_memory=device.type == "cuda",
-                      drop_last=drop_last, generator=torch.Generator(), **kwargs)
+    batches = (TrainBatches(sampler, batch_size, world) if sampler is not None
+               else BatchSampler(list(indices), batch_size, drop_last=False))
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=_Collate(dataset.config),
+                      pin_memory=device.type == "cuda", generator=torch.Generator(), **kwargs)
 
 
 def eval_loader(rows: list[ManifestRow], config: ExtractConfig, device: torch.device, env: DistEnv,

@@ -15,6 +15,7 @@ from cavnet.errors import CavnetError
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.manifest import Manifest, ManifestRow
 from cavnet.fuse.checkpoint import Checkpoint
+from cavnet.fuse.engine import TunedText
 from cavnet.fuse.metrics import Scores
 from cavnet.finetune import distributed as fd
 from cavnet.finetune.data import RETRIES, ClipBatch
@@ -23,16 +24,29 @@ from cavnet.finetune.data import RETRIES, ClipBatch
 @dataclass
 class Targets:
     """What each manifest row of a split is pulled towards: ``text`` (N, Dt) and positive ``groups`` (N,)
-    (the class for label targets, identical texts for video-text targets); indexed by batch positions."""
+    (the class for label targets, identical texts for video-text targets); indexed by batch positions.
+    With a tuned sentence encoder ``text`` is None and ``strings`` maps each group to the text it embeds."""
 
-    text: torch.Tensor
+    text: torch.Tensor | None
     groups: torch.Tensor
+    strings: dict[int, str] | None = None
 
 
 def targets_for(rows: list[ManifestRow], m: Manifest, init: Checkpoint, config: ExtractConfig, kind: str,
-                device: torch.device) -> Targets:
+                device: torch.device, tuned: bool = False) -> Targets:
     """Label targets: the checkpoint's class embeddings. Video-text targets: each video's own text, embedded
-    with the text model recorded in the store config (the class prompt when it has none)."""
+    with the text model recorded in the store config (the class prompt when it has none). ``tuned``: the
+    texts themselves (class prompts, or each video's string), for the sentence encoder to embed per batch."""
+    from cavnet.extract.text_tables import class_prompts, video_strings
+
+    if tuned:
+        prompts = class_prompts(m.classes, config.prompt_template)
+        if kind == "label":
+            return Targets(None, torch.tensor([r.label for r in rows]).to(device), dict(enumerate(prompts)))
+        unique, groups = np.unique(np.array(video_strings(Manifest(tuple(rows), m.classes), prompts), dtype=object),
+                                   return_inverse=True)
+        return Targets(None, torch.from_numpy(groups.astype(np.int64)).to(device),
+                       {i: str(t) for i, t in enumerate(unique)})
     class_emb = init.class_embedding.float()
     if kind == "label":
         labels = torch.tensor([r.label for r in rows])
@@ -41,8 +55,8 @@ def targets_for(rows: list[ManifestRow], m: Manifest, init: Checkpoint, config: 
     from cavnet.fuse.data import text_groups
 
     tables = embed_texts(Manifest(tuple(rows), m.classes), config, "cpu")
-    text = torch.from_numpy(tables.video)
-    return Targets(text.to(device), torch.from_numpy(text_groups(tables.video)).to(device))
+    text = torch.from_numpy(tables.video_embedding)
+    return Targets(text.to(device), torch.from_numpy(text_groups(tables.video_embedding)).to(device))
 
 
 @dataclass
@@ -58,6 +72,7 @@ class Trainer:
     env: fd.DistEnv
     device: torch.device
     step: int = 0  # optimizer steps taken in all
+    text: TunedText | None = None  # the sentence encoder, when it is fine-tuned too
 
 
 @dataclass
@@ -87,8 +102,12 @@ def step_loss(tr: Trainer, batch: ClipBatch) -> torch.Tensor:
     out = tr.model(batch.clips, batch.vmask, batch.examples, batch.amask)
     if tr.loss_fn is None:
         return F.cross_entropy(out.float(), batch.labels)
-    text, groups = tr.targets.text[batch.positions], tr.targets.groups[batch.positions]
-    text = tr.net.fusion.encode_text(text)  # the trainable text side, when the fusion has one
+    groups = tr.targets.groups[batch.positions]
+    if tr.text is not None:  # one forward of the tuned encoder over the batch's unique texts
+        text = tr.text.embed_keys(groups, tr.targets.strings)
+    else:
+        text = tr.targets.text[batch.positions]
+    text = tr.net.fusion.encode_text(text)  # the trainable text projection, when the fusion has one
     return tr.loss_fn(fd.gather_with_grad(out, tr.env), fd.gather(text, tr.env), fd.gather(groups, tr.env))
 
 
@@ -113,6 +132,8 @@ def train_epoch(tr: Trainer, batches: Iterable[ClipBatch], stats: EpochStats,
                 after_step: Callable[[EpochStats], bool]) -> EpochStats:
     """Steps over ``batches`` until they run out or ``after_step(stats)`` returns False."""
     tr.model.train()
+    if tr.text is not None:
+        tr.text.encoder.eval()  # trained without dropout: deterministic targets (see SentenceEncoder)
     t_wait = time.perf_counter()
     for batch in batches:
         t0 = time.perf_counter()

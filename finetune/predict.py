@@ -22,7 +22,6 @@ from cavnet.extract.manifest import ManifestRow
 from cavnet.extract.store.writer import USABLE_STATUSES
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.metrics import top_k
-from cavnet.fuse.model import CAVNet
 from cavnet.finetune.build import build_avnet
 from cavnet.finetune.data import VideoClips, make_loader
 
@@ -100,6 +99,8 @@ class Predictor:
         if encoder.dim != self.ckpt.class_embedding.shape[1]:
             raise CavnetError(f"text model {self.config.text_model!r} gives {encoder.dim}-d embeddings, the "
                               f"checkpoint was trained on {self.ckpt.class_embedding.shape[1]}-d ones")
+        if self.ckpt.text_tuned:  # the sentence encoder was fine-tuned with the model: embed with its weights
+            encoder.model.load_state_dict(self.ckpt.text_encoder)
         return torch.from_numpy(encoder.encode(class_prompts(tuple(labels), self.config.prompt_template)))
 
     @torch.no_grad()
@@ -122,7 +123,9 @@ class Predictor:
             b = batch.to(self.device)
             k = keep.to(self.device)
             emb = self.net(b.clips[k], b.vmask[k], b.examples[k], b.amask[k]).float()
-            logits = emb if self.ckpt.head == "linear" else self.scale * CAVNet.predict(emb, self.class_emb)
+            # through the fusion's text side (its text projection, when it has one), as evaluate scores
+            logits = emb if self.ckpt.head == "linear" else self.scale * self.net.fusion.score_classes(
+                emb, self.class_emb)
             out[batch.positions[keep].numpy()] = logits.softmax(dim=-1).cpu().numpy()
         return out, statuses
 

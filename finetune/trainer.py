@@ -21,6 +21,7 @@ from cavnet.finetune.data import EpochSampler
 from cavnet.finetune.engine import EpochStats, Trainer, score_videos, train_epoch
 from cavnet.fuse.checkpoint import Checkpoint, TrainingState
 from cavnet.fuse.metrics import split_metrics
+from cavnet.fuse.trainer import encoder_state
 from cavnet.fuse.run import RunFolder, changed_options, restore, rng_state, temperature
 
 # FinetuneConfig fields a resumed run may change: where it runs and when it stops, scores and saves.
@@ -113,7 +114,7 @@ def _epoch(run: FinetuneRun, tr: Trainer, epoch: int, skip: int) -> tuple[EpochS
 def _record(run: FinetuneRun, tr: Trainer, head: dict[str, Any], where: tuple[int, int] | None) -> dict[str, Any]:
     """Score the val split, append to metrics.jsonl, print; with ``where`` = (completed epochs, steps into
     the next) also write last.pt, and best.pt when val top-1 improved."""
-    class_emb = run.init.class_embedding.float().to(tr.device)
+    class_emb = scoring_classes(run, tr)
     sc = score_videos(tr.net, run.val_loader, class_emb, run.init.head, tr.device, tr.env)
     line = {**head, **split_metrics(sc, len(run.manifest.classes)), "temperature": temperature(tr.loss_fn),
             "peak_gpu_gb": _peak_memory(tr.device)}
@@ -144,11 +145,20 @@ def checkpoint(run: FinetuneRun, tr: Trainer, epoch: int, epoch_step: int) -> Ch
                           epoch_step, tr.step, cuda_rng)
     i, net = run.init, tr.net
     return Checkpoint(model=net.fusion.state_dict(), fusion=i.fusion, class_names=i.class_names,
-                      class_embedding=i.class_embedding, store_config=i.store_config, store_dims=i.store_dims,
+                      class_embedding=scoring_classes(run, tr).cpu(), store_config=i.store_config,
+                      store_dims=i.store_dims,
                       text_model=i.text_model, train=i.train,
                       loss=tr.loss_fn.state_dict() if tr.loss_fn is not None else {}, kind="finetune", state=state,
                       visual=net.visual.state_dict(), audio=net.audio.state_dict(), finetune=run.cfg.to_dict(),
-                      init=run.cfg.init)
+                      init=run.cfg.init,
+                      text_encoder=encoder_state(tr.text.encoder) if tr.text is not None else i.text_encoder)
+
+
+def scoring_classes(run: FinetuneRun, tr: Trainer) -> torch.Tensor:
+    """(C, Dt) on the device: the init's class embeddings, or the class prompts through the tuned encoder."""
+    if tr.text is not None:
+        return tr.text.class_embedding()
+    return run.init.class_embedding.float().to(tr.device)
 
 
 def _resume(ckpt: Checkpoint, tr: Trainer, run: FinetuneRun) -> tuple[int, int]:
@@ -166,6 +176,10 @@ def _resume(ckpt: Checkpoint, tr: Trainer, run: FinetuneRun) -> tuple[int, int]:
     net.audio.load_state_dict(ckpt.audio)
     if tr.loss_fn is not None:
         tr.loss_fn.load_state_dict(ckpt.loss)
+    if tr.text is not None:
+        if ckpt.text_encoder is None:
+            raise CavnetError(f"{where}: holds no tuned text encoder to resume")
+        tr.text.encoder.model.load_state_dict(ckpt.text_encoder)
     restore(ckpt.state, tr.optimizer, tr.scheduler, tr.device)
     tr.step = ckpt.state.step
     return ckpt.state.epoch, ckpt.state.epoch_step

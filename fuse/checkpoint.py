@@ -54,6 +54,8 @@ class Checkpoint:
     was trained on (so its backbones can be rebuilt). train: the fuse-train config that made the fusion.
     visual / audio / finetune / init: a fine-tune checkpoint's backbone weights, its config and the
     checkpoint it started from. state: where training stood (None in a checkpoint made for inference).
+    text_encoder: the fine-tuned sentence encoder's state dict (``text_encoder_lr`` > 0; None when the text
+    side was the frozen store embeddings). class_embedding then holds the class prompts embedded by it.
     """
 
     model: dict[str, torch.Tensor]
@@ -71,6 +73,7 @@ class Checkpoint:
     audio: dict[str, torch.Tensor] | None = None
     finetune: dict[str, Any] | None = None
     init: str | None = None
+    text_encoder: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------------------------- on disk
     def to_state(self) -> dict[str, Any]:
@@ -85,6 +88,8 @@ class Checkpoint:
                      step=s.step, best=s.best, rng=s.rng, cuda_rng=s.cuda_rng)
         if self.kind == "finetune":
             d.update(visual=self.visual, audio=self.audio, finetune_config=self.finetune, init=self.init)
+        if self.text_encoder is not None:
+            d["text_encoder"] = self.text_encoder
         return d
 
     @classmethod
@@ -98,6 +103,8 @@ class Checkpoint:
             raise CavnetError(f"{source}: unknown checkpoint kind {kind!r}")
         if kind == "finetune" and not all(isinstance(d.get(k), dict) for k in ("visual", "audio", "finetune_config")):
             raise CavnetError(f"{source}: a fine-tune checkpoint without its backbone weights or config")
+        if d.get("text_encoder") is not None and not isinstance(d["text_encoder"], dict):
+            raise CavnetError(f"{source}: its text_encoder is not a state dict")
         state = None
         if "optimizer" in d:
             state = TrainingState(d["optimizer"], d["scheduler"], int(d["epoch"]), dict(d.get("best", {})),
@@ -108,7 +115,7 @@ class Checkpoint:
                    store_config=d.get("store_config"), store_dims=dict(d.get("store_dims", {})),
                    text_model=d.get("text_model", ""), train=dict(d.get("train_config", {})),
                    loss=d.get("loss", {}), kind=kind, state=state, visual=d.get("visual"), audio=d.get("audio"),
-                   finetune=d.get("finetune_config"), init=d.get("init"))
+                   finetune=d.get("finetune_config"), init=d.get("init"), text_encoder=d.get("text_encoder"))
 
     def save(self, path: Path) -> None:
         """Write atomically (tmp + rename), so a killed run never leaves half a checkpoint."""
@@ -138,6 +145,11 @@ class Checkpoint:
     @property
     def head(self) -> str:
         return self.fusion.head
+
+    @property
+    def text_tuned(self) -> bool:
+        """Whether the sentence encoder was fine-tuned (its weights are in ``text_encoder``)."""
+        return self.text_encoder is not None
 
     @property
     def backbones_trained(self) -> bool:

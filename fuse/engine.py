@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
@@ -13,6 +14,7 @@ from torch import nn
 
 from cavnet.fuse.data import Batch
 from cavnet.fuse.metrics import Scores
+from cavnet.fuse.model import SentenceEncoder
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -34,28 +36,64 @@ def train_steps(videos: int, batch_size: int) -> int:
     return full + int(rest >= 2)
 
 
+@dataclass
+class TunedText:
+    """The sentence encoder fine-tuned as the text side of a run (``text_encoder_lr`` > 0).
+
+    prompts (C,): the class prompts (label targets and scoring); strings: the text of each positive group
+    of the video-text targets (group id -> the stored string its rows embedded)."""
+
+    encoder: SentenceEncoder
+    prompts: list[str]
+    strings: dict[int, str]
+
+    def embed_keys(self, keys: torch.Tensor, texts: dict[int, str] | list[str]) -> torch.Tensor:
+        """(B,) keys (class ids or group ids) -> (B, Dt): one encoder forward over the batch's unique texts,
+        with gradients, each row its key's embedding."""
+        unique, inverse = torch.unique(keys, return_inverse=True)
+        emb = self.encoder([texts[int(k)] for k in unique.tolist()])
+        return emb[inverse.to(emb.device)]
+
+    def batch_targets(self, batch: Batch, targets: str) -> torch.Tensor:
+        """The batch's text targets (B, Dt): its labels' class prompts or its videos' own stored strings."""
+        if targets == "label":
+            return self.embed_keys(batch.labels, self.prompts)
+        return self.embed_keys(batch.groups, self.strings)
+
+    def class_embedding(self) -> torch.Tensor:
+        """(C, Dt) the class prompts through the encoder as it is now (no gradient, dropout off)."""
+        return self.encoder.embed(self.prompts)
+
+
 def batch_loss(model: nn.Module, loss_fn: nn.Module | None, batch: Batch, class_emb: torch.Tensor,
-               targets: str) -> torch.Tensor:
-    """The training loss of one batch: contrastive against texts (head 'text') or cross-entropy (head 'linear')."""
+               targets: str, text: TunedText | None = None) -> torch.Tensor:
+    """The training loss of one batch: contrastive against texts (head 'text') or cross-entropy (head 'linear').
+    ``text``: the tuned sentence encoder embeds the batch's texts (else the stored embeddings are used)."""
     out = model(batch.visual, batch.vmask, batch.audio, batch.amask)
     if loss_fn is None:
         return F.cross_entropy(out, batch.labels)
-    text = class_emb[batch.labels] if targets == "label" else batch.text
-    return loss_fn(out, model.encode_text(text), batch.groups)
+    if text is not None:
+        t = text.batch_targets(batch, targets)
+    else:
+        t = class_emb[batch.labels] if targets == "label" else batch.text
+    return loss_fn(out, model.encode_text(t), batch.groups)
 
 
 def train_one_epoch(model: nn.Module, loss_fn: nn.Module | None, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, batches: Iterable[Batch],
-                    class_emb: torch.Tensor, targets: str, device: torch.device, bar=None) -> dict[str, float]:
+                    class_emb: torch.Tensor, targets: str, device: torch.device, bar=None,
+                    text: TunedText | None = None) -> dict[str, float]:
     """One pass over ``batches``; returns the mean loss, videos seen and seconds. A batch of fewer than two
-    videos is skipped (see ``train_steps``)."""
+    videos is skipped (see ``train_steps``). ``text``: a tuned sentence encoder (see ``TunedText``)."""
     model.train()
+    if text is not None:
+        text.encoder.eval()  # trained without dropout: deterministic targets (see SentenceEncoder)
     t0, total, seen = time.perf_counter(), 0.0, 0
     for batch in batches:
         if len(batch) < 2:
             continue
         batch = batch.to(device)
-        loss = batch_loss(model, loss_fn, batch, class_emb, targets)
+        loss = batch_loss(model, loss_fn, batch, class_emb, targets, text)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -113,6 +113,51 @@ class TextProjection(nn.Module):
         return t + self.delta(t)
 
 
+class SentenceEncoder(nn.Module):
+    """The sentence encoder itself as a trainable text side (``text_encoder_lr`` > 0): N strings -> (N, Dt)
+    L2-normalised float32 embeddings, with gradients into every weight of the wrapped model.
+
+    ``model`` is a loaded sentence-transformers ``SentenceTransformer`` (an ``nn.Sequential`` of its
+    transformer, pooling and normalisation modules; loading it is ``cavnet.extract.text``'s job). Its own
+    ``preprocess`` (``tokenize`` before sentence-transformers 6) and forward are used, so the pooling is the
+    model's: with the weights untouched, the output equals ``SentenceTransformer.encode(...,
+    normalize_embeddings=True)``. In train mode the transformer's dropout is active; the training loops keep it
+    in eval mode (gradients still flow): the targets are then deterministic, the same texts give the same
+    targets in every batch, and before the first step they are the store's embeddings (up to its float16).
+    On AV-Synth, dropout on cost about 6 points of val top-1 (docs/results.md)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        """``len(texts)`` strings -> (N, Dt) unit-norm rows on the model's device; (0, Dt) for none."""
+        device = next(self.model.parameters()).device
+        if len(texts) == 0:
+            return torch.zeros(0, self.dim, device=device)
+        prepare = getattr(self.model, "preprocess", None) or self.model.tokenize  # renamed in sentence-transformers 6
+        features = prepare(list(texts))
+        features = {k: v.to(device) if torch.is_tensor(v) else v for k, v in features.items()}
+        return F.normalize(self.model(features)["sentence_embedding"].float(), dim=-1)
+
+    @property
+    def dim(self) -> int:
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or \
+            self.model.get_sentence_embedding_dimension  # renamed in sentence-transformers 5
+        return int(get_dim())
+
+    @torch.no_grad()
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """Embeddings without gradients and with dropout off (scoring, checkpoints); the training mode the
+        encoder was in is kept.  N strings -> (N, Dt)."""
+        mode = self.training
+        self.eval()
+        try:
+            return self(texts)
+        finally:
+            self.train(mode)
+
+
 class CAVNet(nn.Module):
     """CAV-Net bi-modal video encoder plus its output head.
 

@@ -22,6 +22,9 @@ class OptimConfig(Config):
     weight_decay: on matrices and kernels only (not biases, norms, position vectors or the temperature).
     warmup_epochs: linear warm-up length in epochs (fractions allowed). seed: weights, order, dropout.
     device: ``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``.
+    text_encoder_lr: 0 keeps the text side frozen (the stored sentence embeddings); > 0 fine-tunes the
+    sentence encoder itself on the store's texts at this learning rate (AdamW, its own parameter group,
+    same warm-up and decay), head 'text' only.
     """
 
     epochs: int = 30
@@ -32,6 +35,7 @@ class OptimConfig(Config):
     seed: int = 0
     device: str = "auto"
     tensorboard: bool = False  # also log the run's figures to OUT/tensorboard (not part of what is computed)
+    text_encoder_lr: float = 0.0
 
     def __post_init__(self) -> None:
         check_int("--epochs", self.epochs, 1)
@@ -40,10 +44,16 @@ class OptimConfig(Config):
         check_number("--weight-decay", self.weight_decay, 0.0)
         check_number("--warmup-epochs", self.warmup_epochs, 0.0)
         check_int("--seed", self.seed, 0)
+        check_number("--text-encoder-lr", self.text_encoder_lr, 0.0)
 
     def warmup_steps(self, steps_per_epoch: int) -> int:
         """The warm-up in optimizer steps (it may outlast a short run: the learning rate then never peaks)."""
         return int(round(self.warmup_epochs * steps_per_epoch))
+
+    @property
+    def tunes_text(self) -> bool:
+        """Whether the sentence encoder itself is fine-tuned (``text_encoder_lr`` > 0)."""
+        return self.text_encoder_lr > 0
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from cavnet.errors import CavnetError
 from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint, TrainingState
 from cavnet.fuse.config import FusionConfig
-from cavnet.fuse.data import InMemorySplit, StreamedSplit, open_split
-from cavnet.fuse.engine import score, train_one_epoch, train_steps, warmup_cosine
+from cavnet.fuse.data import InMemorySplit, StreamedSplit, open_split, text_groups
+from cavnet.fuse.engine import TunedText, score, train_one_epoch, train_steps, warmup_cosine
 from cavnet.fuse.loss import ContrastiveLoss
 from cavnet.fuse.metrics import accuracy_metrics
-from cavnet.fuse.model import CAVNet
+from cavnet.fuse.model import CAVNet, SentenceEncoder
 from cavnet.fuse.run import RunFolder, changed_options, param_groups, restore, rng_state, temperature
 from cavnet.fuse.train_config import TrainConfig
 
@@ -91,14 +91,19 @@ def _check_split(store: FeatureStore, index: np.ndarray, split: str, need_two_cl
         raise CavnetError(f"{store.path}: split {split!r} has a single class; training needs at least two")
 
 
-def build_training(fcfg: FusionConfig, tcfg: TrainConfig, steps_per_epoch: int, device: torch.device
+def build_training(fcfg: FusionConfig, tcfg: TrainConfig, steps_per_epoch: int, device: torch.device,
+                   text: SentenceEncoder | None = None
                    ) -> tuple[CAVNet, ContrastiveLoss | None, torch.optim.Optimizer, Any]:
-    """Model (seeded by ``tcfg.seed``), loss (head 'text'), AdamW and its warm-up + cosine schedule."""
+    """Model (seeded by ``tcfg.seed``), loss (head 'text'), AdamW and its warm-up + cosine schedule;
+    ``text``: a sentence encoder to fine-tune, in a parameter group of its own at ``tcfg.text_encoder_lr``."""
     torch.manual_seed(tcfg.seed)
     model = CAVNet(fcfg).to(device)
     loss_fn = ContrastiveLoss().to(device) if fcfg.head == "text" else None
     params = list(model.parameters()) + (list(loss_fn.parameters()) if loss_fn is not None else [])
-    optimizer = torch.optim.AdamW(param_groups([("fusion", params, tcfg.lr)], tcfg.weight_decay), lr=tcfg.lr)
+    parts = [("fusion", params, tcfg.lr)]
+    if text is not None:
+        parts.append(("text_encoder", list(text.parameters()), tcfg.text_encoder_lr))
+    optimizer = torch.optim.AdamW(param_groups(parts, tcfg.weight_decay), lr=tcfg.lr)
     scheduler = warmup_cosine(optimizer, tcfg.warmup_steps(steps_per_epoch), tcfg.epochs * steps_per_epoch)
     return model, loss_fn, optimizer, scheduler
 
@@ -116,8 +121,9 @@ class FusionRun:
         self.splits = Splits.open_pretrain(store, tcfg) if pretrain else Splits.open(store, tcfg, fcfg, device)
         self.class_emb = torch.from_numpy(store.class_embedding).to(device)
         self.steps_per_epoch = train_steps(len(self.splits.train), tcfg.batch_size)
-        self.model, self.loss_fn, self.optimizer, self.scheduler = build_training(fcfg, tcfg, self.steps_per_epoch,
-                                                                                  device)
+        self.text = tuned_text(store, self.splits.train.index, tcfg, fcfg, device) if tcfg.tunes_text else None
+        self.model, self.loss_fn, self.optimizer, self.scheduler = build_training(
+            fcfg, tcfg, self.steps_per_epoch, device, self.text.encoder if self.text is not None else None)
         self.folder = RunFolder(out, {"metrics.jsonl": "epoch"}, tensorboard=tcfg.tensorboard)
         self._resumed: Checkpoint | None = None
 
@@ -125,11 +131,17 @@ class FusionRun:
         rng, cuda_rng = rng_state(self.device)
         state = TrainingState(self.optimizer.state_dict(), self.scheduler.state_dict(), epoch, self.folder.best,
                               rng, step=int(self.scheduler.last_epoch), cuda_rng=cuda_rng)
-        s = self.store
+        s, text = self.store, self.text
         return Checkpoint(model=self.model.state_dict(), fusion=self.fcfg, class_names=list(s.class_names),
-                          class_embedding=self.class_emb.cpu(), store_config=s.config.to_json(),
+                          class_embedding=self.scoring_classes().cpu(), store_config=s.config.to_json(),
                           store_dims=dataclasses.asdict(s.dims), text_model=s.text_model, train=self.tcfg.to_dict(),
-                          loss=self.loss_fn.state_dict() if self.loss_fn is not None else {}, state=state)
+                          loss=self.loss_fn.state_dict() if self.loss_fn is not None else {}, state=state,
+                          text_encoder=encoder_state(text.encoder) if text is not None else None)
+
+    def scoring_classes(self) -> torch.Tensor:
+        """(C, Dt) the class embeddings val scoring and the checkpoint use: the store's, or the class prompts
+        through the tuned encoder as it is now."""
+        return self.text.class_embedding() if self.text is not None else self.class_emb
 
     def start_from(self, init: Checkpoint | None, resume: bool, echo: Callable[[str], None]) -> int:
         """Load ``last.pt`` (``resume``) or ``init``'s weights; the epoch to start at."""
@@ -139,6 +151,10 @@ class FusionRun:
             self.model.load_state_dict(resumed.model)
             if self.loss_fn is not None:
                 self.loss_fn.load_state_dict(resumed.loss)
+            if self.text is not None:
+                if resumed.text_encoder is None:
+                    raise CavnetError(f"{self.folder.last}: holds no tuned text encoder to resume")
+                self.text.encoder.model.load_state_dict(resumed.text_encoder)
             restore(resumed.state, self.optimizer, self.scheduler, self.device)
             echo(f"resuming {self.folder.out} at epoch {resumed.state.epoch + 1}")
         elif init is not None:
@@ -151,6 +167,8 @@ class FusionRun:
                 raise CavnetError(f"the init checkpoint's fusion differs from this run's: {first[0].strip()}") from None
             if self.loss_fn is not None and init.loss:
                 self.loss_fn.load_state_dict(init.loss)  # the learned temperature goes on too
+            if self.text is not None and init.text_encoder is not None:
+                self.text.encoder.model.load_state_dict(init.text_encoder)  # a tuned encoder goes on tuning
         self._resumed = resumed
         return resumed.state.epoch if resumed is not None else 0
 
@@ -182,7 +200,7 @@ class FusionRun:
                       disable=not progress, leave=False) as bar:
                 stats = train_one_epoch(self.model, self.loss_fn, self.optimizer, self.scheduler,
                                         train.batches(tcfg.batch_size, gen), self.class_emb, tcfg.targets,
-                                        self.device, bar)
+                                        self.device, bar, self.text)
             last = {"epoch": epoch + 1, **stats, "temperature": temperature(self.loss_fn),
                     "lr": self.scheduler.get_last_lr()[0]}
             if val is None:  # caption pretraining: nothing to validate against
@@ -190,7 +208,7 @@ class FusionRun:
                 self.folder.save("last.pt", self.checkpoint(epoch + 1))
                 echo(f"pretrain epoch {epoch + 1}: loss {last['loss']:.4f}  temperature {last['temperature']:.4f}")
                 continue
-            sc = score(self.model, val.batches(512), self.class_emb, self.fcfg.head, self.device)
+            sc = score(self.model, val.batches(512), self.scoring_classes(), self.fcfg.head, self.device)
             last.update(accuracy_metrics(sc.scores, sc.labels, self.fcfg.num_classes))
             self.folder.append("metrics.jsonl", last)
             if self.folder.improved(last):
@@ -200,3 +218,28 @@ class FusionRun:
                  f"top-5 {last['top5']:.1f}  mean-class {last['mean_class']:.1f}")
         self.folder.finish()
         return TrainResult(self.folder.out, self.folder.best, last, self.splits.skipped)
+
+
+def tuned_text(store: FeatureStore, index: np.ndarray, tcfg: TrainConfig, fcfg: FusionConfig,
+               device: torch.device) -> TunedText:
+    """The store's sentence encoder (its config's ``text_model``) ready to fine-tune on the strings the store
+    embedded: the class prompts, and the stored string of each video-text group of rows ``index``. A store
+    without stored strings, or head 'linear', is refused with one line."""
+    from cavnet.extract.text import TextModelError, load_sentence_model
+
+    if fcfg.head != "text":
+        raise CavnetError("--text-encoder-lr needs the text head (head 'linear' has no text side)")
+    strings = store.video_strings()  # refuses a store from before stored texts
+    prompts = store.class_prompts()
+    groups = text_groups(store.video_text()[index]) if tcfg.targets == "video-text" else np.zeros(0, np.int64)
+    by_group = {int(g): str(t) for g, t in zip(groups, strings[index])}
+    try:
+        model = load_sentence_model(store.config.text_model, str(device), store.text_dim)
+    except TextModelError as exc:
+        raise CavnetError(f"--text-encoder-lr: {exc}") from None
+    return TunedText(SentenceEncoder(model), prompts, by_group)
+
+
+def encoder_state(encoder: SentenceEncoder) -> dict[str, torch.Tensor]:
+    """The tuned sentence encoder's weights as a checkpoint keeps them (on the CPU)."""
+    return {k: v.detach().cpu().clone() for k, v in encoder.model.state_dict().items()}

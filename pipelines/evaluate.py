@@ -88,7 +88,9 @@ def _score_store(ckpt: Checkpoint, dev: torch.device, store_path: Path, split: s
         index = store.rows().select(split, labelled=True)
         if len(index) == 0:
             raise CavnetError(f"{store_path}: split {split!r} has no usable labelled videos")
-        class_emb = torch.from_numpy(store.class_embedding).to(dev)
+        # a tuned sentence encoder embedded the class prompts anew: the checkpoint holds those embeddings
+        class_emb = (ckpt.class_embedding.float() if ckpt.text_tuned
+                     else torch.from_numpy(store.class_embedding)).to(dev)
         split_data = open_split(store, index, "label", device=dev)
         batches = tqdm(split_data.batches(512), total=-(-len(index) // 512), desc=f"evaluate {split}",
                        unit="batch", disable=not progress, leave=False)

@@ -18,12 +18,13 @@ from cavnet.extract.manifest import Manifest, ManifestRow
 from cavnet.finetune import distributed as fd
 from cavnet.finetune.build import build_avnet
 from cavnet.finetune.config import FinetuneConfig
-from cavnet.finetune.data import EpochSampler, VideoClips, eval_loader, make_loader
+from cavnet.finetune.data import EpochSampler, VideoClips, epoch_steps, eval_loader, make_loader
 from cavnet.finetune.engine import Trainer, targets_for
 from cavnet.finetune.trainer import LOGS, FinetuneResult, FinetuneRun, fit
 from cavnet.fuse.checkpoint import Checkpoint
-from cavnet.fuse.engine import warmup_cosine
+from cavnet.fuse.engine import TunedText, warmup_cosine
 from cavnet.fuse.loss import ContrastiveLoss
+from cavnet.fuse.model import SentenceEncoder
 from cavnet.fuse.run import RunFolder, hold_run_folder, param_groups
 
 
@@ -45,6 +46,7 @@ def _finetune(cfg, env, device, dataset, root, manifest, out, resume, eval_init,
     init = Checkpoint.load(cfg.init)
     config = init.extract_config(cfg.init)
     m, train_rows, val_rows, kind = _corpus(cfg, env, init, dataset, root, manifest)
+    text = _tuned_text(cfg, env, device, init, config, m.classes)  # before the seed: it draws no numbers after
     torch.manual_seed(cfg.seed)
     net = build_avnet(init, device, cfg)
     loss_fn = None
@@ -55,19 +57,43 @@ def _finetune(cfg, env, device, dataset, root, manifest, out, resume, eval_init,
     train_set = VideoClips(train_rows, config, cfg.augment, cfg.seed)
     sampler = EpochSampler(train_set, env.world, env.rank, cfg.seed)
     share = len(sampler.inner)
-    full = share >= per  # drop a last, smaller batch (a contrastive batch of 1 or 2 teaches little)
-    loader = make_loader(train_set, per, cfg.decode_workers, device, sampler, drop_last=full)
+    # a trailing batch of one video over all processes is dropped (no negatives); any larger one is kept
+    loader = make_loader(train_set, per, cfg.decode_workers, device, sampler, world=env.world)
     run = FinetuneRun(cfg, init, RunFolder(out, LOGS, env.main, _corpus_record(dataset, root, manifest), cfg.tensorboard), m, val_rows, sampler, loader,
                       eval_loader(val_rows, config, device, env, per, cfg.decode_workers),
-                      share // per if full else 1, echo if env.main else (lambda _: None), progress and env.main)
+                      epoch_steps(share, per, env.world), echo if env.main else (lambda _: None), progress and env.main)
     head = list(net.fusion.parameters()) + (list(loss_fn.parameters()) if loss_fn is not None else [])
-    optimizer = torch.optim.AdamW(param_groups([("fusion", head, cfg.lr), ("visual", net.visual.parameters(),
-                                                cfg.backbone_lr), ("audio", net.audio.parameters(), cfg.backbone_lr)],
-                                               cfg.weight_decay))
+    parts = [("fusion", head, cfg.lr), ("visual", net.visual.parameters(), cfg.backbone_lr),
+             ("audio", net.audio.parameters(), cfg.backbone_lr)]
+    if text is not None:
+        parts.append(("text_encoder", text.encoder.parameters(), cfg.text_encoder_lr))
+    optimizer = torch.optim.AdamW(param_groups(parts, cfg.weight_decay))
     scheduler = warmup_cosine(optimizer, cfg.warmup_steps(run.steps_per_epoch), cfg.epochs * run.steps_per_epoch)
-    targets = targets_for(train_rows, m, init, config, kind, device)
-    tr = Trainer(fd.wrap(net, env, device), net, loss_fn, optimizer, scheduler, targets, env, device)
+    targets = targets_for(train_rows, m, init, config, kind, device, tuned=text is not None)
+    tr = Trainer(fd.wrap(net, env, device), net, loss_fn, optimizer, scheduler, targets, env, device, text=text)
     return fit(run, tr, resume, eval_init)
+
+
+def _tuned_text(cfg: FinetuneConfig, env: fd.DistEnv, device: torch.device, init: Checkpoint, config,
+                classes: tuple[str, ...]) -> TunedText | None:
+    """``--text-encoder-lr`` > 0: the sentence encoder of the init's store config (with the init's tuned
+    weights when it has them), on ``device``, and the class prompts; else None."""
+    if not cfg.tunes_text:
+        return None
+    if init.head != "text":
+        raise CavnetError("--text-encoder-lr needs the text head (head 'linear' has no text side)")
+    if env.world > 1:
+        raise CavnetError("--text-encoder-lr runs in one process for now (its gradients are not averaged over "
+                          "processes); run without torchrun")
+    from cavnet.extract.text import TextModelError, load_sentence_model
+    from cavnet.extract.text_tables import class_prompts
+
+    try:
+        model = load_sentence_model(config.text_model, str(device), int(init.class_embedding.shape[1]),
+                                    init.text_encoder)
+    except TextModelError as exc:
+        raise CavnetError(f"--text-encoder-lr: {exc}") from None
+    return TunedText(SentenceEncoder(model), class_prompts(classes, config.prompt_template), {})
 
 
 def _corpus_record(dataset: str, root: Path | None, manifest: Path | None) -> dict[str, str | None]:

@@ -18,10 +18,11 @@ from cavnet.extract.store.writer import StoreDims, TextTables, VideoFeatures, co
 def make_store(path: Path, videos: int = 96, classes: int = 4, dims: StoreDims = StoreDims(4, 4, 32, 16),
                text_dim: int = 24, seed: int = 0, noise: float = 0.5, no_audio_every: int = 0,
                broken_every: int = 0, splits: tuple[str, ...] = ("train", "train", "val"),
-               shard_size: int = 32, captions: bool = False, labelled: bool = True) -> Manifest:
+               shard_size: int = 32, captions: bool = False, labelled: bool = True,
+               strings: bool = True) -> Manifest:
     """A consolidated store of ``videos`` rows; returns its manifest. ``captions``: each video's own text
     is its own (its class prompt's embedding plus noise), as for a caption corpus; ``labelled=False``
-    writes label -1 everywhere."""
+    writes label -1 everywhere; ``strings=False`` writes a store from before stored texts (no text/string)."""
     rng = np.random.default_rng(seed)
     pairs = [(c // 2, ((c // 2) + c % 2) % (classes // 2)) for c in range(classes)]
     vproto = rng.normal(size=(classes // 2, dims.visual_dim)).astype(np.float32)
@@ -58,7 +59,11 @@ def make_store(path: Path, videos: int = 96, classes: int = 4, dims: StoreDims =
     if captions:
         video_text = video_text + 0.5 * rng.normal(size=video_text.shape).astype(np.float32)
         video_text /= np.linalg.norm(video_text, axis=1, keepdims=True)
-    texts = TextTables([r for r in manifest.classes], [f"a video of {c}" for c in manifest.classes], class_emb,
-                       video_text, "test-text-model")
+    prompts = [f"a video of {c}" for c in manifest.classes]
+    # the strings embedded: each video's caption (``captions``), else its class prompt
+    own = [f"video {i} of class {i % classes}" if captions else prompts[i % classes] if labelled else ""
+           for i in range(videos)]
+    texts = TextTables([r for r in manifest.classes], prompts, class_emb, video_text, "test-text-model",
+                       own if strings else None)
     consolidate(path, shards, manifest, dims, texts, config.to_json(), "test")
     return manifest

@@ -125,8 +125,8 @@ def test_fidelity_rows_run_with_an_external_caption_store(tmp_path):
     from cavnet.pipelines.ablate import FIDELITY, run_ablate
 
     store, captions = tmp_path / "s.h5", tmp_path / "c.h5"
-    make_store(store, videos=48, classes=4)
-    make_store(captions, videos=24, classes=6, captions=True, labelled=False, seed=3)
+    make_store(store, videos=48, classes=4, text_dim=384)  # 384: the default sentence encoder's (text-encoder row)
+    make_store(captions, videos=24, classes=6, captions=True, labelled=False, seed=3, text_dim=384)
     tcfg = TrainConfig(epochs=1, batch_size=16, device="cpu")
     msgs = []
     rows = run_ablate(store, tmp_path / "a", "fidelity", 1, tcfg, 1, msgs.append, base={"d_model": 16, "heads": 2},
@@ -135,8 +135,17 @@ def test_fidelity_rows_run_with_an_external_caption_store(tmp_path):
     assert (tmp_path / "a" / "runs" / "external-pretrain" / "seed0" / "pretrain" / "last.pt").exists()
     lit = json.loads((tmp_path / "a" / "runs" / "paper-literal" / "seed0" / "config.json").read_text())["fusion"]
     assert lit["residual"] is False and lit["heads"] == 1  # the preset beats the shared base
+    tuned = json.loads((tmp_path / "a" / "runs" / "text-encoder" / "seed0" / "config.json").read_text())["train"]
+    assert tuned["text_encoder_lr"] == 1e-5 and (tmp_path / "a" / "runs" / "default" / "seed0" / "config.json").exists()
     from cavnet.errors import CavnetError
 
     with pytest.raises(CavnetError, match="no results"):  # without a caption store the row is left out
         run_ablate(store, tmp_path / "b", "fidelity", 1, tcfg, 1, msgs.append, only=("external-pretrain",))
     assert "no --pretrain-store: 'CAV-Net + external caption pretraining' is left out" in msgs
+    old = tmp_path / "old.h5"  # a store from before stored texts: the tuned-encoder row is left out
+    make_store(old, videos=48, classes=4, strings=False)
+    rows = run_ablate(old, tmp_path / "c", "fidelity", 1, tcfg, 1, msgs.append, base={"d_model": 16, "heads": 2},
+                      only=("default", "text-encoder"))
+    assert [r["variant"] for r in rows] == ["default"]
+    assert msgs[-2] == ("the store predates stored texts (re-extract it): "
+                        "'CAV-Net + fine-tuned sentence encoder' is left out")

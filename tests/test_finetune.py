@@ -42,9 +42,9 @@ CONFIG = ExtractConfig(visual="resnext3d-tiny", audio="audio-cnn-tiny", sampling
 QUIET = dict(echo=lambda _: None, progress=False)
 
 
-def _extract(root: Path, out: Path) -> None:
+def _extract(root: Path, out: Path, text_dim: int = 16) -> None:
     """A store of ``root`` made with extraction's own pieces (decode_item, BatchEmbedder seeded as every
-    extraction worker seeds it), in this process: no Dask cluster to start."""
+    extraction worker seeds it), in this process: no Dask cluster to start. Random ``text_dim`` texts."""
     m = load_manifest("k400", root)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(BACKBONE_SEED)
@@ -54,12 +54,12 @@ def _extract(root: Path, out: Path) -> None:
         feats.update(embedder.add(i, decode_item(row, CONFIG)))
     feats.update(embedder.flush())
     dims = StoreDims(2, 2, 256, 128)
-    shard = out.parent / "shard-00000.h5"
+    shard = out.parent / f"shard-{out.stem}.h5"
     write_shard(shard, 0, m.rows, [feats[i] for i in range(len(m))], dims, CONFIG.to_json())
     rng = np.random.default_rng(0)
-    emb = rng.normal(size=(len(m.classes), 16)).astype(np.float32)
+    emb = rng.normal(size=(len(m.classes), text_dim)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    video = np.stack([emb[r.label] if r.label >= 0 else np.zeros(16, np.float32) for r in m.rows])
+    video = np.stack([emb[r.label] if r.label >= 0 else np.zeros(text_dim, np.float32) for r in m.rows])
     consolidate(out, [shard], m, dims, TextTables(m.classes, list(m.classes), emb, video, "test"), CONFIG.to_json(),
                 "test")
 
@@ -262,3 +262,57 @@ def test_gradient_checkpointing_keeps_outputs_gradients_and_bn_statistics():
     assert all(torch.allclose(ga[k].grad, gb[k].grad, rtol=1e-4, atol=1e-5) for k in ga)
     sa, sb = plain.state_dict(), ckpt.state_dict()
     assert all(torch.allclose(sa[k], sb[k], atol=1e-6) for k in sa if "running" in k)
+
+
+def test_a_trailing_batch_of_one_video_is_dropped_and_the_schedule_counts_without_it(corpus, init, tmp_path):
+    from cavnet.finetune.data import EpochSampler, TrainBatches, epoch_steps
+    from cavnet.fuse.engine import train_steps
+
+    for n, per, world, sizes in ((9, 4, 1, [4, 4]), (10, 4, 1, [4, 4, 2]), (8, 4, 1, [4, 4]), (10, 4, 2, [4, 1])):
+        sampler = EpochSampler(list(range(n)), world, 0, 0)
+        got = [len(b) for b in TrainBatches(sampler, per, world)]
+        assert got == sizes and len(TrainBatches(sampler, per, world)) == len(sizes)  # (10, 4, 2): 2 over both
+        assert epoch_steps(len(sampler.inner), per, world) == len(sizes)
+        if world == 1:
+            assert epoch_steps(n, per) == train_steps(n, per)  # as fuse-train counts them
+    n = len([r for r in load_manifest("k400", corpus).rows if r.split == "train"])
+    for batch, steps in ((n - 1, 1), (n - 2, 2)):  # a trailing 1 is dropped, a trailing 2 is trained on
+        out = tmp_path / f"b{batch}"
+        run_finetune(_cfg(init[1], end_to_end=False, batch_size=batch), "k400", corpus, None, out, eval_init=False,
+                     **QUIET)
+        last = Checkpoint.load(out / "last.pt").state
+        assert len(_losses(out)) == steps and last.step == steps and last.scheduler["last_epoch"] == steps
+        lrs = [json.loads(x)["lr"] for x in (out / "steps.jsonl").read_text().splitlines()]
+        assert last.epoch == 1 and last.epoch_step == 0 and lrs[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_finetune_tunes_the_sentence_encoder_and_predict_labels_use_it(corpus, tmp_path):
+    from cavnet.extract.text import TextEncoder, load_sentence_model
+    from cavnet.extract.text_tables import class_prompts
+    from cavnet.finetune.predict import Predictor
+    from cavnet.fuse.model import SentenceEncoder
+
+    _extract(corpus, tmp_path / "s.h5", text_dim=384)  # the default sentence encoder's width
+    run_fuse_train(tmp_path / "s.h5", tmp_path / "fuse", TrainConfig(epochs=2, batch_size=8, device="cpu"),
+                   {"d_model": 32, "heads": 2}, **QUIET)
+    run_finetune(_cfg(tmp_path / "fuse" / "best.pt", end_to_end=False, max_steps=2, text_encoder_lr=1e-4), "k400",
+                 corpus, None, tmp_path / "r", eval_init=False, **QUIET)
+    ckpt = Checkpoint.load(tmp_path / "r" / "last.pt")
+    assert ckpt.text_tuned and ckpt.finetune["text_encoder_lr"] == 1e-4 and ckpt.state.step == 2
+    fresh = TextEncoder().model.state_dict()
+    assert any(not torch.equal(v, fresh[k]) for k, v in ckpt.text_encoder.items() if v.is_floating_point())
+    m = load_manifest("k400", corpus)
+    prompts = class_prompts(m.classes, CONFIG.prompt_template)
+    tuned = SentenceEncoder(load_sentence_model(CONFIG.text_model, "cpu", 384, ckpt.text_encoder))
+    assert torch.allclose(ckpt.class_embedding, tuned.embed(prompts), atol=1e-5)
+    # zero-shot labels are embedded by the tuned encoder too: the checkpoint's own class names give its classes
+    p = Predictor(ckpt, device="cpu", labels=list(m.classes))
+    assert torch.allclose(p.class_emb, ckpt.class_embedding, atol=1e-5)
+    # resume restores the tuned encoder: cut after one step, resumed to two, it ends where the run above did
+    cfg = _cfg(tmp_path / "fuse" / "best.pt", end_to_end=False, max_steps=1, text_encoder_lr=1e-4)
+    run_finetune(cfg, "k400", corpus, None, tmp_path / "cut", eval_init=False, **QUIET)
+    run_finetune(FinetuneConfig.from_dict({**cfg.to_dict(), "max_steps": 2}), "k400", corpus, None, tmp_path / "cut",
+                 resume=True, **QUIET)
+    assert _losses(tmp_path / "cut") == pytest.approx(_losses(tmp_path / "r"), rel=1e-5, abs=1e-6)
+    resumed = Checkpoint.load(tmp_path / "cut" / "last.pt").text_encoder
+    assert all(torch.allclose(resumed[k], v, atol=1e-6) for k, v in ckpt.text_encoder.items())

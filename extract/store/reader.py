@@ -114,6 +114,24 @@ class FeatureStore:
         """The text embedding of every video, (N, Dt) float32."""
         return self._f["text/video"][()].astype(np.float32)
 
+    @property
+    def has_video_strings(self) -> bool:
+        """Whether the store keeps the strings it embedded (``text/string``; stores from before lack it)."""
+        return "text/string" in self._f
+
+    def video_strings(self, index: np.ndarray | None = None) -> np.ndarray:
+        """The string each video's ``text/video`` row embeds (its caption or title, else its class prompt,
+        else ""), (N,) object array of str, or rows ``index`` of it; a store without them is refused."""
+        if not self.has_video_strings:
+            raise StoreError(f"{self.path}: this store predates stored texts (no text/string), so its sentence "
+                             "encoder cannot be fine-tuned; re-extract it")
+        strings = _strings(self._f["text/string"])
+        return strings if index is None else strings[np.asarray(index, dtype=np.int64)]
+
+    def class_prompts(self) -> list[str]:
+        """The class prompts that ``classes/embedding`` embeds, in class order."""
+        return list(_strings(self._f["classes/prompt"]))
+
     def read(self, index: np.ndarray) -> Features:
         """Rows ``index`` (sorted, unique) as float32 arrays; contiguous runs are read as slices."""
         index = np.asarray(index, dtype=np.int64)

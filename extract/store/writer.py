@@ -173,13 +173,16 @@ def _text(value: bytes | str) -> str:
 
 @dataclass(frozen=True)
 class TextTables:
-    """Label texts and embeddings ``(C, Dt)``, and one embedding per video ``(N, Dt)``."""
+    """Label texts and embeddings ``(C, Dt)``, and one embedding per video ``(N, Dt)``; ``video_strings``
+    (N,): the string each video's row of ``video_embedding`` embeds ("" for a zero row), stored as
+    ``text/string`` so the sentence encoder can be fine-tuned later (None: not stored)."""
 
     class_names: Sequence[str]
     class_prompts: Sequence[str]
     class_embedding: np.ndarray
     video_embedding: np.ndarray
     text_model: str
+    video_strings: Sequence[str] | None = None
 
 
 def consolidate(out: Path, shards: Sequence[Path], manifest: Manifest, dims: StoreDims, texts: TextTables,
@@ -190,7 +193,8 @@ def consolidate(out: Path, shards: Sequence[Path], manifest: Manifest, dims: Sto
     ``base``: a store being grown. Its rows come first, where they were, and ``manifest`` lists its videos
     first (in its order, with their labels and splits as the new corpus says), then the new videos, which
     the shards hold (shard row ``i`` is manifest row ``len(base) + i``); ``texts.video_embedding`` then
-    covers only the new videos, the base's texts are copied.
+    covers only the new videos, the base's texts are copied (``text/string`` is written only when the
+    base has it too, else the grown store, like its base, predates stored texts).
     """
     n = len(manifest)
     chunk_rows = max(1, min(64, n))
@@ -216,6 +220,10 @@ def consolidate(out: Path, shards: Sequence[Path], manifest: Manifest, dims: Sto
         f.create_dataset("audio/mask", shape=(n, dims.segments), dtype=bool, chunks=(chunk_rows, dims.segments))
         f.create_dataset("text/video", shape=(n, texts.video_embedding.shape[1]), dtype=np.float16)
         f["text/video"][n_base:] = texts.video_embedding.astype(np.float16)
+        if texts.video_strings is not None and (base is None or _has_strings(base)):
+            f.create_dataset("text/string", shape=(n,), dtype=_STR)
+            if len(texts.video_strings):
+                f["text/string"][n_base:] = np.array(list(texts.video_strings), dtype=object)
         f.create_dataset("classes/name", data=list(texts.class_names), dtype=_STR)
         f.create_dataset("classes/prompt", data=list(texts.class_prompts), dtype=_STR)
         f["classes/embedding"] = texts.class_embedding.astype(np.float32)
@@ -234,6 +242,11 @@ GROWN_KEYS = ("videos/status", "videos/error", "videos/duration", "videos/fps", 
               "audio/segments", "audio/mask", "text/video")
 
 
+def _has_strings(path: Path) -> bool:
+    with h5py.File(path, "r") as f:
+        return "text/string" in f
+
+
 def _num_videos(path: Path) -> int:
     with h5py.File(path, "r") as f:
         return int(f["videos/id"].shape[0])
@@ -247,7 +260,7 @@ def _copy_base(f: h5py.File, base: Path, manifest: Manifest, seen: np.ndarray, b
             raise StoreError(f"{base}: its videos are not the first rows of the grown store")
         for lo in range(0, len(ids), block):
             hi = min(lo + block, len(ids))
-            for key in GROWN_KEYS:
+            for key in GROWN_KEYS + (("text/string",) if "text/string" in f else ()):
                 f[key][lo:hi] = b[key][lo:hi]
     seen[:len(ids)] = True
 
