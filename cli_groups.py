@@ -113,7 +113,8 @@ def train_options(f):
                                  "weight_decay": None, "warmup_epochs": "linear warm-up, in epochs", "seed": None,
                                  "device": "auto, cpu, cuda or cuda:N",
                                  "targets": "label: class prompts; video-text: each video's own text",
-                                 "text_encoder_lr": TEXT_ENCODER_HELP},
+                                 "text_encoder_lr": TEXT_ENCODER_HELP,
+                                 "checkpoint_every": "write last.pt / best.pt every N epochs (0: at the end)"},
                    targets={"choices": TARGETS})(f)
 
 

@@ -4,6 +4,7 @@ run harness (``fuse.run``). The command's wiring (device, store, curves) is ``ca
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from cavnet.fuse.run import RunFolder, changed_options, param_groups, restore, r
 from cavnet.fuse.train_config import TrainConfig
 
 # TrainConfig fields a resumed run may change: where it runs and how it reads, not what it computes.
-RESUME_FREE = ("device", "memory_budget_gb", "stream", "tensorboard")
+RESUME_FREE = ("device", "memory_budget_gb", "stream", "tensorboard", "checkpoint_every")
 
 
 @dataclass
@@ -183,6 +184,11 @@ class FusionRun:
             raise CavnetError(f"{where} was trained with other {', '.join(model + train)}; resume it with the same "
                               "options, or start a new run in another --out")
 
+    def _writes(self, epochs_done: int) -> bool:
+        """Whether checkpoints are written after ``epochs_done`` epochs (``checkpoint_every``, and the last)."""
+        every = self.tcfg.checkpoint_every
+        return epochs_done == self.tcfg.epochs or (every > 0 and epochs_done % every == 0)
+
     def fit(self, record: dict[str, Any], start: int, echo: Callable[[str], None], progress: bool) -> TrainResult:
         from tqdm import tqdm
 
@@ -194,6 +200,7 @@ class FusionRun:
         echo(f"train {len(train)} videos, val {len(val) if val is not None else 0} ({how}); skipped unusable rows: "
              f"train {self.splits.skipped['train']}, val {self.splits.skipped['val']}")
         last: dict[str, Any] = {}
+        pending: Checkpoint | None = None  # a best.pt not written yet (checkpoint_every > 1 or 0)
         for epoch in range(start, tcfg.epochs):
             gen = torch.Generator().manual_seed(tcfg.seed * 1000 + epoch)
             with tqdm(total=len(train), desc=f"epoch {epoch + 1}/{tcfg.epochs}", unit="video",
@@ -205,15 +212,22 @@ class FusionRun:
                     "lr": self.scheduler.get_last_lr()[0]}
             if val is None:  # caption pretraining: nothing to validate against
                 self.folder.append("metrics.jsonl", last)
-                self.folder.save("last.pt", self.checkpoint(epoch + 1))
+                if self._writes(epoch + 1):
+                    self.folder.save("last.pt", self.checkpoint(epoch + 1))
                 echo(f"pretrain epoch {epoch + 1}: loss {last['loss']:.4f}  temperature {last['temperature']:.4f}")
                 continue
             sc = score(self.model, val.batches(512), self.scoring_classes(), self.fcfg.head, self.device)
             last.update(accuracy_metrics(sc.scores, sc.labels, self.fcfg.num_classes))
             self.folder.append("metrics.jsonl", last)
-            if self.folder.improved(last):
-                self.folder.save("best.pt", self.checkpoint(epoch + 1))
-            self.folder.save("last.pt", self.checkpoint(epoch + 1))
+            best_now = self.folder.improved(last)
+            if self._writes(epoch + 1):
+                ckpt = self.checkpoint(epoch + 1)
+                if best_now or pending is not None:
+                    self.folder.save("best.pt", ckpt if best_now else pending)
+                self.folder.save("last.pt", ckpt)
+                pending = None
+            elif best_now:
+                pending = copy.deepcopy(self.checkpoint(epoch + 1))  # a snapshot: training goes on
             echo(f"epoch {epoch + 1}: loss {last['loss']:.4f}  val top-1 {last['top1']:.1f}  "
                  f"top-5 {last['top5']:.1f}  mean-class {last['mean_class']:.1f}")
         self.folder.finish()
@@ -223,16 +237,18 @@ class FusionRun:
 def tuned_text(store: FeatureStore, index: np.ndarray, tcfg: TrainConfig, fcfg: FusionConfig,
                device: torch.device) -> TunedText:
     """The store's sentence encoder (its config's ``text_model``) ready to fine-tune on the strings the store
-    embedded: the class prompts, and the stored string of each video-text group of rows ``index``. A store
-    without stored strings, or head 'linear', is refused with one line."""
+    embedded: the class prompts, and for video-text targets the stored string of each group of rows
+    ``index``. Label targets need only the class prompts, which every store keeps; video-text targets on a
+    store without stored strings, or head 'linear', are refused with one line."""
     from cavnet.extract.text import TextModelError, load_sentence_model
 
     if fcfg.head != "text":
         raise CavnetError("--text-encoder-lr needs the text head (head 'linear' has no text side)")
-    strings = store.video_strings()  # refuses a store from before stored texts
-    prompts = store.class_prompts()
-    groups = text_groups(store.video_text()[index]) if tcfg.targets == "video-text" else np.zeros(0, np.int64)
-    by_group = {int(g): str(t) for g, t in zip(groups, strings[index])}
+    prompts, by_group = store.class_prompts(), {}
+    if tcfg.targets == "video-text":
+        strings = store.video_strings(index)  # refuses a store from before stored texts
+        groups = text_groups(store.video_text()[index])
+        by_group = {int(g): str(t) for g, t in zip(groups, strings)}
     try:
         model = load_sentence_model(store.config.text_model, str(device), store.text_dim)
     except TextModelError as exc:

@@ -74,7 +74,8 @@ def _run_one(store: str, run_dir: str, variant: Variant, tcfg: TrainConfig, base
     torch.set_num_threads(int(os.environ.get("CAVNET_TORCH_THREADS", "1")))
     out, quiet = Path(run_dir), (lambda _msg: None)
     overrides = {**base, **variant.overrides}
-    tcfg = replace(tcfg, **variant.train)
+    # no checkpoint before the end: an unfinished ablation run is run again from its start, never resumed
+    tcfg = replace(tcfg, checkpoint_every=0, **variant.train)
     init = None
     if variant.pretrain:
         pre = run_fuse_train(Path(store), out / "pretrain", replace(tcfg, targets="video-text"),
@@ -100,14 +101,6 @@ def has_video_texts(store_path: Path) -> bool:
         idx = np.flatnonzero(rows.labels >= 0)
         text = store.video_text()[idx]
         return bool(np.abs(text - store.class_embedding[rows.labels[idx]]).max() > 1e-2) if len(idx) else False
-
-
-def has_video_strings(store_path: Path) -> bool:
-    """True when the store keeps the strings it embedded (``text/string``), which the tuned encoder needs."""
-    from cavnet.extract.store.reader import FeatureStore
-
-    with FeatureStore(store_path) as store:
-        return store.has_video_strings
 
 
 def run_ablate(store: Path, out: Path, preset: str, seeds: int, tcfg: TrainConfig, workers: int,
@@ -138,9 +131,6 @@ def _ablate(store: Path, out: Path, chosen: list[Variant], seeds: int, tcfg: Tra
     if pretrain_store is None and any(v.external for v in variants):
         echo("no --pretrain-store: 'CAV-Net + external caption pretraining' is left out")
         variants = [v for v in variants if not v.external]
-    if any(v.train.get("text_encoder_lr") for v in variants) and not has_video_strings(store):
-        echo("the store predates stored texts (re-extract it): 'CAV-Net + fine-tuned sentence encoder' is left out")
-        variants = [v for v in variants if not v.train.get("text_encoder_lr")]
     from cavnet.extract.store.reader import FeatureStore
     from cavnet.fuse.run import now, run_record, write_run_record
 

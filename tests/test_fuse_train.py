@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 import sys
 
 import numpy as np
@@ -231,3 +232,31 @@ def test_caption_pretraining_on_another_store_then_labels_starts_from_its_weight
         with pytest.raises(CavnetError, match="num_classes 6 vs 4"):
             pre.check_matches_store(dataclasses.asdict(s.dims), s.text_dim, list(s.class_names), "s")
         assert fusion_config_for(s, {}).num_classes == 4
+
+
+def test_checkpoint_every_changes_when_files_are_written_not_what_is_trained(store, tmp_path, monkeypatch):
+    """checkpoint_every=0 writes last.pt and best.pt once, at the end: the same weights as writing every
+    epoch, and best.pt is the best epoch's snapshot, not the final weights."""
+    def ckpt(run, name):
+        return torch.load(tmp_path / run / name, weights_only=True)
+
+    def metrics(run):
+        return [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+
+    tcfg = TrainConfig(epochs=6, batch_size=16, device="cpu", seed=1, lr=5e-3)
+    run_fuse_train(store, tmp_path / "every", tcfg, SMALL, echo=lambda _: None, progress=False)
+    saved, real_save = [], torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: (saved.append(f), real_save(obj, f, *a, **k))[1])
+    run_fuse_train(store, tmp_path / "end", replace(tcfg, checkpoint_every=0), SMALL, echo=lambda _: None,
+                   progress=False)
+    monkeypatch.undo()
+    assert len(saved) == 2  # best.pt and last.pt, once each
+    assert metrics("every") == [{**m, "seconds": x["seconds"]} for m, x in zip(metrics("end"), metrics("every"))]
+    for name in ("last.pt", "best.pt"):
+        a, b = ckpt("every", name), ckpt("end", name)
+        assert a["epoch"] == b["epoch"]
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    best_epoch = max(metrics("end"), key=lambda m: (m["top1"], -m["epoch"]))["epoch"]
+    assert ckpt("end", "best.pt")["epoch"] == best_epoch < 6  # held in memory while training went on
+    best, last = ckpt("end", "best.pt")["model"], ckpt("end", "last.pt")["model"]
+    assert not all(torch.equal(best[k], last[k]) for k in last)

@@ -112,11 +112,15 @@ def test_a_store_from_before_stored_texts_is_refused_in_one_line_and_stays_so_wh
         assert "text/string" not in f
 
 
-def test_an_old_store_exits_2_with_one_line_through_the_cli(tmp_path):
+def test_an_old_store_tunes_on_class_prompts_and_refuses_video_texts_in_one_line(tmp_path):
     old = tmp_path / "old.h5"
     make_store(old, videos=24, classes=4, strings=False, shard_size=8)
-    r = CliRunner().invoke(main, ["fuse-train", "--store", str(old), "--out", str(tmp_path / "r"), "--epochs", "1",
-                                  "--device", "cpu", "--text-encoder-lr", "1e-5", "--no-progress"])
+    args = ["fuse-train", "--store", str(old), "--epochs", "1", "--device", "cpu", "--text-encoder-lr", "1e-5",
+            "--no-progress"]
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "label")])  # label targets: the class prompts
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert Checkpoint.load(tmp_path / "label" / "last.pt").text_tuned
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "r"), "--targets", "video-text"])
     assert r.exit_code == 2, (r.output, r.exception)
     lines = [x for x in r.output.strip().splitlines() if not x.startswith("random weights")]
     assert len(lines) == 1 and "predates stored texts" in lines[0] and "re-extract" in lines[0], r.output

@@ -124,7 +124,7 @@ class FeatureStore:
         else ""), (N,) object array of str, or rows ``index`` of it; a store without them is refused."""
         if not self.has_video_strings:
             raise StoreError(f"{self.path}: this store predates stored texts (no text/string), so its sentence "
-                             "encoder cannot be fine-tuned; re-extract it")
+                             "encoder cannot be fine-tuned on its videos' texts; re-extract it")
         strings = _strings(self._f["text/string"])
         return strings if index is None else strings[np.asarray(index, dtype=np.int64)]
 
