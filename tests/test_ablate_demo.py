@@ -143,7 +143,7 @@ def test_fidelity_rows_run_with_an_external_caption_store(tmp_path):
         run_ablate(store, tmp_path / "b", "fidelity", 1, tcfg, 1, msgs.append, only=("external-pretrain",))
     assert "no --pretrain-store: 'CAV-Net + external caption pretraining' is left out" in msgs
     old = tmp_path / "old.h5"  # a store from before stored texts: label targets need only its class prompts
-    make_store(old, videos=48, classes=4, strings=False)
+    make_store(old, videos=48, classes=4, strings=False, text_dim=384)
     rows = run_ablate(old, tmp_path / "c", "fidelity", 1, tcfg, 1, msgs.append, base={"d_model": 16, "heads": 2},
                       only=("default", "text-encoder"))
     assert [r["variant"] for r in rows] == ["default", "text-encoder"]

@@ -114,7 +114,7 @@ def test_a_store_from_before_stored_texts_is_refused_in_one_line_and_stays_so_wh
 
 def test_an_old_store_tunes_on_class_prompts_and_refuses_video_texts_in_one_line(tmp_path):
     old = tmp_path / "old.h5"
-    make_store(old, videos=24, classes=4, strings=False, shard_size=8)
+    make_store(old, videos=24, classes=4, text_dim=384, strings=False, shard_size=8)
     args = ["fuse-train", "--store", str(old), "--epochs", "1", "--device", "cpu", "--text-encoder-lr", "1e-5",
             "--no-progress"]
     r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "label")])  # label targets: the class prompts
