@@ -148,8 +148,8 @@ def _ablate(store: Path, out: Path, chosen: list[Variant], seeds: int, tcfg: Tra
                 jobs.append((str(store), str(run_dir), v, replace(tcfg, seed=tcfg.seed + s), dict(base or {}),
                              str(pretrain_store) if pretrain_store else None))
     echo(f"ablate: {len(variants)} variants x {seeds} seeds; {len(jobs)} to run, {len(results)} done before")
-    if jobs:
-        results += _run_jobs(jobs, workers, echo)
+    if jobs:  # the dearest runs first, so that the cheap ones fill the workers at the end
+        results += _run_jobs(sorted(jobs, key=lambda job: -run_cost(job[2])), workers, echo)
     rows = summarise(variants, results)
     write_results(out, rows)
     write_run_record(out, {**record, "ended": now()})
@@ -173,6 +173,17 @@ def _run_jobs(jobs: list[tuple], workers: int, echo: Callable[[str], None]) -> l
             echo(f"  {r['variant']:<16} seed {r['seed']}: top-1 {r['top1']:.1f}")
             out.append(r)
     return out
+
+
+def run_cost(variant: Variant) -> int:
+    """A rough relative cost of one run of ``variant``: streams x attention blocks per stream, doubled by a
+    pretraining stage, x10 when the sentence encoder trains too (only the order of runs depends on it)."""
+    o = variant.overrides
+    streams = len(o.get("modalities", "av"))
+    blocks = 1 if o.get("fusion") == "late" else (
+        1 + bool(o.get("self_attn", True)) + (streams == 2 and bool(o.get("cross_attn", True))))
+    return (streams * blocks * (2 if variant.pretrain or variant.external else 1)
+            * (10 if variant.train.get("text_encoder_lr") else 1))
 
 
 def summarise(variants: list[Variant], results: list[dict[str, Any]]) -> list[dict[str, Any]]:

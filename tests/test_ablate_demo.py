@@ -147,3 +147,13 @@ def test_fidelity_rows_run_with_an_external_caption_store(tmp_path):
     rows = run_ablate(old, tmp_path / "c", "fidelity", 1, tcfg, 1, msgs.append, base={"d_model": 16, "heads": 2},
                       only=("default", "text-encoder"))
     assert [r["variant"] for r in rows] == ["default", "text-encoder"]
+
+
+def test_dearer_runs_are_started_first():
+    """The ablation starts the runs with more attention blocks first (the cheap ones then fill the tail)."""
+    from cavnet.pipelines.ablate import PRESETS, run_cost
+
+    cost = {v.key: run_cost(v) for v in PRESETS["all"] + PRESETS["fidelity"]}
+    assert cost["audio-only"] == cost["visual-mean"] < cost["cavnet-visual"] < cost["no-self-attn"] < cost["cavnet"]
+    assert cost["late-fusion"] < cost["no-cross-attn"] < cost["mean-pool"] == cost["content-only"] == cost["cavnet"]
+    assert cost["cavnet"] < cost["cavnet-pretrain"] == cost["external-pretrain"] < cost["text-encoder"]
