@@ -114,6 +114,7 @@ def train_options(f):
                                  "device": "auto, cpu, cuda or cuda:N",
                                  "targets": "label: class prompts; video-text: each video's own text",
                                  "text_encoder_lr": TEXT_ENCODER_HELP,
+                                 "eval_every": "score val every N epochs (0: after the last only)",
                                  "checkpoint_every": "write last.pt / best.pt every N epochs (0: at the end)"},
                    targets={"choices": TARGETS})(f)
 

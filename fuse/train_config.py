@@ -63,9 +63,11 @@ class TrainConfig(OptimConfig):
     targets: ``label`` (each video is pulled towards its class prompt) or ``video-text`` (towards its own
     caption or title). train_split / val_split: store splits to train on and to pick ``best.pt`` by.
     memory_budget_gb: 0 reads the split into RAM when it fits in half of the available memory, else streams
-    it; stream: always stream chunk-aligned blocks from the store. checkpoint_every: write ``last.pt`` (and
-    ``best.pt``, when val improved since the last write) every this many epochs and after the last; 0: only
-    after the last. What is trained does not depend on it; a killed run resumes from the last write.
+    it; stream: always stream chunk-aligned blocks from the store. eval_every: score the val split every
+    this many epochs and after the last (0: only after the last; ``best.pt`` is picked among the scored
+    epochs). checkpoint_every: write ``last.pt`` (and ``best.pt``, when val improved since the last write)
+    every this many epochs and after the last; 0: only after the last; a killed run resumes from the last
+    write. What is trained depends on neither.
     """
 
     targets: str = "label"
@@ -73,10 +75,12 @@ class TrainConfig(OptimConfig):
     val_split: str = "val"
     memory_budget_gb: float = 0.0
     stream: bool = False
+    eval_every: int = 1
     checkpoint_every: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("--targets", self.targets, TARGETS)
         check_number("memory_budget_gb", self.memory_budget_gb, 0.0)
+        check_int("--eval-every", self.eval_every, 0)
         check_int("--checkpoint-every", self.checkpoint_every, 0)

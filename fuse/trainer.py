@@ -26,7 +26,7 @@ from cavnet.fuse.run import RunFolder, changed_options, param_groups, restore, r
 from cavnet.fuse.train_config import TrainConfig
 
 # TrainConfig fields a resumed run may change: where it runs and how it reads, not what it computes.
-RESUME_FREE = ("device", "memory_budget_gb", "stream", "tensorboard", "checkpoint_every")
+RESUME_FREE = ("device", "memory_budget_gb", "stream", "tensorboard", "checkpoint_every", "eval_every")
 
 
 @dataclass
@@ -184,9 +184,8 @@ class FusionRun:
             raise CavnetError(f"{where} was trained with other {', '.join(model + train)}; resume it with the same "
                               "options, or start a new run in another --out")
 
-    def _writes(self, epochs_done: int) -> bool:
-        """Whether checkpoints are written after ``epochs_done`` epochs (``checkpoint_every``, and the last)."""
-        every = self.tcfg.checkpoint_every
+    def _due(self, epochs_done: int, every: int) -> bool:
+        """Whether a thing done ``every`` epochs (0: only after the last) is due after ``epochs_done``."""
         return epochs_done == self.tcfg.epochs or (every > 0 and epochs_done % every == 0)
 
     def fit(self, record: dict[str, Any], start: int, echo: Callable[[str], None], progress: bool) -> TrainResult:
@@ -210,17 +209,13 @@ class FusionRun:
                                         self.device, bar, self.text)
             last = {"epoch": epoch + 1, **stats, "temperature": temperature(self.loss_fn),
                     "lr": self.scheduler.get_last_lr()[0]}
-            if val is None:  # caption pretraining: nothing to validate against
-                self.folder.append("metrics.jsonl", last)
-                if self._writes(epoch + 1):
-                    self.folder.save("last.pt", self.checkpoint(epoch + 1))
-                echo(f"pretrain epoch {epoch + 1}: loss {last['loss']:.4f}  temperature {last['temperature']:.4f}")
-                continue
-            sc = score(self.model, val.batches(512), self.scoring_classes(), self.fcfg.head, self.device)
-            last.update(accuracy_metrics(sc.scores, sc.labels, self.fcfg.num_classes))
+            best_now = False  # caption pretraining has no val split: nothing to validate against
+            if val is not None and self._due(epoch + 1, tcfg.eval_every):
+                sc = score(self.model, val.batches(512), self.scoring_classes(), self.fcfg.head, self.device)
+                last.update(accuracy_metrics(sc.scores, sc.labels, self.fcfg.num_classes))
+                best_now = self.folder.improved(last)
             self.folder.append("metrics.jsonl", last)
-            best_now = self.folder.improved(last)
-            if self._writes(epoch + 1):
+            if self._due(epoch + 1, tcfg.checkpoint_every):
                 ckpt = self.checkpoint(epoch + 1)
                 if best_now or pending is not None:
                     self.folder.save("best.pt", ckpt if best_now else pending)
@@ -228,10 +223,18 @@ class FusionRun:
                 pending = None
             elif best_now:
                 pending = copy.deepcopy(self.checkpoint(epoch + 1))  # a snapshot: training goes on
-            echo(f"epoch {epoch + 1}: loss {last['loss']:.4f}  val top-1 {last['top1']:.1f}  "
-                 f"top-5 {last['top5']:.1f}  mean-class {last['mean_class']:.1f}")
+            echo(_epoch_line(last, pretrain=val is None))
         self.folder.finish()
         return TrainResult(self.folder.out, self.folder.best, last, self.splits.skipped)
+
+
+def _epoch_line(m: dict[str, Any], pretrain: bool) -> str:
+    """The line printed after an epoch: its loss, and its val scores when it was scored."""
+    if pretrain:
+        return f"pretrain epoch {m['epoch']}: loss {m['loss']:.4f}  temperature {m['temperature']:.4f}"
+    scores = (f"  val top-1 {m['top1']:.1f}  top-5 {m['top5']:.1f}  mean-class {m['mean_class']:.1f}"
+              if "top1" in m else "")
+    return f"epoch {m['epoch']}: loss {m['loss']:.4f}{scores}"
 
 
 def tuned_text(store: FeatureStore, index: np.ndarray, tcfg: TrainConfig, fcfg: FusionConfig,

@@ -74,8 +74,9 @@ def _run_one(store: str, run_dir: str, variant: Variant, tcfg: TrainConfig, base
     torch.set_num_threads(int(os.environ.get("CAVNET_TORCH_THREADS", "1")))
     out, quiet = Path(run_dir), (lambda _msg: None)
     overrides = {**base, **variant.overrides}
-    # no checkpoint before the end: an unfinished ablation run is run again from its start, never resumed
-    tcfg = replace(tcfg, checkpoint_every=0, **variant.train)
+    # val scored and checkpoints written once, at the end: the table reads the last epoch, and an unfinished
+    # ablation run is run again from its start, never resumed (neither changes what is trained)
+    tcfg = replace(tcfg, eval_every=0, checkpoint_every=0, **variant.train)
     init = None
     if variant.pretrain:
         pre = run_fuse_train(Path(store), out / "pretrain", replace(tcfg, targets="video-text"),

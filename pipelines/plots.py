@@ -27,8 +27,9 @@ def plot_curves(metrics_jsonl: Path, out_png: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax1.plot(epochs, [r["loss"] for r in rows])
     ax1.set(xlabel="epoch", ylabel="train loss")
+    scored = [r for r in rows if "top1" in r]  # epochs whose val split was scored (fuse-train --eval-every)
     for key in ("top1", "top5", "mean_class"):
-        ax2.plot(epochs, [r[key] for r in rows], label=key)
+        ax2.plot([r["epoch"] for r in scored], [r[key] for r in scored], label=key, marker=".")
     ax2.set(xlabel="epoch", ylabel="val accuracy (%)", ylim=(0, 100))
     ax2.legend()
     fig.tight_layout()

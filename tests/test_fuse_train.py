@@ -260,3 +260,21 @@ def test_checkpoint_every_changes_when_files_are_written_not_what_is_trained(sto
     assert ckpt("end", "best.pt")["epoch"] == best_epoch < 6  # held in memory while training went on
     best, last = ckpt("end", "best.pt")["model"], ckpt("end", "last.pt")["model"]
     assert not all(torch.equal(best[k], last[k]) for k in last)
+
+
+def test_eval_every_0_scores_val_once_and_trains_the_same(store, tmp_path):
+    """eval_every=0 (what ablate runs use) scores val only after the last epoch: the same last metrics and
+    weights as scoring every epoch, one scored line in metrics.jsonl, and curves.png still drawn."""
+    tcfg = TrainConfig(epochs=4, batch_size=16, device="cpu", seed=2)
+    every = run_fuse_train(store, tmp_path / "every", tcfg, SMALL, echo=lambda _: None, progress=False)
+    lines = []
+    once = run_fuse_train(store, tmp_path / "once", replace(tcfg, eval_every=0, checkpoint_every=0), SMALL,
+                          echo=lines.append, progress=False)
+    assert {k: once.last[k] for k in ("loss", "top1", "top5", "mean_class")} == \
+        {k: every.last[k] for k in ("loss", "top1", "top5", "mean_class")}
+    rows = [json.loads(x) for x in (tmp_path / "once" / "metrics.jsonl").read_text().splitlines()]
+    assert [("top1" in r) for r in rows] == [False, False, False, True]
+    assert lines[-1].startswith("epoch 4: loss") and "val top-1" in lines[-1] and "val" not in lines[-2]
+    a, b = (torch.load(tmp_path / run / "last.pt", weights_only=True)["model"] for run in ("every", "once"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "once" / "curves.png").stat().st_size > 0
