@@ -112,7 +112,8 @@ def time_mode(model: nn.Module, example: torch.Tensor, mode: RunMode, iters: int
 
 def pick_mode(model: nn.Module, example: torch.Tensor, key: str = "", precision: str | None = None,
               iters: int = 3) -> tuple[RunMode, dict[str, float]]:
-    """The fastest of :func:`candidate_modes` for ``model`` on ``example`` and every mode's items/s.
+    """The fastest of :func:`candidate_modes` for ``model`` on ``example`` and every mode's items/s (none is
+    timed when there is a single candidate, e.g. a layout pinned by ``CAVNET_LAYOUT`` and fp32).
 
     The answer is cached per process under ``key`` (e.g. the backbone name), the device, the example
     shape and the precision asked; ``model`` is left prepared for the chosen mode.
@@ -124,8 +125,8 @@ def pick_mode(model: nn.Module, example: torch.Tensor, key: str = "", precision:
         mode = _CACHE[cache_key]
         prepare(model, mode, example.dim())
         return mode, {}
-    rates = {m.name: time_mode(model, example, m, iters) for m in candidates}
-    mode = best_mode(rates)
+    rates = {m.name: time_mode(model, example, m, iters) for m in candidates} if len(candidates) > 1 else {}
+    mode = best_mode(rates) if rates else candidates[0]
     _CACHE[cache_key] = mode
     prepare(model, mode, example.dim())
     return mode, rates

@@ -8,6 +8,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One memory layout for the backbones, not the fastest of two timed on every extraction worker's start:
+# the same layout in every run of a test, and seconds saved per extraction (the bench times the layouts).
+os.environ.setdefault("CAVNET_LAYOUT", "contiguous")
 
 
 @pytest.fixture(scope="module")

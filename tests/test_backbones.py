@@ -210,3 +210,14 @@ def test_load_weights_unreadable(content: bytes | None, tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="w.pth") as info:
         load_weights(create_backbone("resnext3d-tiny"), path, trust=True)
     assert "\n" not in str(info.value)
+
+
+def test_a_single_candidate_mode_is_taken_without_timing(monkeypatch):
+    """With the layout pinned and fp32 there is nothing to choose: no forward pass is timed."""
+    from cavnet.extract import runtime
+
+    monkeypatch.setenv("CAVNET_LAYOUT", "contiguous")
+    monkeypatch.setattr(runtime, "time_mode", lambda *a, **k: pytest.fail("timed a single candidate"))
+    model = torch.nn.Conv3d(3, 4, 3)
+    mode, rates = runtime.pick_mode(model, torch.randn(2, 3, 4, 8, 8), key="single-candidate-test", precision="fp32")
+    assert mode == runtime.RunMode("fp32", "contiguous") and rates == {}

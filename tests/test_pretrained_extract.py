@@ -19,7 +19,7 @@ from cavnet.extract.backbones.checkpoint_file import file_sha256
 
 
 def cavnet(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CAVNET_LAYOUT": "contiguous"}  # time one layout, not two: a 2-core CPU
+    env = {**os.environ, "CAVNET_LAYOUT": "contiguous"}  # one layout, none timed (also set by conftest)
     return subprocess.run([sys.executable, "-m", "cavnet.cli", *args], capture_output=True, text=True,
                           timeout=900, env=env)
 
