@@ -22,7 +22,7 @@ from cavnet.extract.backbones.video_tv import MODELS, build
 from cavnet.extract.embed import build_backbones
 from cavnet.finetune.model import stem_and_stages
 from cavnet.pipelines.manifests import extract_config
-from test_backbones import _CLIP_SIZE, SLOW
+from test_backbones import _CLIP_SIZE, SLOW, TORCHVISION
 
 NAMES = [pytest.param(m.arch, marks=pytest.mark.slow) if m.arch in SLOW else m.arch for m in MODELS]
 
@@ -134,3 +134,8 @@ def test_stages_cover_every_parameter_once(arch: str) -> None:
         assert [len([p for p in net.stages[s] if p.startswith("blocks.")]) for s in STAGES[1:]] == [1, 2, 11, 2]
     with pytest.raises(CavnetError, match="no stage layer9"):
         named_stage_modules(net, "layer9")
+
+
+def test_every_torchvision_backbone_is_compared_here() -> None:
+    """test_backbones.py leaves these models' forward pass to the comparison above: none may be missed."""
+    assert {m.arch for m in MODELS} == TORCHVISION
