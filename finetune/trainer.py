@@ -21,7 +21,6 @@ from cavnet.finetune.data import EpochSampler
 from cavnet.finetune.engine import EpochStats, Trainer, score_videos, train_epoch
 from cavnet.fuse.checkpoint import Checkpoint, TrainingState
 from cavnet.fuse.metrics import split_metrics
-from cavnet.fuse.trainer import encoder_state
 from cavnet.fuse.run import RunFolder, changed_options, restore, rng_state, temperature
 
 # FinetuneConfig fields a resumed run may change: where it runs and when it stops, scores and saves.
@@ -151,7 +150,7 @@ def checkpoint(run: FinetuneRun, tr: Trainer, epoch: int, epoch_step: int) -> Ch
                       loss=tr.loss_fn.state_dict() if tr.loss_fn is not None else {}, kind="finetune", state=state,
                       visual=net.visual.state_dict(), audio=net.audio.state_dict(), finetune=run.cfg.to_dict(),
                       init=run.cfg.init,
-                      text_encoder=encoder_state(tr.text.encoder) if tr.text is not None else i.text_encoder)
+                      text_encoder=tr.text.state() if tr.text is not None else i.text_encoder)
 
 
 def scoring_classes(run: FinetuneRun, tr: Trainer) -> torch.Tensor:
@@ -177,9 +176,7 @@ def _resume(ckpt: Checkpoint, tr: Trainer, run: FinetuneRun) -> tuple[int, int]:
     if tr.loss_fn is not None:
         tr.loss_fn.load_state_dict(ckpt.loss)
     if tr.text is not None:
-        if ckpt.text_encoder is None:
-            raise CavnetError(f"{where}: holds no tuned text encoder to resume")
-        tr.text.encoder.model.load_state_dict(ckpt.text_encoder)
+        tr.text.resume(ckpt.text_encoder, where)
     restore(ckpt.state, tr.optimizer, tr.scheduler, tr.device)
     tr.step = ckpt.state.step
     return ckpt.state.epoch, ckpt.state.epoch_step

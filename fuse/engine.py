@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cavnet.errors import CavnetError
 from cavnet.fuse.data import Batch
 from cavnet.fuse.metrics import Scores
 from cavnet.fuse.model import SentenceEncoder
@@ -63,6 +64,16 @@ class TunedText:
     def class_embedding(self) -> torch.Tensor:
         """(C, Dt) the class prompts through the encoder as it is now (no gradient, dropout off)."""
         return self.encoder.embed(self.prompts)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The tuned encoder's weights as a checkpoint keeps them (``text_encoder``, on the CPU)."""
+        return {k: v.detach().cpu().clone() for k, v in self.encoder.model.state_dict().items()}
+
+    def resume(self, state: dict[str, torch.Tensor] | None, where: object) -> None:
+        """Load the tuned weights of the checkpoint at ``where``; one line when it holds none."""
+        if state is None:
+            raise CavnetError(f"{where}: holds no tuned text encoder to resume")
+        self.encoder.model.load_state_dict(state)
 
 
 def batch_loss(model: nn.Module, loss_fn: nn.Module | None, batch: Batch, class_emb: torch.Tensor,

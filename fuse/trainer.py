@@ -137,7 +137,7 @@ class FusionRun:
                           class_embedding=self.scoring_classes().cpu(), store_config=s.config.to_json(),
                           store_dims=dataclasses.asdict(s.dims), text_model=s.text_model, train=self.tcfg.to_dict(),
                           loss=self.loss_fn.state_dict() if self.loss_fn is not None else {}, state=state,
-                          text_encoder=encoder_state(text.encoder) if text is not None else None)
+                          text_encoder=text.state() if text is not None else None)
 
     def scoring_classes(self) -> torch.Tensor:
         """(C, Dt) the class embeddings val scoring and the checkpoint use: the store's, or the class prompts
@@ -153,9 +153,7 @@ class FusionRun:
             if self.loss_fn is not None:
                 self.loss_fn.load_state_dict(resumed.loss)
             if self.text is not None:
-                if resumed.text_encoder is None:
-                    raise CavnetError(f"{self.folder.last}: holds no tuned text encoder to resume")
-                self.text.encoder.model.load_state_dict(resumed.text_encoder)
+                self.text.resume(resumed.text_encoder, self.folder.last)
             restore(resumed.state, self.optimizer, self.scheduler, self.device)
             echo(f"resuming {self.folder.out} at epoch {resumed.state.epoch + 1}")
         elif init is not None:
@@ -257,8 +255,3 @@ def tuned_text(store: FeatureStore, index: np.ndarray, tcfg: TrainConfig, fcfg: 
     except TextModelError as exc:
         raise CavnetError(f"--text-encoder-lr: {exc}") from None
     return TunedText(SentenceEncoder(model), prompts, by_group)
-
-
-def encoder_state(encoder: SentenceEncoder) -> dict[str, torch.Tensor]:
-    """The tuned sentence encoder's weights as a checkpoint keeps them (on the CPU)."""
-    return {k: v.detach().cpu().clone() for k, v in encoder.model.state_dict().items()}
