@@ -29,3 +29,19 @@ def test_a_version_other_than_the_locked_one_fails_naming_the_package(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert lines == [f"check_install: torchaudio: installed {torchaudio.__version__.split('+')[0]}, the lock pins "
                      "0.0.1 (reinstall with `make clean install`)"]
+
+
+def test_pyproject_pins_the_native_triple_exactly_as_the_lock_and_the_installed_wheels():
+    """torch, torchvision and torchaudio are built against each other: pyproject pins each with ``==``, to the
+    version the lock holds and the one installed (read from the installed distributions' metadata)."""
+    import tomllib
+    from importlib.metadata import version
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    lock = (REPO / "requirements.lock").read_text().splitlines()
+    for name in ("torch", "torchvision", "torchaudio"):
+        pins = [d.replace(" ", "") for d in deps if d.replace(" ", "").split("==")[0].split(">")[0] == name]
+        assert len(pins) == 1 and pins[0].startswith(f"{name}=="), (name, pins)
+        pinned = pins[0].split("==", 1)[1]
+        assert any(line.split(" ;")[0] == f"{name}=={pinned}" for line in lock), (name, pinned)
+        assert version(name).split("+")[0] == pinned
