@@ -87,7 +87,8 @@ def extract(**p) -> None:
     """Stage one: decode a corpus, run the backbones in Dask workers, write the HDF5 feature store."""
     from cavnet.pipelines.extract.options import RunOptions
     from cavnet.pipelines.extract.run import run_extract
-    from cavnet.pipelines.manifests import extract_config, load_manifest
+    from cavnet.extract.config import extract_config
+    from cavnet.extract.datasets import load_manifest
 
     m = load_manifest(p["dataset"], p["root"], p["manifest"], _splits(p["split"]), p["limit"])
     config = extract_config(p["visual"], p["audio"], p["visual_weights"], p["audio_weights"], p["text_model"],
@@ -115,7 +116,7 @@ def extract(**p) -> None:
 def probe(**p) -> None:
     """Open every file of a corpus (no full decode) on the Dask cluster and summarise what is there."""
     from cavnet.pipelines.extract.options import RunOptions
-    from cavnet.pipelines.manifests import load_manifest
+    from cavnet.extract.datasets import load_manifest
     from cavnet.pipelines.probe import run_probe
 
     m = load_manifest(p["dataset"], p["root"], p["manifest"], _splits(p["split"]), p["limit"])
@@ -126,7 +127,7 @@ def probe(**p) -> None:
 @click.argument("store", type=EXISTING)
 def check(store: Path) -> None:
     """Validate a feature store; list what is wrong and exit 1, or exit 0 when it is sound."""
-    from cavnet.pipelines.check import check_store
+    from cavnet.extract.store.check import check_store
 
     result = check_store(store)
     click.echo("\n".join(result.lines()))

@@ -17,6 +17,7 @@ import numpy as np
 
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.manifest import Manifest, ManifestRow
+from cavnet.extract.status import OK
 from cavnet.extract.store.writer import StoreDims, TextTables, VideoFeatures, consolidate, write_shard
 
 CLASSES = 8
@@ -91,7 +92,7 @@ def make_store(path: Path, config: ExtractConfig, dims: StoreDims, rows: int, te
         label = i % CLASSES
         manifest_rows.append(ManifestRow(f"row{i:06d}", f"/bench/row{i:06d}.mp4", label, classes[label],
                                          "val" if i >= rows - rows // 4 else "train"))
-        feats.append(VideoFeatures("ok", "", 10.0, 30.0,
+        feats.append(VideoFeatures(OK, "", 10.0, 30.0,
                                    rng.standard_normal((dims.clips, dims.visual_dim), dtype=np.float32),
                                    rng.standard_normal((dims.segments, dims.audio_dim), dtype=np.float32)))
     manifest = Manifest(tuple(manifest_rows), classes)

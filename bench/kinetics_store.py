@@ -30,6 +30,7 @@ GB = 1e9
 def write_shards(folder: Path, rows: int, shard_rows: int, dims, config_json: str):
     """Commit the shards of ``rows`` random videos; returns (manifest, shard paths, seconds)."""
     from cavnet.extract.manifest import Manifest, ManifestRow
+    from cavnet.extract.status import OK
     from cavnet.extract.store.writer import VideoFeatures, write_shard
 
     classes = tuple(f"class {c:03d}" for c in range(400))
@@ -42,7 +43,7 @@ def write_shards(folder: Path, rows: int, shard_rows: int, dims, config_json: st
         n = min(shard_rows, rows - start)
         part = [ManifestRow(f"video{i:07d}", f"/k400/video{i:07d}.mp4", i % 400, classes[i % 400],
                             "val" if i >= rows - rows // 12 else "train") for i in range(start, start + n)]
-        feats = [VideoFeatures("ok", "", 10.0, 30.0, block_v[j], block_a[j]) for j in range(n)]
+        feats = [VideoFeatures(OK, "", 10.0, 30.0, block_v[j], block_a[j]) for j in range(n)]
         paths.append(folder / f"shard-{k:05d}.h5")
         write_shard(paths[-1], start, part, feats, dims, config_json)
         manifest_rows += part

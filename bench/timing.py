@@ -83,7 +83,7 @@ def for_at_least(seconds: float, step: Callable[[], float]) -> Callable[[], floa
 
 def _rank_main(task: Callable, payload: Any, sync: Sync, queue: Any) -> None:
     try:
-        queue.put((sync.rank, "ok", task(payload, sync)))
+        queue.put((sync.rank, "result", task(payload, sync)))
     except BaseException:  # noqa: BLE001 - every failure goes back to the parent as text
         sync.barrier.abort()
         queue.put((sync.rank, "error", traceback.format_exc(limit=6)))
@@ -106,7 +106,7 @@ def run_ranks(task: Callable[[Any, Sync], Any], payload: Any, ranks: int, what: 
     try:
         for _ in range(ranks):
             rank, status, value = queue.get(timeout=RANK_TIMEOUT_S)
-            (results.__setitem__(rank, value) if status == "ok" else errors.append(value))
+            (results.__setitem__(rank, value) if status == "result" else errors.append(value))
     finally:
         for p in procs:
             p.join(timeout=30)

@@ -78,7 +78,8 @@ def measure(manifest_csv: Path, out: Path, shard_size: int, decode_workers: int)
     """Extract with one worker; one record per shard: videos done, worker and children RSS (MiB)."""
     from cavnet.pipelines.extract.options import RunOptions
     from cavnet.pipelines.extract.run import run_extract
-    from cavnet.pipelines.manifests import extract_config, load_manifest
+    from cavnet.extract.config import extract_config
+    from cavnet.extract.datasets import load_manifest
 
     manifest = load_manifest("csv", None, manifest_csv)
     config = extract_config("resnext3d-tiny", "audio-cnn-tiny", None, None, "default",

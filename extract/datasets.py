@@ -21,6 +21,7 @@ from .manifest import Manifest, ManifestRow
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm")
+SYNTH_DEFAULT = Path.home() / ".cache" / "cavnet" / "av-synth"  # --dataset synth without --root
 SPLIT_ORDER = ("train", "val", "test")
 _SPLIT_ALIASES = {"validate": "val", "validation": "val", "valid": "val", "val": "val",
                   "train": "train", "training": "train", "test": "test", "testing": "test"}
@@ -265,3 +266,31 @@ def read_csv_manifest(path: str | Path, root: str | Path | None = None) -> Manif
                                 split=normalise_split(r.get("split") or "train"), text=r.get("text", ""),
                                 exists=file.is_file()))
     return Manifest(rows=tuple(rows), classes=classes)
+
+
+def load_manifest(dataset: str, root: Path | None = None, manifest: Path | None = None,
+                  splits: tuple[str, ...] | None = None, limit: int | None = None,
+                  synth_videos: int = 200, synth_classes: int = 8, seed: int = 0) -> Manifest:
+    """The manifest of ``dataset`` (k400 | csv | synth), restricted to ``splits`` and ``limit``; synth generates
+    AV-Synth at ``root`` first when it is not there."""
+    if dataset == "k400":
+        if root is None:
+            raise CavnetError("--dataset k400 needs --root")
+        m = read_k400(root)
+    elif dataset == "csv":
+        if manifest is None:
+            raise CavnetError("--dataset csv needs --manifest F.csv")
+        m = read_csv_manifest(manifest, root)
+    elif dataset == "synth":
+        root = root or SYNTH_DEFAULT
+        if not (root / "train.csv").exists():
+            from .synth import synth
+
+            synth(root, videos=synth_videos, classes=synth_classes, seed=seed)
+        m = read_k400(root)
+    else:
+        raise CavnetError(f"unknown dataset {dataset!r}; use k400, csv or synth")
+    selected = m.select(splits, limit)
+    if len(selected) == 0:
+        raise CavnetError(f"no videos in split(s) {','.join(splits or ())} of this {dataset} corpus")
+    return selected

@@ -19,7 +19,7 @@ import torch
 from cavnet.errors import CavnetError
 from cavnet.extract.device import resolve_device
 from cavnet.extract.manifest import ManifestRow
-from cavnet.extract.store.writer import USABLE_STATUSES
+from cavnet.extract.status import MISSING_FILE, USABLE
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.metrics import top_k
 from cavnet.finetune.build import build_avnet
@@ -109,7 +109,7 @@ class Predictor:
         files = [str(p) for p in paths]
         rows = [ManifestRow(Path(p).stem, p, -1, "", "", exists=Path(p).exists()) for p in files]
         out = np.full((len(rows), len(self.labels)), np.nan, np.float32)
-        statuses = ["missing_file"] * len(rows)
+        statuses = [MISSING_FILE] * len(rows)
         if not rows:
             return out, statuses
         loader = make_loader(VideoClips(rows, self.config), self.batch_size, self.decode_workers, self.device,
@@ -136,7 +136,7 @@ class Predictor:
         out = []
         for f, row, status in zip(files, scores, statuses):
             p = Prediction(f.stem, str(f), status)
-            if status in USABLE_STATUSES and not np.isnan(row).any():
+            if status in USABLE and not np.isnan(row).any():
                 p.labels, p.scores = top_k(row, self.labels, k)
             out.append(p)
         return out

@@ -57,7 +57,8 @@ def run_demo(out: Path, cfg: DemoConfig, echo: Callable[[str], None] = print, pr
     from cavnet.pipelines.ablate import run_ablate
     from cavnet.pipelines.demo_hard import HARD_VARIANTS, render_hard_report
     from cavnet.pipelines.extract.run import run_extract
-    from cavnet.pipelines.manifests import extract_config, load_manifest
+    from cavnet.extract.config import extract_config
+    from cavnet.extract.datasets import load_manifest
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)

@@ -111,7 +111,7 @@ def _score_videos(ckpt: Checkpoint, dev: torch.device, dataset: str, root: Path 
     from cavnet.finetune.data import eval_loader
     from cavnet.finetune.distributed import DistEnv
     from cavnet.finetune.engine import score_videos
-    from cavnet.pipelines.manifests import load_manifest
+    from cavnet.extract.datasets import load_manifest
 
     config = ckpt.extract_config()
     m = load_manifest(dataset, root, manifest, (split,))

@@ -106,7 +106,7 @@ def _corpus(cfg: FinetuneConfig, env: fd.DistEnv, init: Checkpoint, dataset: str
             manifest: Path | None) -> tuple[Manifest, list[ManifestRow], list[ManifestRow], str]:
     """The manifest (rank 0 reads it first: ``synth`` may have to generate the corpus), its training rows
     (files on disk; labelled unless the targets are the videos' texts), its labelled val rows, the targets."""
-    from cavnet.pipelines.manifests import load_manifest
+    from cavnet.extract.datasets import load_manifest
 
     if not env.main:
         fd.barrier(env)

@@ -1,49 +1,23 @@
-"""``cavnet probe``: open every file of a corpus on the Dask cluster, decode at most one video frame, and
-record what is there (status, container, codecs, duration, frame rate, resolution, size, audio).
+"""``cavnet probe``, wired: ``extract.media.probe`` over every file of a corpus on the Dask cluster (each
+file in a process of its own when a chunk's process died), the per-file table and its summary.
 
-The statuses are extract's (docs/store.md), found without a full decode: ``ok``, ``no_audio``,
-``no_video``, ``decode_error``, ``empty_file``, ``missing_file`` and ``worker_crash``. Damage that only a
-full decode reveals (``short_decode``, a file truncated after its first frame) shows up in extract only.
+The statuses are extract's (docs/store.md), found without a full decode, plus ``worker_crash``.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from cavnet.errors import CavnetError
-from cavnet.pipelines.extract.options import RunOptions
 from cavnet.extract.manifest import Manifest, ManifestRow
-
-MAX_PACKETS = 64  # video packets read while looking for the first decodable frame
-
-
-@dataclass
-class ProbeRecord:
-    """What probing found in one file; numbers are 0 and strings empty where unknown."""
-
-    video_id: str
-    split: str
-    label: int
-    path: str
-    status: str
-    error: str = ""
-    bytes: int = 0
-    container: str = ""
-    video_codec: str = ""
-    width: int = 0
-    height: int = 0
-    fps: float = 0.0
-    duration: float = 0.0
-    frames: int = 0
-    audio_codec: str = ""
-    sample_rate: int = 0
-    channels: int = 0
+from cavnet.extract.media.probe import ProbeRecord, probe_media
+from cavnet.extract.status import WORKER_CRASH
+from cavnet.pipelines.extract.options import RunOptions
 
 
 @dataclass(frozen=True)
@@ -56,82 +30,8 @@ class ProbeChunk:
     attempt: int = 0
 
 
-def _streams(container, record: ProbeRecord):
-    """Fill the container, video and audio fields; returns the video stream (None: there is none)."""
-    from av.stream import Disposition
-
-    record.container = container.format.name
-    video = next((s for s in container.streams.video if not s.disposition & Disposition.attached_pic), None)
-    audio = container.streams.audio[0] if container.streams.audio else None
-    if container.duration:
-        record.duration = container.duration / 1_000_000
-    if video is not None:
-        rate = video.average_rate or video.guessed_rate
-        record.video_codec, record.width, record.height = video.codec_context.name, video.width, video.height
-        record.fps, record.frames = float(rate) if rate else 0.0, int(video.frames or 0)
-        if video.duration and video.time_base:
-            record.duration = float(video.duration * video.time_base)
-    if audio is not None:
-        record.audio_codec, record.sample_rate = audio.codec_context.name, int(audio.rate or 0)
-        record.channels = int(audio.codec_context.channels or 0)
-    return video
-
-
-def _first_frame(container, stream) -> str:
-    """'' when a frame of ``stream`` decodes from its first packets, else why not."""
-    from cavnet.extract.media.decode import error_message
-
-    last = "no video frame decoded"
-    try:
-        for i, packet in enumerate(container.demux(stream)):
-            if i >= MAX_PACKETS:
-                break
-            try:
-                if packet.decode():
-                    return ""
-            except Exception as exc:  # a damaged packet: try the next one
-                last = error_message(exc)
-        for _ in stream.codec_context.decode(None):  # frame threading may hold the first frame back
-            return ""
-    except Exception as exc:  # the demuxer failed
-        last = error_message(exc)
-    return last
-
-
-def probe_file(row: ManifestRow, armed: dict[str, str] | None = None) -> ProbeRecord:
-    """Probe one file; never raises for bad media (the same status rules as extract's decode).
-    ``armed``: the tests' faults, as set in the process that handed the row over (None: this one's)."""
-    import av
-
-    from cavnet.extract import faults
-    from cavnet.extract.media.decode import error_message
-
-    record = ProbeRecord(row.video_id, row.split, row.label, row.path, "ok")
-    faults.before_open(row.path, armed)
-    try:
-        record.bytes = os.path.getsize(row.path)
-    except OSError as exc:
-        record.status, record.error = "missing_file", error_message(exc)
-        return record
-    if record.bytes == 0:
-        record.status, record.error = "empty_file", "file is 0 bytes"
-        return record
-    try:
-        with av.open(row.path, metadata_errors="ignore") as container:
-            video = _streams(container, record)
-            if video is None:
-                record.status, record.error = "no_video", "no video stream"
-            elif (why := _first_frame(container, video)):
-                record.status, record.error = "decode_error", why
-            elif not record.audio_codec:
-                record.status = "no_audio"
-    except Exception as exc:  # av raises many types on open: all are bad media
-        record.status, record.error = "decode_error", error_message(exc)
-    return record
-
-
 def _crashed(row: ManifestRow) -> ProbeRecord:
-    return ProbeRecord(row.video_id, row.split, row.label, row.path, "worker_crash",
+    return ProbeRecord(row.video_id, row.split, row.label, row.path, WORKER_CRASH,
                        "the probing process died on this file")
 
 
@@ -143,8 +43,8 @@ def probe_chunk(chunk: ProbeChunk) -> tuple[int, list[ProbeRecord]]:
         from cavnet.extract import faults
         from cavnet.pipelines.extract.worker import isolated_map
 
-        return chunk.index, list(isolated_map(partial(probe_file, armed=faults.armed()), chunk.rows, _crashed))
-    return chunk.index, [probe_file(row) for row in chunk.rows]
+        return chunk.index, list(isolated_map(partial(probe_media, armed=faults.armed()), chunk.rows, _crashed))
+    return chunk.index, [probe_media(row) for row in chunk.rows]
 
 
 def probe_records(manifest: Manifest, opts: RunOptions, echo: Callable[[str], None] = print,

@@ -34,7 +34,7 @@ from cavnet.finetune.build import backbones_from, build_avnet
 from cavnet.finetune.config import FinetuneConfig
 from cavnet.finetune.data import VideoClips, collate
 from cavnet.pipelines.fuse_train import run_fuse_train
-from cavnet.pipelines.manifests import load_manifest
+from cavnet.extract.datasets import load_manifest
 
 SAMPLING = ClipSampling(clips=2, frames=8, short_side=48, size=48)
 CONFIG = ExtractConfig(visual="resnext3d-tiny", audio="audio-cnn-tiny", sampling=SAMPLING,

@@ -17,7 +17,7 @@ import pytest
 
 import media
 from hostile import one_line_error
-from cavnet.pipelines.check import check_store
+from cavnet.extract.store.check import check_store
 
 pytestmark = pytest.mark.slow
 

@@ -68,3 +68,55 @@ def test_the_wiring_layer_defines_no_models_datasets_or_loops():
             if isinstance(node, ast.Attribute) and node.attr in ("backward", "zero_grad"):
                 found.append(f"{path.relative_to(ROOT)}: .{node.attr}() (a training loop)")
     assert not found, found
+
+
+STATUS_WORDS = {"ok", "no_audio", "short_decode", "decode_error", "missing_file", "empty_file", "no_video",
+                "worker_crash"}
+
+
+def test_status_words_are_spelled_in_one_module():
+    """docs/store.md's statuses are string constants of extract/status.py; everywhere else imports them."""
+    spelled = []
+    for path in _modules():
+        if path == ROOT / "extract" / "status.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in STATUS_WORDS:
+                spelled.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
+    assert not spelled, spelled
+    from cavnet.extract import status
+
+    assert set(status.KNOWN) == STATUS_WORDS
+    assert set(status.USABLE) | set(status.CLEAN) <= set(status.KNOWN)
+
+
+def test_the_wiring_layer_reads_no_hdf5():
+    """The store's layout is read and written by extract/store only."""
+    assert not _uses(ROOT / "pipelines", "h5py")
+
+
+def _uses(folder: Path, module: str) -> list[str]:
+    """Where the modules under ``folder`` import ``module`` (or a submodule) or reach it as an attribute."""
+    found = []
+    for path in folder.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for name in _imports_any(path):
+            if name == module or name.startswith(module + "."):
+                found.append(f"{path.relative_to(ROOT)} imports {name}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and ast.unparse(node) == module:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {module}")
+            elif "." not in module and isinstance(node, ast.Name) and node.id == module:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {module}")
+    return found
+
+
+def _imports_any(path: Path) -> list[str]:
+    """Every imported module name of ``path`` (``import a.b`` and ``from a.b import c`` give ``a.b``)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names

@@ -30,7 +30,7 @@ from cavnet.extract.synth import synth
 from cavnet.extract.text_tables import embed_texts
 from cavnet.fuse.train_config import TrainConfig
 from cavnet.pipelines.fuse_train import run_fuse_train
-from cavnet.pipelines.manifests import load_manifest
+from cavnet.extract.datasets import load_manifest
 
 CONFIG = ExtractConfig(visual="resnext3d-tiny", audio="audio-cnn-tiny",
                        sampling=ClipSampling(clips=2, frames=8, short_side=48, size=48),

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import media
 from cavnet.cli import main
 from cavnet.extract.store.writer import StoreDims
-from cavnet.pipelines.check import check_store
+from cavnet.extract.store.check import check_store
 from store_factory import make_store
 
 # youtube id -> expected probe status; every file is train/{id}_000000_000010.{ext}

@@ -26,9 +26,10 @@ from cavnet.errors import CavnetError
 from cavnet.extract import faults
 from cavnet.pipelines.extract.options import RunOptions
 from cavnet.extract.store.writer import shard_statuses, stray_tmp_files
-from cavnet.pipelines.check import check_store
+from cavnet.extract.store.check import check_store
 from cavnet.pipelines.extract.run import run_extract
-from cavnet.pipelines.manifests import extract_config, load_manifest
+from cavnet.extract.config import extract_config
+from cavnet.extract.datasets import load_manifest
 
 VIDEOS = [f"v{i}" for i in range(6)]
 CONFIG = extract_config("resnext3d-tiny", "audio-cnn-tiny", None, None, "default", "a video of a person {label}",

@@ -19,10 +19,11 @@ import pytest
 
 import media
 from cavnet.pipelines.extract.options import RunOptions
-from cavnet.pipelines.check import check_store
+from cavnet.extract.store.check import check_store
 from cavnet.pipelines.extract.run import run_extract
 from cavnet.pipelines.extract.worker import ShardSpec, run_shard
-from cavnet.pipelines.manifests import extract_config, load_manifest
+from cavnet.extract.config import extract_config
+from cavnet.extract.datasets import load_manifest
 
 SIZE = (32, 24)
 # name -> expected status. Normal files are 2 s (2 clips of 16 frames at 25 fps, 2 audio examples).

@@ -18,10 +18,11 @@ from distributed import Client
 
 import media
 from cavnet.errors import CavnetError
-from cavnet.pipelines.check import check_store
+from cavnet.extract.store.check import check_store
 from cavnet.pipelines.extract.options import RunOptions
 from cavnet.pipelines.extract.run import run_extract
-from cavnet.pipelines.manifests import extract_config, load_manifest
+from cavnet.extract.config import extract_config
+from cavnet.extract.datasets import load_manifest
 
 CONFIG = extract_config("resnext3d-tiny", "audio-cnn-tiny", None, None, "default", "a video of a person {label}",
                         clips=2, segments=2)

@@ -21,7 +21,7 @@ from cavnet.extract.store.writer import StoreDims, consolidate, write_shard
 from cavnet.extract.synth import SOUND_PATTERNS, VISUAL_PATTERNS, class_table, synth
 from cavnet.extract.embed import embed_files
 from cavnet.extract.text_tables import embed_texts
-from cavnet.pipelines.manifests import load_manifest
+from cavnet.extract.datasets import load_manifest
 from cavnet.pipelines.fuse_train import run_fuse_train
 from cavnet.fuse.train_config import TrainConfig
 from cavnet.finetune.predict import Predictor

@@ -20,12 +20,10 @@ import numpy as np
 import torch
 
 from ..config import ClipSampling, LogMel
+from ..status import DECODE_ERROR, EMPTY_FILE, MISSING_FILE, NO_AUDIO, NO_VIDEO, OK, SHORT_DECODE
 from .clips import _ClipCollector, _GapSkipper
 from .sampling import uniform_starts, valid_count
 
-OK, NO_AUDIO, SHORT_DECODE, DECODE_ERROR = "ok", "no_audio", "short_decode", "decode_error"
-MISSING_FILE, EMPTY_FILE, NO_VIDEO = "missing_file", "empty_file", "no_video"
-STATUSES = (OK, NO_AUDIO, SHORT_DECODE, DECODE_ERROR, MISSING_FILE, EMPTY_FILE, NO_VIDEO)
 
 SHORT_FRACTION = 0.8  # decoded frames / duration below this share of the container's figure: short_decode
 MAX_PACKET_ERRORS = 16  # undecodable packets skipped before giving up on the file
@@ -39,7 +37,7 @@ class DecodedVideo:
 
     ``clips`` ``(n, T, S, S, 3)`` uint8 RGB, ``clip_times`` ``(n,)`` clip centres in seconds, ``audio``
     ``(samples,)`` float32 mono at ``LogMel.sample_rate`` (None: no audio stream or nothing decoded),
-    ``fps`` and ``duration`` as decoded, ``status`` one of :data:`STATUSES`, ``error`` a one-line message.
+    ``fps`` and ``duration`` as decoded, ``status`` one of ``cavnet.extract.status.DECODE_STATUSES``, ``error`` a one-line message.
     """
 
     clips: np.ndarray

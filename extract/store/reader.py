@@ -10,16 +10,18 @@ import h5py
 import numpy as np
 
 from cavnet.extract.config import ExtractConfig
-from cavnet.extract.store.probe import probe_file
-from cavnet.extract.store.writer import FORMAT_VERSION, USABLE_STATUSES, StoreDims, StoreError
+from cavnet.extract.store.headers import read_header
+from cavnet.extract.status import USABLE
+from cavnet.extract.store.writer import FORMAT_VERSION, StoreDims, StoreError
 
 
 REQUIRED = ("videos/id", "videos/split", "videos/label", "videos/status", "visual/clips", "visual/mask",
             "audio/segments", "audio/mask", "text/video", "classes/name", "classes/embedding")
 
 
-def _strings(ds: h5py.Dataset) -> np.ndarray:
-    return np.array([s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in ds[()]], dtype=object)
+def strings(ds: h5py.Dataset, lo: int | None = None, hi: int | None = None) -> np.ndarray:
+    """Rows ``lo:hi`` (all by default) of a string dataset as an object array of str."""
+    return np.array([s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in ds[lo:hi]], dtype=object)
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class RowTable:
 
     def select(self, split: str | None, labelled: bool = True) -> np.ndarray:
         """Sorted row indices of ``split`` whose status is usable (and label known if ``labelled``)."""
-        keep = np.isin(self.statuses, USABLE_STATUSES)
+        keep = np.isin(self.statuses, USABLE)
         if split is not None:
             keep &= self.splits == split
         if labelled:
@@ -54,6 +56,29 @@ class Features:
     labels: np.ndarray
 
 
+@dataclass(frozen=True)
+class StoreIndex:
+    """What a store says of its rows without a feature read: the extraction config (JSON), the ids,
+    labels and statuses of its N rows in store order, and its class names."""
+
+    config: str
+    ids: list[str]
+    labels: list[int]
+    statuses: list[str]
+    classes: list[str]
+
+
+def read_index(path: Path) -> StoreIndex:
+    """The :class:`StoreIndex` of the store file at ``path``, read without the format checks of
+    :class:`FeatureStore` (extract reads it to grow a store). Read its headers first
+    (``headers.read_header``): this raises what h5py raises on a damaged or foreign file
+    (``OSError``, ``KeyError``, ``RuntimeError``, ``TypeError``)."""
+    with h5py.File(path, "r") as f:
+        return StoreIndex(str(f.attrs["config"]), f["videos/id"].asstr()[()].tolist(),
+                          f["videos/label"][()].tolist(), f["videos/status"].asstr()[()].tolist(),
+                          f["classes/name"].asstr()[()].tolist())
+
+
 def damage_message(path: Path, error: str) -> str:
     """``X: not an HDF5 file (...)`` for a file that is no HDF5 at all, else ``store X is damaged: ...``."""
     if "file signature not found" in error:
@@ -70,10 +95,10 @@ class FeatureStore:
             raise StoreError(f"{self.path}: no such store")
         if not self.path.is_file():
             raise StoreError(f"{self.path}: not a file")
-        probed = probe_file(self.path)
-        if probed.error:
-            raise StoreError(damage_message(self.path, probed.error))
-        missing = [k for k in REQUIRED if k not in probed.datasets]
+        headers = read_header(self.path)
+        if headers.error:
+            raise StoreError(damage_message(self.path, headers.error))
+        missing = [k for k in REQUIRED if k not in headers.datasets]
         try:
             self._f = h5py.File(self.path, "r")
             self._open(missing)
@@ -96,7 +121,7 @@ class FeatureStore:
         self.config = ExtractConfig.from_json(attrs["config"])
         self.dims = StoreDims(**json.loads(attrs["dims"]))
         self.text_model = str(attrs["text_model"])
-        self.class_names = list(_strings(self._f["classes/name"]))
+        self.class_names = list(strings(self._f["classes/name"]))
         self.class_embedding = self._f["classes/embedding"][()].astype(np.float32)
         self.num_videos = int(attrs["num_videos"])
         self.chunk_rows = self._f["visual/clips"].chunks[0] if self._f["visual/clips"].chunks else 64
@@ -107,8 +132,8 @@ class FeatureStore:
 
     def rows(self) -> RowTable:
         f = self._f
-        return RowTable(_strings(f["videos/id"]), _strings(f["videos/split"]), f["videos/label"][()],
-                        _strings(f["videos/status"]), f["audio/mask"][()].any(axis=1))
+        return RowTable(strings(f["videos/id"]), strings(f["videos/split"]), f["videos/label"][()],
+                        strings(f["videos/status"]), f["audio/mask"][()].any(axis=1))
 
     def video_text(self) -> np.ndarray:
         """The text embedding of every video, (N, Dt) float32."""
@@ -125,12 +150,12 @@ class FeatureStore:
         if not self.has_video_strings:
             raise StoreError(f"{self.path}: this store predates stored texts (no text/string), so its sentence "
                              "encoder cannot be fine-tuned on its videos' texts; re-extract it")
-        strings = _strings(self._f["text/string"])
+        strings = strings(self._f["text/string"])
         return strings if index is None else strings[np.asarray(index, dtype=np.int64)]
 
     def class_prompts(self) -> list[str]:
         """The class prompts that ``classes/embedding`` embeds, in class order."""
-        return list(_strings(self._f["classes/prompt"]))
+        return list(strings(self._f["classes/prompt"]))
 
     def read(self, index: np.ndarray) -> Features:
         """Rows ``index`` (sorted, unique) as float32 arrays; contiguous runs are read as slices."""
@@ -153,8 +178,7 @@ class FeatureStore:
         for group in ("videos", "visual", "audio", "text"):
             for name, ds in self._f[group].items():
                 key = f"{group}/{name}"
-                out[key] = (np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in ds[lo:hi]],
-                                     dtype=object) if ds.dtype.kind in "SOU" else ds[lo:hi])
+                out[key] = strings(ds, lo, hi) if ds.dtype.kind in "SOU" else ds[lo:hi]
         return out
 
     def split(self, name: str | None = None, labelled: bool = False) -> Features:
@@ -168,7 +192,7 @@ class FeatureStore:
         import hashlib
 
         h = hashlib.sha256(str(self._f.attrs["config"]).encode("utf-8"))
-        for vid in _strings(self._f["videos/id"]):
+        for vid in strings(self._f["videos/id"]):
             h.update(b"\0" + vid.encode("utf-8"))
         return h.hexdigest()
 

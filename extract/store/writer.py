@@ -23,7 +23,6 @@ from cavnet.extract.manifest import Manifest, ManifestRow
 from cavnet.extract.store.fsfault import as_os_error, h5_dealloc_errors
 
 FORMAT_VERSION = 1
-USABLE_STATUSES = ("ok", "no_audio", "short_decode")
 _STR = h5py.string_dtype("utf-8")
 _ROW_FIELDS = ("id", "split", "path", "status", "error")
 

@@ -11,13 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
-
 from cavnet.errors import CavnetError
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.manifest import Manifest
-from cavnet.extract.store.probe import probe_file
-from cavnet.extract.store.reader import damage_message
+from cavnet.extract.store.headers import read_header
+from cavnet.extract.store.reader import StoreIndex, damage_message, read_index
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,8 @@ class StorePlan:
 def plan_store(out: Path, config: ExtractConfig, manifest: Manifest) -> StorePlan:
     if not out.exists():
         return StorePlan(manifest, manifest)
-    ids, classes = _read_existing(out, config)
+    index = _read_existing(out, config)
+    ids, classes = index.ids, index.classes
     have, want = set(ids), {r.video_id for r in manifest.rows}
     missing = [i for i in ids if i not in want]
     if missing:
@@ -52,29 +51,27 @@ def plan_store(out: Path, config: ExtractConfig, manifest: Manifest) -> StorePla
     by_id = {r.video_id: r for r in manifest.rows}
     new = tuple(r for r in manifest.rows if r.video_id not in have)
     rows = Manifest(tuple(by_id[i] for i in ids) + new, manifest.classes)
-    if not new and not changed and [r.label for r in rows.rows] == _labels(out):
+    if not new and not changed and [r.label for r in rows.rows] == index.labels:
         return StorePlan(rows, Manifest((), manifest.classes), out, done=True)
     return StorePlan(rows, Manifest(new, manifest.classes), out, classes_changed=changed)
 
 
-def _read_existing(out: Path, config: ExtractConfig) -> tuple[list[str], list[str]]:
-    """The ids and class names of the store at ``out``; refuses a store of another configuration."""
+def _read_existing(out: Path, config: ExtractConfig) -> StoreIndex:
+    """The index of the store at ``out``; refuses a store of another configuration."""
     if not out.is_file():
         raise CavnetError(f"{out} exists and is not a file; use another --out")
-    probed = probe_file(out)  # in a child with a time bound: a damaged file can make HDF5 spin forever
-    if probed.error:
-        raise CavnetError(f"{damage_message(out, probed.error)}; use another --out or delete it")
+    headers = read_header(out)  # in a child with a time bound: a damaged file can make HDF5 spin forever
+    if headers.error:
+        raise CavnetError(f"{damage_message(out, headers.error)}; use another --out or delete it")
     try:
-        with h5py.File(out, "r") as f:
-            recorded = ExtractConfig.from_json(f.attrs["config"], f"{out} config")
-            ids = f["videos/id"].asstr()[()].tolist()
-            classes = f["classes/name"].asstr()[()].tolist()
+        index = read_index(out)
     except (OSError, KeyError, RuntimeError, TypeError) as exc:
         raise CavnetError(f"{out} exists but is not a cavnet store ({exc}); use another --out") from None
+    recorded = ExtractConfig.from_json(index.config, f"{out} config")
     if recorded.content_key() != config.content_key():
         diff = first_difference(recorded.content_key(), config.content_key())
         raise CavnetError(f"{out} was extracted with a different configuration ({diff}); use another --out")
-    return ids, classes
+    return index
 
 
 def first_difference(a: dict, b: dict, prefix: str = "") -> str:
@@ -85,8 +82,3 @@ def first_difference(a: dict, b: dict, prefix: str = "") -> str:
                 return first_difference(a[k], b[k], prefix + k + ".")
             return f"{prefix}{k}: recorded {a.get(k)!r}, asked {b.get(k)!r}"
     return "none"
-
-
-def _labels(out: Path) -> list[int]:
-    with h5py.File(out, "r") as f:
-        return f["videos/label"][()].tolist()

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import h5py
-
 from cavnet import __version__
 from cavnet.errors import CavnetError
 from cavnet.extract.backbones import get_spec
@@ -28,7 +26,8 @@ from cavnet.pipelines.extract.options import RunOptions
 from cavnet.extract.manifest import Manifest
 from cavnet.extract.store import fsfault
 from cavnet.extract.store.lock import output_lock
-from cavnet.extract.store.probe import probe_files
+from cavnet.extract.store.headers import read_headers
+from cavnet.extract.store.reader import read_index
 from cavnet.extract.store.writer import StoreDims, consolidate, shard_statuses, stray_tmp_files, tmp_name
 from cavnet.extract.text_tables import embed_texts
 from cavnet.pipelines.extract.growth import first_difference, plan_store
@@ -97,7 +96,7 @@ def _pending(shards: list[ShardSpec], echo: Callable[[str], None]) -> list[Shard
     """Shards still to run: not committed, damaged, or committed with other rows (the file is removed).
     Committed files are first read in a child process with a time bound (damaged HDF5 can hang)."""
     existing = [Path(s.path) for s in shards if Path(s.path).exists()]
-    damaged = {p.path: p.error for p in probe_files(existing) if p.error}
+    damaged = {p.path: p.error for p in read_headers(existing) if p.error}
     todo = []
     for spec in shards:
         path = Path(spec.path)
@@ -191,6 +190,4 @@ def _run_locked(manifest: Manifest, config: ExtractConfig, opts: RunOptions, out
 
 
 def _store_counts(out: Path) -> dict[str, int]:
-    with h5py.File(out, "r") as f:
-        statuses = f["videos/status"].asstr()[()].tolist()
-    return dict(Counter(statuses).most_common())
+    return dict(Counter(read_index(out).statuses).most_common())

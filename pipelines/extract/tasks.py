@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 from cavnet.errors import CavnetError
 from cavnet.extract.config import ExtractConfig
-from cavnet.extract.store.writer import USABLE_STATUSES
+from cavnet.extract.status import USABLE
 from cavnet.extract.store.fsfault import CAUSES
 from cavnet.pipelines.extract.options import RunOptions
 from cavnet.pipelines.extract.cluster import dask_client
@@ -27,7 +27,7 @@ _RERUN = "committed shards are kept: fix the cause and rerun the same command to
 
 def failed_count(counts: dict[str, int]) -> int:
     """Videos whose status leaves no usable features (``short_decode`` is usable: not a failure)."""
-    return sum(k for s, k in counts.items() if s not in USABLE_STATUSES)
+    return sum(k for s, k in counts.items() if s not in USABLE)
 
 
 class ShardFailed(CavnetError):

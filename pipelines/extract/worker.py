@@ -32,10 +32,10 @@ from cavnet.extract import faults
 from cavnet.extract.config import ExtractConfig
 from cavnet.pipelines.extract.options import RunOptions
 from cavnet.extract.manifest import ManifestRow
+from cavnet.extract.status import WORKER_CRASH
 from cavnet.extract.store.writer import StoreDims, VideoFeatures, shard_statuses, write_shard
 from cavnet.extract.embed import BatchEmbedder, DecodedItem, decode_item
 
-WORKER_CRASH = "worker_crash"
 _STATE: dict[str, object] = {}
 _LOCK = threading.Lock()
 T = TypeVar("T")

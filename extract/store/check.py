@@ -19,11 +19,11 @@ import h5py
 import numpy as np
 
 from cavnet.extract.provenance import random_weights_note
-from cavnet.extract.store.writer import FORMAT_VERSION, USABLE_STATUSES, StoreDims, stray_tmp_files
-from cavnet.extract.store.probe import probe_file
+from cavnet.extract.status import CLEAN, KNOWN, NO_AUDIO, USABLE
+from cavnet.extract.store.headers import read_header
+from cavnet.extract.store.reader import strings
+from cavnet.extract.store.writer import FORMAT_VERSION, StoreDims, stray_tmp_files
 
-KNOWN_STATUSES = ("ok", "no_audio", "short_decode", "decode_error", "missing_file", "empty_file", "no_video",
-                  "worker_crash")
 _EXAMPLES = 5
 
 
@@ -47,10 +47,6 @@ class CheckResult:
                     f"n={f['clips']} clips x {f['visual_dim']}, m={f['segments']} segments x {f['audio_dim']}, "
                     f"text {f['text_dim']}, {f['classes']} classes"] + [f["random_weights"]] * bool(f["random_weights"])
         return [f"{self.path}: {len(self.problems)} problem(s)"] + [f"  - {p}" for p in self.problems]
-
-
-def _strings(ds: h5py.Dataset) -> np.ndarray:
-    return np.array([s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in ds[()]], dtype=object)
 
 
 def _ids(ids: np.ndarray, where: np.ndarray) -> str:
@@ -138,9 +134,9 @@ def _check_layout(f: h5py.File, dims: StoreDims, n: int, problems: list[str]) ->
 
 def _check_rows(f: h5py.File, n: int, problems: list[str]) -> dict[str, int]:
     """Ids, statuses, errors and labels; returns the counts by status."""
-    ids, status, error = (_strings(f[f"videos/{k}"]) for k in ("id", "status", "error"))
+    ids, status, error = (strings(f[f"videos/{k}"]) for k in ("id", "status", "error"))
     counts = Counter(status.tolist())
-    unknown = ~np.isin(status, KNOWN_STATUSES)
+    unknown = ~np.isin(status, KNOWN)
     if unknown.any():
         problems.append(f"unknown status {sorted(set(status[unknown]))} in {int(unknown.sum())} rows "
                         f"({_ids(ids, unknown)})")
@@ -151,7 +147,7 @@ def _check_rows(f: h5py.File, n: int, problems: list[str]) -> dict[str, int]:
         problems.append(f"duplicate video ids: {', '.join(names[seen > 1][:_EXAMPLES])}")
     if (ids == "").any():
         problems.append(f"{int((ids == '').sum())} rows without an id")
-    silent = ~unknown & ~np.isin(status, ("ok", "no_audio")) & (error == "")
+    silent = ~unknown & ~np.isin(status, CLEAN) & (error == "")
     if silent.any():
         problems.append(f"{int(silent.sum())} failed rows without an error message ({_ids(ids, silent)})")
     labels, classes = f["videos/label"][()], f["classes/name"].shape[0]
@@ -163,12 +159,12 @@ def _check_rows(f: h5py.File, n: int, problems: list[str]) -> dict[str, int]:
 
 def _check_masks(f: h5py.File, problems: list[str]) -> None:
     """Masks against statuses, and masks as prefixes (real clips first, padding after)."""
-    ids, status = _strings(f["videos/id"]), _strings(f["videos/status"])
+    ids, status = strings(f["videos/id"]), strings(f["videos/status"])
     vmask, amask = f["visual/mask"][()], f["audio/mask"][()]
-    usable, known = np.isin(status, USABLE_STATUSES), np.isin(status, KNOWN_STATUSES)
+    usable, known = np.isin(status, USABLE), np.isin(status, KNOWN)
     rules = [(known & ~usable & (vmask.any(1) | amask.any(1)), "failed rows with clips or segments"),
              (usable & ~vmask.any(1), "usable rows without a single clip"),
-             ((status == "no_audio") & amask.any(1), "no_audio rows with audio segments")]
+             ((status == NO_AUDIO) & amask.any(1), f"{NO_AUDIO} rows with audio segments")]
     for name, mask in (("visual/mask", vmask), ("audio/mask", amask)):
         rules.append(((mask[:, 1:] & ~mask[:, :-1]).any(1), f"{name} rows that are not a prefix"))
     for bad, what in rules:
@@ -178,7 +174,7 @@ def _check_masks(f: h5py.File, problems: list[str]) -> None:
 
 def _check_values(f: h5py.File, problems: list[str]) -> None:
     """Finite features, zero padding, unit class embeddings; read block by block."""
-    ids = _strings(f["videos/id"])
+    ids = strings(f["videos/id"])
     for feats, mask_name in (("visual/clips", "visual/mask"), ("audio/segments", "audio/mask")):
         ds, rows = f[feats], f[feats].chunks[0] if f[feats].chunks else 64
         nonfinite, padded = np.zeros(len(ids), bool), np.zeros(len(ids), bool)
@@ -215,10 +211,10 @@ def check_store(path: Path) -> CheckResult:
     if not Path(path).is_file():
         result.problems.append("no such file" if not Path(path).exists() else "not a file")
         return result
-    probed = probe_file(Path(path))
-    if probed.error:
-        result.problems.append(f"not an HDF5 file ({probed.error.split(': ', 1)[-1]})"
-                               if "file signature not found" in probed.error else f"damaged: {probed.error}")
+    headers = read_header(Path(path))
+    if headers.error:
+        result.problems.append(f"not an HDF5 file ({headers.error.split(': ', 1)[-1]})"
+                               if "file signature not found" in headers.error else f"damaged: {headers.error}")
         return result
     try:
         _check_file(path, result)

@@ -1,4 +1,5 @@
-"""Open HDF5 files' metadata in a child process with a time bound, before this process touches them.
+"""Read HDF5 files' headers (root attributes, object headers) in a child process with a time bound, before
+this process touches them.
 
 Damaged HDF5 metadata can make the library spin forever (a few KB of zeros in the object headers loops
 inside ``H5Aread``) or raise anything (``OSError: bad global heap``, ``KeyError``, ``RuntimeError``). A
@@ -20,8 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 
-
-def default_timeout() -> float:
+def header_timeout() -> float:
     """Seconds one file's metadata may take: ``CAVNET_STORE_PROBE_TIMEOUT`` (default 20)."""
     return float(os.environ.get("CAVNET_STORE_PROBE_TIMEOUT", "20"))
 
@@ -48,7 +48,7 @@ for path in sys.argv[1:]:
 
 
 @dataclass(frozen=True)
-class Probed:
+class Headers:
     """What the child saw of one file: ``error`` ('' when it read cleanly), root attributes, and each
     dataset's ``[shape, dtype]``."""
 
@@ -58,27 +58,27 @@ class Probed:
     datasets: dict = field(default_factory=dict)
 
 
-def probe_files(paths: Sequence[Path], timeout: float | None = None) -> list[Probed]:
-    """Probe ``paths`` in order; a file that takes longer than ``timeout`` seconds is reported damaged."""
-    timeout = default_timeout() if timeout is None else timeout
-    results: list[Probed] = []
+def read_headers(paths: Sequence[Path], timeout: float | None = None) -> list[Headers]:
+    """The headers of ``paths``, in order; a file that takes longer than ``timeout`` seconds is reported damaged."""
+    timeout = header_timeout() if timeout is None else timeout
+    results: list[Headers] = []
     rest = [Path(p) for p in paths]
     while rest:
         done = _run_child(rest, timeout)
         results += done
         rest = rest[len(done):]
         if rest:  # the child hung on rest[0] (or died on it)
-            results.append(Probed(rest[0], f"reading its metadata did not finish within {timeout:.0f} s "
+            results.append(Headers(rest[0], f"reading its metadata did not finish within {timeout:.0f} s "
                                             "(damaged HDF5 headers)"))
             rest = rest[1:]
     return results
 
 
-def probe_file(path: Path, timeout: float | None = None) -> Probed:
-    return probe_files([path], timeout)[0]
+def read_header(path: Path, timeout: float | None = None) -> Headers:
+    return read_headers([path], timeout)[0]
 
 
-def _run_child(paths: list[Path], timeout: float) -> list[Probed]:
+def _run_child(paths: list[Path], timeout: float) -> list[Headers]:
     """Results of the files the child finished, in order; it is killed when one takes over ``timeout``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAVNET_FAULT_")}
     proc = subprocess.Popen([sys.executable, "-c", _CHILD, *map(str, paths)], stdout=subprocess.PIPE,
@@ -98,7 +98,7 @@ def _run_child(paths: list[Path], timeout: float) -> list[Probed]:
                 d = json.loads(line)
             except ValueError:
                 break
-            found.append(Probed(path, d.get("error", ""), d.get("attrs", {}), d.get("datasets", {})))
+            found.append(Headers(path, d.get("error", ""), d.get("attrs", {}), d.get("datasets", {})))
     finally:
         proc.kill()
         proc.wait()
