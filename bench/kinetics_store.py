@@ -78,7 +78,7 @@ def train_rate(store, split, seconds: float, device: str, batch: int) -> float:
 
     from cavnet.fuse.engine import train_one_epoch
     from cavnet.fuse.train_config import TrainConfig
-    from cavnet.fuse.trainer import build_training, fusion_config_for
+    from cavnet.fuse.run.fusion import build_training, fusion_config_for
 
     dev = torch.device(device)
     tcfg = TrainConfig(batch_size=batch, device=device)

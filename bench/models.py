@@ -115,7 +115,7 @@ class _Epochs:
         import torch
 
         from cavnet.fuse.train_config import TrainConfig
-        from cavnet.fuse.trainer import build_training, fusion_config_for
+        from cavnet.fuse.run.fusion import build_training, fusion_config_for
 
         self.split, self.batch_size, self.device, self.seed = split, batch_size, device, 0
         self.tcfg = TrainConfig(batch_size=batch_size, device=str(device))

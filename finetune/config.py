@@ -56,6 +56,7 @@ class FinetuneConfig(OptimConfig):
     amp: 'auto' runs the audio backbone in bf16 on CUDA and everything else in float32/TF32 (grouped 3D
         convolutions are slower in bf16); 'bf16' autocasts both backbones; 'off' is float32 throughout.
     eval_every: score val and write last.pt / best.pt every this many epochs (0: only when the run ends).
+        (``OptimConfig``'s field: fine-tune saves whenever it scores.)
     save_every: also write last.pt every this many steps (mid-epoch resume); 0: only with the scores.
     max_steps: stop after this many optimizer steps in all (0: run every epoch); the schedule still
         spans every epoch, so a stopped run resumes onto the same learning rates.
@@ -76,7 +77,6 @@ class FinetuneConfig(OptimConfig):
     decode_workers: int = 2
     train_split: str = "train"
     val_split: str = "val"
-    eval_every: int = 1
     save_every: int = 0
     max_steps: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -88,7 +88,7 @@ class FinetuneConfig(OptimConfig):
         check_choice("--freeze-until", self.freeze_until, FREEZE_STAGES)
         check_choice("--amp", self.amp, AMP_MODES)
         check_number("--backbone-lr", self.backbone_lr, 0.0)
-        for name in ("decode_workers", "eval_every", "save_every", "max_steps"):
+        for name in ("decode_workers", "save_every", "max_steps"):
             check_int("--" + name.replace("_", "-"), getattr(self, name), 0)
         for name in ("end_to_end", "freeze_audio", "freeze_bn", "grad_checkpoint"):
             check_bool("--" + name.replace("_", "-"), getattr(self, name))

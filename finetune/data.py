@@ -27,6 +27,7 @@ from cavnet.extract.manifest import ManifestRow
 from cavnet.extract.media.sampling import valid_count
 from cavnet.extract.embed import decode_item
 from cavnet.finetune.distributed import DistEnv
+from cavnet.fuse.run.optim import steps_per_epoch
 
 RETRIES = 10  # other videos tried in place of one that does not decode (training)
 
@@ -158,17 +159,9 @@ class EpochSampler(Sampler):
         return max(0, len(self.inner) - self.skip)
 
 
-def epoch_steps(share: int, batch_size: int, world: int = 1) -> int:
-    """Optimizer steps of one epoch when each of ``world`` processes takes ``share`` videos in batches of
-    ``batch_size``: a trailing batch of one video over all processes is dropped (a single row has no
-    negatives: zero contrastive loss), as fuse-train drops it (``fuse.engine.train_steps``)."""
-    full, rest = divmod(share, batch_size)
-    return full + int(rest * world >= 2)
-
-
 class TrainBatches(BatchSampler):
     """Batches of ``batch_size`` indices of ``sampler``; the trailing batch is kept unless it holds one video
-    over all ``world`` processes (see ``epoch_steps``)."""
+    over all ``world`` processes (see ``fuse.run.optim.steps_per_epoch``)."""
 
     def __init__(self, sampler: Sampler, batch_size: int, world: int = 1) -> None:
         super().__init__(sampler, batch_size, drop_last=False)
@@ -180,7 +173,7 @@ class TrainBatches(BatchSampler):
                 yield batch
 
     def __len__(self) -> int:
-        return epoch_steps(len(self.sampler), self.batch_size, self.world)
+        return steps_per_epoch(len(self.sampler), self.batch_size, self.world)
 
 
 def _worker_init(_: int) -> None:

@@ -1,4 +1,5 @@
-"""The fine-tune loop and raw-video scoring (no file I/O: the pipeline saves what these return)."""
+"""Fine-tuning's pieces without file I/O: the text targets of a split, the loop over steps and its
+figures, and raw-video scoring (the run, ``finetune.run``, saves what these return)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,14 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from cavnet.errors import CavnetError
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.manifest import Manifest, ManifestRow
 from cavnet.fuse.checkpoint import Checkpoint
-from cavnet.fuse.engine import TunedText
 from cavnet.fuse.metrics import Scores
 from cavnet.finetune import distributed as fd
-from cavnet.finetune.data import RETRIES, ClipBatch
+from cavnet.finetune.data import ClipBatch
 
 
 @dataclass
@@ -60,22 +58,6 @@ def targets_for(rows: list[ManifestRow], m: Manifest, init: Checkpoint, config: 
 
 
 @dataclass
-class Trainer:
-    """Everything one optimizer step touches. ``model`` may be the DDP wrapper of ``net``."""
-
-    model: nn.Module
-    net: nn.Module
-    loss_fn: nn.Module | None
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    targets: Targets
-    env: fd.DistEnv
-    device: torch.device
-    step: int = 0  # optimizer steps taken in all
-    text: TunedText | None = None  # the sentence encoder, when it is fine-tuned too
-
-
-@dataclass
 class EpochStats:
     """Running figures of the steps taken so far in one epoch, summed over the processes."""
 
@@ -97,53 +79,21 @@ class EpochStats:
                 "data_wait": self.wait / secs}
 
 
-def step_loss(tr: Trainer, batch: ClipBatch) -> torch.Tensor:
-    """The loss of one batch, on the batch of all processes: contrastive (head 'text') or cross-entropy."""
-    out = tr.model(batch.clips, batch.vmask, batch.examples, batch.amask)
-    if tr.loss_fn is None:
-        return F.cross_entropy(out.float(), batch.labels)
-    groups = tr.targets.groups[batch.positions]
-    if tr.text is not None:  # one forward of the tuned encoder over the batch's unique texts
-        text = tr.text.embed_keys(groups, tr.targets.strings)
-    else:
-        text = tr.targets.text[batch.positions]
-    text = tr.net.fusion.encode_text(text)  # the trainable text projection, when the fusion has one
-    return tr.loss_fn(fd.gather_with_grad(out, tr.env), fd.gather(text, tr.env), fd.gather(groups, tr.env))
-
-
-def train_step(tr: Trainer, batch: ClipBatch) -> float:
-    """One optimizer step; returns the loss (the same value in every process)."""
-    if not bool(batch.valid.all()):
-        raise CavnetError(f"a training batch holds videos that do not decode ({', '.join(sorted(set(batch.statuses)))})"
-                          f" even after {RETRIES} other videos were tried in their place: check the corpus")
-    loss = step_loss(tr, batch)
-    tr.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    tr.optimizer.step()
-    tr.scheduler.step()
-    if tr.loss_fn is not None and hasattr(tr.loss_fn, "clamp_"):
-        tr.loss_fn.clamp_()
-    tr.step += 1
-    value = float(loss.detach())
-    return fd.mean(value, tr.env, tr.device) if tr.loss_fn is None else value
-
-
-def train_epoch(tr: Trainer, batches: Iterable[ClipBatch], stats: EpochStats,
-                after_step: Callable[[EpochStats], bool]) -> EpochStats:
-    """Steps over ``batches`` until they run out or ``after_step(stats)`` returns False."""
-    tr.model.train()
-    if tr.text is not None:
-        tr.text.encoder.eval()  # trained without dropout: deterministic targets (see SentenceEncoder)
+def run_steps(batches: Iterable[ClipBatch], step: Callable[[ClipBatch], float],
+              after_step: Callable[[EpochStats], bool], env: fd.DistEnv, device: torch.device) -> EpochStats:
+    """``step`` (one optimiser step on a batch on ``device``; returns its loss) over ``batches`` until they
+    run out or ``after_step(stats)`` returns False; the figures are summed over the processes."""
+    stats = EpochStats()
     t_wait = time.perf_counter()
     for batch in batches:
         t0 = time.perf_counter()
-        batch = batch.to(tr.device)
-        value = train_step(tr, batch)
-        if tr.device.type == "cuda":
-            torch.cuda.synchronize(tr.device)
+        batch = batch.to(device)
+        value = step(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         t1 = time.perf_counter()
         counts = fd.gather(torch.tensor([len(batch), int(batch.vmask.sum()), batch.substitutes],
-                                        device=tr.device), tr.env).view(-1, 3).sum(dim=0).tolist()
+                                        device=device), env).view(-1, 3).sum(dim=0).tolist()
         stats.steps += 1
         stats.loss_sum += value
         stats.losses.append(value)

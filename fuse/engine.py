@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Iterable
@@ -16,25 +15,7 @@ from cavnet.errors import CavnetError
 from cavnet.fuse.data import Batch
 from cavnet.fuse.metrics import Scores
 from cavnet.fuse.model import SentenceEncoder
-
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up to the base learning rate, then cosine decay to zero at ``total_steps``."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def train_steps(videos: int, batch_size: int) -> int:
-    """Optimizer steps of one epoch over ``videos``: a trailing batch of one video is dropped (a single row
-    has no negatives: zero contrastive loss), so it neither steps nor advances the schedule."""
-    full, rest = divmod(videos, batch_size)
-    return full + int(rest >= 2)
+from cavnet.fuse.run.optim import optimizer_step
 
 
 @dataclass
@@ -95,7 +76,7 @@ def train_one_epoch(model: nn.Module, loss_fn: nn.Module | None, optimizer: torc
                     class_emb: torch.Tensor, targets: str, device: torch.device, bar=None,
                     text: TunedText | None = None) -> dict[str, float]:
     """One pass over ``batches``; returns the mean loss, videos seen and seconds. A batch of fewer than two
-    videos is skipped (see ``train_steps``). ``text``: a tuned sentence encoder (see ``TunedText``)."""
+    videos is skipped (see ``fuse.run.optim.steps_per_epoch``). ``text``: a tuned sentence encoder (see ``TunedText``)."""
     model.train()
     if text is not None:
         text.encoder.eval()  # trained without dropout: deterministic targets (see SentenceEncoder)
@@ -105,12 +86,7 @@ def train_one_epoch(model: nn.Module, loss_fn: nn.Module | None, optimizer: torc
             continue
         batch = batch.to(device)
         loss = batch_loss(model, loss_fn, batch, class_emb, targets, text)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if loss_fn is not None and hasattr(loss_fn, "clamp_"):
-            loss_fn.clamp_()
+        optimizer_step(loss, optimizer, scheduler, loss_fn)
         total += float(loss.detach()) * len(batch)
         seen += len(batch)
         if bar is not None:

@@ -25,6 +25,8 @@ class OptimConfig(Config):
     text_encoder_lr: 0 keeps the text side frozen (the stored sentence embeddings); > 0 fine-tunes the
     sentence encoder itself on the store's texts at this learning rate (AdamW, its own parameter group,
     same warm-up and decay), head 'text' only.
+    eval_every: score the val split every this many epochs and after the last (0: only after the last;
+    ``best.pt`` is picked among the scored epochs).
     """
 
     epochs: int = 30
@@ -36,6 +38,7 @@ class OptimConfig(Config):
     device: str = "auto"
     tensorboard: bool = False  # also log the run's figures to OUT/tensorboard (not part of what is computed)
     text_encoder_lr: float = 0.0
+    eval_every: int = 1
 
     def __post_init__(self) -> None:
         check_int("--epochs", self.epochs, 1)
@@ -45,6 +48,7 @@ class OptimConfig(Config):
         check_number("--warmup-epochs", self.warmup_epochs, 0.0)
         check_int("--seed", self.seed, 0)
         check_number("--text-encoder-lr", self.text_encoder_lr, 0.0)
+        check_int("--eval-every", self.eval_every, 0)
 
     def warmup_steps(self, steps_per_epoch: int) -> int:
         """The warm-up in optimizer steps (it may outlast a short run: the learning rate then never peaks)."""
@@ -63,11 +67,10 @@ class TrainConfig(OptimConfig):
     targets: ``label`` (each video is pulled towards its class prompt) or ``video-text`` (towards its own
     caption or title). train_split / val_split: store splits to train on and to pick ``best.pt`` by.
     memory_budget_gb: 0 reads the split into RAM when it fits in half of the available memory, else streams
-    it; stream: always stream chunk-aligned blocks from the store. eval_every: score the val split every
-    this many epochs and after the last (0: only after the last; ``best.pt`` is picked among the scored
-    epochs). checkpoint_every: write ``last.pt`` (and ``best.pt``, when val improved since the last write)
-    every this many epochs and after the last; 0: only after the last; a killed run resumes from the last
-    write. What is trained depends on neither.
+    it; stream: always stream chunk-aligned blocks from the store. checkpoint_every: write ``last.pt`` (and
+    ``best.pt``, when val improved since the last write) every this many epochs and after the last; 0: only
+    after the last; a killed run resumes from the last write. What is trained depends neither on it nor on
+    ``eval_every``.
     """
 
     targets: str = "label"
@@ -75,12 +78,10 @@ class TrainConfig(OptimConfig):
     val_split: str = "val"
     memory_budget_gb: float = 0.0
     stream: bool = False
-    eval_every: int = 1
     checkpoint_every: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("--targets", self.targets, TARGETS)
         check_number("memory_budget_gb", self.memory_budget_gb, 0.0)
-        check_int("--eval-every", self.eval_every, 0)
         check_int("--checkpoint-every", self.checkpoint_every, 0)

@@ -117,7 +117,7 @@ def run_ablate(store: Path, out: Path, preset: str, seeds: int, tcfg: TrainConfi
             raise CavnetError(f"unknown variant(s) {', '.join(unknown)}; preset {preset} has "
                               + ", ".join(v.key for v in chosen))
         chosen = [v for v in chosen if v.key in only]
-    from cavnet.fuse.run import hold_run_folder
+    from cavnet.fuse.run.folder import hold_run_folder
 
     with hold_run_folder(out, what="ablate folder"):
         return _ablate(store, out, chosen, seeds, tcfg, workers, echo, base, preset, pretrain_store)
@@ -133,7 +133,7 @@ def _ablate(store: Path, out: Path, chosen: list[Variant], seeds: int, tcfg: Tra
         echo("no --pretrain-store: 'CAV-Net + external caption pretraining' is left out")
         variants = [v for v in variants if not v.external]
     from cavnet.extract.store.reader import FeatureStore
-    from cavnet.fuse.run import now, run_record, write_run_record
+    from cavnet.fuse.run.folder import now, run_record, write_run_record
 
     with FeatureStore(store) as s:
         record = {**run_record(s), "preset": preset, "seeds": seeds, "variants": [v.key for v in variants]}

@@ -25,7 +25,7 @@ from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.data import open_split
 from cavnet.fuse.engine import score
 from cavnet.fuse.metrics import Scores, confusion, prediction_rows, split_metrics
-from cavnet.fuse.run import now, run_record, write_run_record
+from cavnet.fuse.run.folder import now, run_record, write_run_record
 
 
 def evaluate_command(checkpoint: Path, split: str, out_dir: Path | None, device: str, store: Path | None = None,

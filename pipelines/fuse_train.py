@@ -1,4 +1,4 @@
-"""fuse-train, wired: device, store and optional init checkpoint -> ``fuse.trainer.FusionRun`` -> curves."""
+"""fuse-train, wired: device, store and optional init checkpoint -> ``fuse.run.fusion.FusionRun`` -> curves."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from cavnet.extract.device import resolve_device
 from cavnet.extract.provenance import random_weights_note
 from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint
-from cavnet.fuse.run import hold_run_folder
+from cavnet.fuse.run.folder import hold_run_folder
 from cavnet.fuse.train_config import TrainConfig
-from cavnet.fuse.trainer import FusionRun, TrainResult, fusion_config_for
+from cavnet.fuse.run.fusion import FusionRun, TrainResult, fusion_config_for
 
 
 def run_fuse_train(store_path: Path, out: Path, tcfg: TrainConfig, model_overrides: dict[str, Any],

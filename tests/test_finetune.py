@@ -265,16 +265,14 @@ def test_gradient_checkpointing_keeps_outputs_gradients_and_bn_statistics():
 
 
 def test_a_trailing_batch_of_one_video_is_dropped_and_the_schedule_counts_without_it(corpus, init, tmp_path):
-    from cavnet.finetune.data import EpochSampler, TrainBatches, epoch_steps
-    from cavnet.fuse.engine import train_steps
+    from cavnet.finetune.data import EpochSampler, TrainBatches
+    from cavnet.fuse.run.optim import steps_per_epoch
 
     for n, per, world, sizes in ((9, 4, 1, [4, 4]), (10, 4, 1, [4, 4, 2]), (8, 4, 1, [4, 4]), (10, 4, 2, [4, 1])):
         sampler = EpochSampler(list(range(n)), world, 0, 0)
         got = [len(b) for b in TrainBatches(sampler, per, world)]
         assert got == sizes and len(TrainBatches(sampler, per, world)) == len(sizes)  # (10, 4, 2): 2 over both
-        assert epoch_steps(len(sampler.inner), per, world) == len(sizes)
-        if world == 1:
-            assert epoch_steps(n, per) == train_steps(n, per)  # as fuse-train counts them
+        assert steps_per_epoch(len(sampler.inner), per, world) == len(sizes)  # fuse-train counts with it too
     n = len([r for r in load_manifest("k400", corpus).rows if r.split == "train"])
     for batch, steps in ((n - 1, 1), (n - 2, 2)):  # a trailing 1 is dropped, a trailing 2 is trained on
         out = tmp_path / f"b{batch}"

@@ -163,7 +163,7 @@ def test_device_resident_batches_are_the_host_gather_in_the_same_order(store):
 
 
 def test_a_trailing_batch_of_one_video_is_dropped_and_the_schedule_matches(store, tmp_path):
-    from cavnet.fuse.engine import train_steps
+    from cavnet.fuse.run.optim import steps_per_epoch as train_steps
 
     with FeatureStore(store) as s:
         n = len(s.rows().select("train", labelled=True))
@@ -195,7 +195,7 @@ def test_caption_pretraining_on_another_store_then_labels_starts_from_its_weight
     import dataclasses
 
     from cavnet.fuse.checkpoint import Checkpoint
-    from cavnet.fuse.trainer import FusionRun, fusion_config_for
+    from cavnet.fuse.run.fusion import FusionRun, fusion_config_for
 
     captions = tmp_path / "captions.h5"
     make_store(captions, videos=40, classes=6, captions=True, labelled=False, seed=5)

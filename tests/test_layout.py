@@ -90,9 +90,14 @@ def test_status_words_are_spelled_in_one_module():
     assert set(status.USABLE) | set(status.CLEAN) <= set(status.KNOWN)
 
 
-def test_the_wiring_layer_reads_no_hdf5():
-    """The store's layout is read and written by extract/store only."""
+def test_the_wiring_layer_reads_no_hdf5_and_sets_up_no_optimiser():
+    """The store's layout is read and written by extract/store only; optimisers are made by the training
+    runs (``fuse.run.optim.make_optimizer``), never in the wiring."""
     assert not _uses(ROOT / "pipelines", "h5py")
+    assert not _uses(ROOT / "pipelines", "torch.optim")
+    made = [p for p in ROOT.rglob("*.py") if not (set(p.relative_to(ROOT).parts) & SKIP)
+            and "AdamW(" in p.read_text()]
+    assert made == [ROOT / "fuse" / "run" / "optim.py"], made
 
 
 def _uses(folder: Path, module: str) -> list[str]:

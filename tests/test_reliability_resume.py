@@ -20,9 +20,9 @@ from store_factory import make_store
 
 KILLER = r"""
 import os, signal, sys
-import cavnet.fuse.trainer as ft
+import cavnet.fuse.run.fusion as ft
 from cavnet.cli import main
-from cavnet.fuse.run import RunFolder
+from cavnet.fuse.run.folder import RunFolder
 
 when, at = sys.argv[1], int(sys.argv[2])
 train_one_epoch, save = ft.train_one_epoch, RunFolder.save

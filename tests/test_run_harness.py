@@ -15,7 +15,8 @@ from cavnet.errors import CavnetError
 from cavnet.finetune.config import AugmentConfig, FinetuneConfig
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.config import FusionConfig
-from cavnet.fuse.run import RunFolder, param_groups, trim_jsonl
+from cavnet.fuse.run.folder import RunFolder, trim_jsonl
+from cavnet.fuse.run.optim import param_groups
 from cavnet.fuse.train_config import TrainConfig
 from store_factory import make_store
 

@@ -25,7 +25,7 @@ from cavnet.fuse.engine import batch_loss
 from cavnet.fuse.model import CAVNet, SentenceEncoder
 from cavnet.fuse.config import FusionConfig
 from cavnet.fuse.train_config import TrainConfig
-from cavnet.fuse.trainer import tuned_text
+from cavnet.fuse.run.fusion import tuned_text
 from cavnet.pipelines.fuse_train import run_fuse_train
 from store_factory import make_store
 

@@ -125,9 +125,9 @@ def _check_layout(f: h5py.File, dims: StoreDims, n: int, problems: list[str]) ->
         elif f[name].shape != shape or _kind(f[name]) != kind:
             problems.append(f"{name} is {f[name].shape} {_kind(f[name])}, expected {shape} {kind}")
             sound = False
-    strings = f.get("text/string")  # optional: stores written before it lack it
-    if strings is not None and (strings.shape != (n,) or _kind(strings) != "str"):
-        problems.append(f"text/string is {strings.shape} {_kind(strings)}, expected {(n,)} str")
+    texts = f.get("text/string")  # optional: stores written before it lack it
+    if texts is not None and (texts.shape != (n,) or _kind(texts) != "str"):
+        problems.append(f"text/string is {texts.shape} {_kind(texts)}, expected {(n,)} str")
         sound = False
     return sound
 

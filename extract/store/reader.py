@@ -150,8 +150,8 @@ class FeatureStore:
         if not self.has_video_strings:
             raise StoreError(f"{self.path}: this store predates stored texts (no text/string), so its sentence "
                              "encoder cannot be fine-tuned on its videos' texts; re-extract it")
-        strings = strings(self._f["text/string"])
-        return strings if index is None else strings[np.asarray(index, dtype=np.int64)]
+        texts = strings(self._f["text/string"])
+        return texts if index is None else texts[np.asarray(index, dtype=np.int64)]
 
     def class_prompts(self) -> list[str]:
         """The class prompts that ``classes/embedding`` embeds, in class order."""

@@ -1,10 +1,9 @@
-"""fuse-train's run: store splits -> CAV-Net -> per-epoch metrics and checkpoints, through the shared
-run harness (``fuse.run``). The command's wiring (device, store, curves) is ``cavnet.pipelines.fuse_train``.
+"""fuse-train's run: store splits -> CAV-Net -> per-epoch metrics and checkpoints, through the training-run
+harness (``fuse.run.harness``). The command's wiring (device, store, curves) is ``cavnet.pipelines.fuse_train``.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,18 +14,17 @@ import torch
 
 from cavnet.errors import CavnetError
 from cavnet.extract.store.reader import FeatureStore
-from cavnet.fuse.checkpoint import Checkpoint, TrainingState
+from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.config import FusionConfig
 from cavnet.fuse.data import InMemorySplit, StreamedSplit, open_split, text_groups
-from cavnet.fuse.engine import TunedText, score, train_one_epoch, train_steps, warmup_cosine
+from cavnet.fuse.engine import TunedText, score, train_one_epoch
 from cavnet.fuse.loss import ContrastiveLoss
 from cavnet.fuse.metrics import accuracy_metrics
 from cavnet.fuse.model import CAVNet, SentenceEncoder
-from cavnet.fuse.run import RunFolder, changed_options, param_groups, restore, rng_state, temperature
+from cavnet.fuse.run.folder import RunFolder
+from cavnet.fuse.run.harness import TrainingRun, changed_options, load_tuned_text, require_text_head, temperature
+from cavnet.fuse.run.optim import make_optimizer, steps_per_epoch
 from cavnet.fuse.train_config import TrainConfig
-
-# TrainConfig fields a resumed run may change: where it runs and how it reads, not what it computes.
-RESUME_FREE = ("device", "memory_budget_gb", "stream", "tensorboard", "checkpoint_every", "eval_every")
 
 
 @dataclass
@@ -92,11 +90,11 @@ def _check_split(store: FeatureStore, index: np.ndarray, split: str, need_two_cl
         raise CavnetError(f"{store.path}: split {split!r} has a single class; training needs at least two")
 
 
-def build_training(fcfg: FusionConfig, tcfg: TrainConfig, steps_per_epoch: int, device: torch.device,
+def build_training(fcfg: FusionConfig, tcfg: TrainConfig, steps: int, device: torch.device,
                    text: SentenceEncoder | None = None
                    ) -> tuple[CAVNet, ContrastiveLoss | None, torch.optim.Optimizer, Any]:
-    """Model (seeded by ``tcfg.seed``), loss (head 'text'), AdamW and its warm-up + cosine schedule;
-    ``text``: a sentence encoder to fine-tune, in a parameter group of its own at ``tcfg.text_encoder_lr``."""
+    """Model (seeded by ``tcfg.seed``), loss (head 'text'), AdamW and its warm-up + cosine schedule over
+    ``steps`` per epoch; ``text``: a sentence encoder to fine-tune, in a group of its own at ``tcfg.text_encoder_lr``."""
     torch.manual_seed(tcfg.seed)
     model = CAVNet(fcfg).to(device)
     loss_fn = ContrastiveLoss().to(device) if fcfg.head == "text" else None
@@ -104,58 +102,60 @@ def build_training(fcfg: FusionConfig, tcfg: TrainConfig, steps_per_epoch: int, 
     parts = [("fusion", params, tcfg.lr)]
     if text is not None:
         parts.append(("text_encoder", list(text.parameters()), tcfg.text_encoder_lr))
-    optimizer = torch.optim.AdamW(param_groups(parts, tcfg.weight_decay), lr=tcfg.lr)
-    scheduler = warmup_cosine(optimizer, tcfg.warmup_steps(steps_per_epoch), tcfg.epochs * steps_per_epoch)
+    optimizer, scheduler = make_optimizer(parts, tcfg, steps)
     return model, loss_fn, optimizer, scheduler
 
 
-class FusionRun:
+class FusionRun(TrainingRun):
     """One fuse-train run on an open store: model, loss, optimiser and schedule, and its run folder."""
+
+    # TrainConfig fields a resumed run may change: where it runs and how it reads, not what it computes.
+    resume_free = ("device", "memory_budget_gb", "stream", "tensorboard", "checkpoint_every", "eval_every")
 
     def __init__(self, store: FeatureStore, out: Path, tcfg: TrainConfig, fcfg: FusionConfig,
                  device: torch.device, pretrain: bool = False) -> None:
         """``pretrain``: contrastive video-text training on every usable row of ``store`` (captions or
         titles, no labels needed), no validation; ``tcfg.targets`` must be 'video-text'."""
-        self.store, self.tcfg, self.fcfg, self.device = store, tcfg, fcfg, device
+        self.store, self.cfg, self.tcfg, self.fcfg, self.device = store, tcfg, tcfg, fcfg, device
         if pretrain and (fcfg.head != "text" or tcfg.targets != "video-text"):
             raise CavnetError("caption pretraining needs head 'text' and video-text targets")
         self.splits = Splits.open_pretrain(store, tcfg) if pretrain else Splits.open(store, tcfg, fcfg, device)
-        self.class_emb = torch.from_numpy(store.class_embedding).to(device)
-        self.steps_per_epoch = train_steps(len(self.splits.train), tcfg.batch_size)
+        self.class_embedding = torch.from_numpy(store.class_embedding).to(device)
+        self.steps_per_epoch = steps_per_epoch(len(self.splits.train), tcfg.batch_size)
         self.text = tuned_text(store, self.splits.train.index, tcfg, fcfg, device) if tcfg.tunes_text else None
         self.model, self.loss_fn, self.optimizer, self.scheduler = build_training(
             fcfg, tcfg, self.steps_per_epoch, device, self.text.encoder if self.text is not None else None)
         self.folder = RunFolder(out, {"metrics.jsonl": "epoch"}, tensorboard=tcfg.tensorboard)
+        self.echo, self.progress = print, False
         self._resumed: Checkpoint | None = None
 
-    def checkpoint(self, epoch: int) -> Checkpoint:
-        rng, cuda_rng = rng_state(self.device)
-        state = TrainingState(self.optimizer.state_dict(), self.scheduler.state_dict(), epoch, self.folder.best,
-                              rng, step=int(self.scheduler.last_epoch), cuda_rng=cuda_rng)
-        s, text = self.store, self.text
-        return Checkpoint(model=self.model.state_dict(), fusion=self.fcfg, class_names=list(s.class_names),
-                          class_embedding=self.scoring_classes().cpu(), store_config=s.config.to_json(),
-                          store_dims=dataclasses.asdict(s.dims), text_model=s.text_model, train=self.tcfg.to_dict(),
-                          loss=self.loss_fn.state_dict() if self.loss_fn is not None else {}, state=state,
-                          text_encoder=text.state() if text is not None else None)
+    @property
+    def save_interval(self) -> int:
+        return self.tcfg.checkpoint_every
 
-    def scoring_classes(self) -> torch.Tensor:
-        """(C, Dt) the class embeddings val scoring and the checkpoint use: the store's, or the class prompts
-        through the tuned encoder as it is now."""
-        return self.text.class_embedding() if self.text is not None else self.class_emb
+    def checkpoint_fields(self) -> dict[str, Any]:
+        s = self.store
+        return dict(model=self.model.state_dict(), fusion=self.fcfg, class_names=list(s.class_names),
+                    store_config=s.config.to_json(), store_dims=dataclasses.asdict(s.dims), text_model=s.text_model,
+                    train=self.tcfg.to_dict())
+
+    def check_resumable(self, ckpt: Checkpoint) -> list[str]:
+        ckpt.check_matches_store(dataclasses.asdict(self.store.dims), self.store.text_dim,
+                                 list(self.store.class_names), str(self.store.path))
+        return changed_options(ckpt.fusion.to_dict(), self.fcfg.to_dict(), list(self.fcfg.to_dict()))
+
+    def recorded_config(self, ckpt: Checkpoint) -> dict[str, Any]:
+        return ckpt.train
+
+    def load_weights(self, ckpt: Checkpoint) -> None:
+        self.model.load_state_dict(ckpt.model)
 
     def start_from(self, init: Checkpoint | None, resume: bool, echo: Callable[[str], None]) -> int:
         """Load ``last.pt`` (``resume``) or ``init``'s weights; the epoch to start at."""
         resumed = self.folder.resumable(resume)
         if resumed is not None:
-            self._check_resume(resumed)
-            self.model.load_state_dict(resumed.model)
-            if self.loss_fn is not None:
-                self.loss_fn.load_state_dict(resumed.loss)
-            if self.text is not None:
-                self.text.resume(resumed.text_encoder, self.folder.last)
-            restore(resumed.state, self.optimizer, self.scheduler, self.device)
-            echo(f"resuming {self.folder.out} at epoch {resumed.state.epoch + 1}")
+            start, _ = self.resume(resumed)
+            echo(f"resuming {self.folder.out} at epoch {start + 1}")
         elif init is not None:
             init.check_matches_store(dataclasses.asdict(self.store.dims), self.store.text_dim,
                                      list(self.store.class_names), str(self.store.path), as_init=True)
@@ -171,57 +171,39 @@ class FusionRun:
         self._resumed = resumed
         return resumed.state.epoch if resumed is not None else 0
 
-    def _check_resume(self, ckpt: Checkpoint) -> None:
-        where = self.folder.last
-        ckpt.check_matches_store(dataclasses.asdict(self.store.dims), self.store.text_dim,
-                                 list(self.store.class_names), str(self.store.path))
-        model = changed_options(ckpt.fusion.to_dict(), self.fcfg.to_dict(), list(self.fcfg.to_dict()))
-        keep = [k for k in self.tcfg.to_dict() if k not in RESUME_FREE]
-        train = changed_options(ckpt.train, self.tcfg.to_dict(), keep)
-        if model or train:
-            raise CavnetError(f"{where} was trained with other {', '.join(model + train)}; resume it with the same "
-                              "options, or start a new run in another --out")
-
-    def _due(self, epochs_done: int, every: int) -> bool:
-        """Whether a thing done ``every`` epochs (0: only after the last) is due after ``epochs_done``."""
-        return epochs_done == self.tcfg.epochs or (every > 0 and epochs_done % every == 0)
-
-    def fit(self, record: dict[str, Any], start: int, echo: Callable[[str], None], progress: bool) -> TrainResult:
+    def train_epoch(self, epoch: int, skip: int) -> tuple[dict[str, Any], int, bool]:
         from tqdm import tqdm
 
-        tcfg, train, val = self.tcfg, self.splits.train, self.splits.val
-        self.folder.start({**record, "fusion": self.fcfg.to_dict(), "train": tcfg.to_dict(),
+        tcfg, train = self.tcfg, self.splits.train
+        gen = torch.Generator().manual_seed(tcfg.seed * 1000 + epoch)
+        with tqdm(total=len(train), desc=f"epoch {epoch + 1}/{tcfg.epochs}", unit="video",
+                  disable=not self.progress, leave=False) as bar:
+            stats = train_one_epoch(self.model, self.loss_fn, self.optimizer, self.scheduler,
+                                    train.batches(tcfg.batch_size, gen), self.class_embedding, tcfg.targets,
+                                    self.device, bar, self.text)
+        line = {"epoch": epoch + 1, **stats, "temperature": temperature(self.loss_fn),
+                "lr": self.scheduler.get_last_lr()[0]}
+        return line, self.steps_per_epoch, False
+
+    def score_val(self) -> dict[str, Any] | None:
+        if self.splits.val is None:  # caption pretraining has no val split: nothing to validate against
+            return None
+        sc = score(self.model, self.splits.val.batches(512), self.scoring_classes(), self.fcfg.head, self.device)
+        return accuracy_metrics(sc.scores, sc.labels, self.fcfg.num_classes)
+
+    def report(self, line: dict[str, Any]) -> None:
+        self.echo(_epoch_line(line, pretrain=self.splits.val is None))
+
+    def fit(self, record: dict[str, Any], start: int, echo: Callable[[str], None], progress: bool) -> TrainResult:
+        self.echo, self.progress = echo, progress
+        train, val = self.splits.train, self.splits.val
+        self.folder.start({**record, "fusion": self.fcfg.to_dict(), "train": self.tcfg.to_dict(),
                            "skipped_rows": self.splits.skipped}, self._resumed, self.store)
         how = ("streamed" if isinstance(train, StreamedSplit) else
                f"on {train.device}" if train.device.type == "cuda" else "in RAM")
         echo(f"train {len(train)} videos, val {len(val) if val is not None else 0} ({how}); skipped unusable rows: "
              f"train {self.splits.skipped['train']}, val {self.splits.skipped['val']}")
-        last: dict[str, Any] = {}
-        pending: Checkpoint | None = None  # a best.pt not written yet (checkpoint_every > 1 or 0)
-        for epoch in range(start, tcfg.epochs):
-            gen = torch.Generator().manual_seed(tcfg.seed * 1000 + epoch)
-            with tqdm(total=len(train), desc=f"epoch {epoch + 1}/{tcfg.epochs}", unit="video",
-                      disable=not progress, leave=False) as bar:
-                stats = train_one_epoch(self.model, self.loss_fn, self.optimizer, self.scheduler,
-                                        train.batches(tcfg.batch_size, gen), self.class_emb, tcfg.targets,
-                                        self.device, bar, self.text)
-            last = {"epoch": epoch + 1, **stats, "temperature": temperature(self.loss_fn),
-                    "lr": self.scheduler.get_last_lr()[0]}
-            best_now = False  # caption pretraining has no val split: nothing to validate against
-            if val is not None and self._due(epoch + 1, tcfg.eval_every):
-                sc = score(self.model, val.batches(512), self.scoring_classes(), self.fcfg.head, self.device)
-                last.update(accuracy_metrics(sc.scores, sc.labels, self.fcfg.num_classes))
-                best_now = self.folder.improved(last)
-            self.folder.append("metrics.jsonl", last)
-            if self._due(epoch + 1, tcfg.checkpoint_every):
-                ckpt = self.checkpoint(epoch + 1)
-                if best_now or pending is not None:
-                    self.folder.save("best.pt", ckpt if best_now else pending)
-                self.folder.save("last.pt", ckpt)
-                pending = None
-            elif best_now:
-                pending = copy.deepcopy(self.checkpoint(epoch + 1))  # a snapshot: training goes on
-            echo(_epoch_line(last, pretrain=val is None))
+        last = self.run_epochs(start)
         self.folder.finish()
         return TrainResult(self.folder.out, self.folder.best, last, self.splits.skipped)
 
@@ -241,17 +223,10 @@ def tuned_text(store: FeatureStore, index: np.ndarray, tcfg: TrainConfig, fcfg: 
     embedded: the class prompts, and for video-text targets the stored string of each group of rows
     ``index``. Label targets need only the class prompts, which every store keeps; video-text targets on a
     store without stored strings, or head 'linear', are refused with one line."""
-    from cavnet.extract.text import TextModelError, load_sentence_model
-
-    if fcfg.head != "text":
-        raise CavnetError("--text-encoder-lr needs the text head (head 'linear' has no text side)")
-    prompts, by_group = store.class_prompts(), {}
+    require_text_head(fcfg.head)
+    by_group = {}
     if tcfg.targets == "video-text":
         strings = store.video_strings(index)  # refuses a store from before stored texts
         groups = text_groups(store.video_text()[index])
         by_group = {int(g): str(t) for g, t in zip(groups, strings)}
-    try:
-        model = load_sentence_model(store.config.text_model, str(device), store.text_dim)
-    except TextModelError as exc:
-        raise CavnetError(f"--text-encoder-lr: {exc}") from None
-    return TunedText(SentenceEncoder(model), prompts, by_group)
+    return load_tuned_text(store.config.text_model, store.text_dim, device, store.class_prompts(), by_group)

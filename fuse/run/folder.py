@@ -1,10 +1,8 @@
-"""The training-run harness fuse-train and fine-tune share: the run folder's files, the optimiser's
-parameter groups, the temperature, RNG capture, and an exact resume.
+"""The files of a training run's folder, written the same way by fuse-train, fine-tune, ablate and evaluate.
 
 A run folder holds ``config.json`` (what was run), JSON-lines logs (``metrics.jsonl``; fine-tune adds
-``steps.jsonl``), ``last.pt`` and ``best.pt``. A resumed run trims the logs back to its checkpoint (the
-lines after it are redone), refuses changed options that would make it a different run, and restores
-weights, optimiser, schedule and RNG so it continues exactly as if never stopped.
+``steps.jsonl``), ``last.pt`` and ``best.pt``. ``run.json`` records where and how it was made. A resumed run trims the logs back to its checkpoint (the
+lines after it are redone); the rest of an exact resume is the harness's (``fuse.run.harness``).
 """
 
 from __future__ import annotations
@@ -17,51 +15,14 @@ import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import torch
-from torch import nn
 
 from cavnet.errors import CavnetError
 from cavnet.extract.store.fsfault import CAUSES, as_os_error, check_writable, describe
 from cavnet.extract.store.lock import output_lock
-from cavnet.fuse.checkpoint import Checkpoint, TrainingState
-
-
-def param_groups(parts: Iterable[tuple[str, Iterable[nn.Parameter], float]], weight_decay: float) -> list[dict]:
-    """AdamW groups for ``(name, parameters, lr)`` parts, each split into ``name.decay`` (matrices and
-    kernels) and ``name.no_decay`` (biases, norms, position vectors, the temperature); frozen parameters
-    and empty groups are left out."""
-    groups = []
-    for name, params, lr in parts:
-        trainable = [p for p in params if p.requires_grad]
-        for suffix, ps, wd in (("decay", [p for p in trainable if p.dim() >= 2], weight_decay),
-                               ("no_decay", [p for p in trainable if p.dim() < 2], 0.0)):
-            if ps:
-                groups.append({"name": f"{name}.{suffix}", "params": ps, "lr": lr, "weight_decay": wd})
-    return groups
-
-
-def temperature(loss_fn: nn.Module | None) -> float:
-    """The contrastive loss's temperature 1 / exp(logit_scale) (clamped as in the forward); NaN without one."""
-    if loss_fn is None:
-        return float("nan")
-    return float(1.0 / loss_fn.scale.detach())
-
-
-def rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(CPU generator state, CUDA generator state of ``device`` or an empty tensor)."""
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.zeros(0, dtype=torch.uint8)
-    return torch.get_rng_state(), cuda
-
-
-def restore(state: TrainingState, optimizer: torch.optim.Optimizer, scheduler: Any, device: torch.device) -> None:
-    """Put optimiser, schedule and RNG back where ``state`` says (the weights are the caller's)."""
-    optimizer.load_state_dict(state.optimizer)
-    scheduler.load_state_dict(state.scheduler)
-    torch.set_rng_state(state.rng)
-    if device.type == "cuda" and state.cuda_rng.numel():
-        torch.cuda.set_rng_state(state.cuda_rng, device)
+from cavnet.fuse.checkpoint import Checkpoint
 
 
 def plain(d: dict[str, Any]) -> dict[str, Any]:
@@ -98,12 +59,6 @@ def write_run_record(out: Path, record: dict[str, Any]) -> None:
     """``out/run.json``, written atomically."""
     Path(out).mkdir(parents=True, exist_ok=True)
     _write_atomic(Path(out) / "run.json", json.dumps(record, indent=2))
-
-
-def changed_options(old: dict[str, Any], new: dict[str, Any], keep: Iterable[str]) -> list[str]:
-    """The fields of ``keep`` whose value differs between a run's recorded config and the new one,
-    as command-line option names."""
-    return ["--" + k.replace("_", "-") for k in keep if k in old and old.get(k) != new.get(k)]
 
 
 class RunFolder:
