@@ -12,8 +12,10 @@ from pathlib import Path
 import click
 
 from cavnet import __version__
-from cavnet.cli_groups import (EXISTING, OUT, backbone_options, dataset_options, demo_opt, finetune_options,
-                               model_options, model_overrides, run_opt, run_options, train_opt, train_options)
+from cavnet.cli_groups import (DECODE_WORKERS_HELP, EXISTING, OUT, backbone_options, bench_options, corpus_from,
+                               corpus_options, dataset_options, demo_opt, evaluate_options, finetune_options,
+                               model_options, model_overrides, predict_options, run_opt, run_options, train_opt,
+                               train_options)
 from cavnet.cli_options import build
 from cavnet.errors import CavnetError
 
@@ -77,25 +79,19 @@ def synth(out: Path, videos: int, task: str, classes: int | None, seed: int, wor
 @backbone_options
 @click.option("--out", type=OUT, required=True, help="the store file to write (STORE.h5)")
 @run_options
-@click.option("--decode-workers", default=None, type=click.IntRange(min=0),
-              help="decode processes per worker (0: decode in the worker) [local GPU workers: cores/GPUs - 1, "
-                   "else 0]")
+@run_opt("decode_workers", type=click.IntRange(min=0), help=DECODE_WORKERS_HELP + ", per worker")
 @run_opt("batch_clips", help="clips per backbone batch")
 @run_opt("device", choices=("auto", "cpu", "cuda"))
 @click.option("--progress/--no-progress", default=True)
 def extract(**p) -> None:
     """Stage one: decode a corpus, run the backbones in Dask workers, write the HDF5 feature store."""
+    from cavnet.extract.config import extract_config
     from cavnet.pipelines.extract.options import RunOptions
     from cavnet.pipelines.extract.run import run_extract
-    from cavnet.extract.config import extract_config
-    from cavnet.extract.datasets import load_manifest
 
-    m = load_manifest(p["dataset"], p["root"], p["manifest"], _splits(p["split"]), p["limit"])
+    m = corpus_from(p).load(_splits(p["split"]), p["limit"])
     config = extract_config(p["visual"], p["audio"], p["visual_weights"], p["audio_weights"], p["text_model"],
                             p["prompt_template"], p["clips"], p["segments"], p["precision"])
-    if p["decode_workers"] is None:
-        from cavnet.pipelines.extract.cluster import default_decode_workers
-        p["decode_workers"] = default_decode_workers(p["device"], p["scheduler"])
     opts = build(RunOptions, p)
     from cavnet.extract.provenance import random_weights_note
     if random_weights_note(config):
@@ -116,10 +112,9 @@ def extract(**p) -> None:
 def probe(**p) -> None:
     """Open every file of a corpus (no full decode) on the Dask cluster and summarise what is there."""
     from cavnet.pipelines.extract.options import RunOptions
-    from cavnet.extract.datasets import load_manifest
     from cavnet.pipelines.probe import run_probe
 
-    m = load_manifest(p["dataset"], p["root"], p["manifest"], _splits(p["split"]), p["limit"])
+    m = corpus_from(p).load(_splits(p["split"]), p["limit"])
     run_probe(m, build(RunOptions, p, device="cpu"), p["out"], echo=click.echo, progress=p["progress"])
 
 
@@ -176,32 +171,24 @@ def fuse_train(**p) -> None:
 @main.command()
 @click.option("--store", type=EXISTING, default=None, help="score on this store's features")
 @click.option("--checkpoint", type=EXISTING, required=True)
-@click.option("--dataset", type=click.Choice(["k400", "csv", "synth"]), default=None,
-              help="score on raw videos of this corpus instead (any checkpoint, finetune ones included)")
-@click.option("--root", type=click.Path(path_type=Path), help="corpus folder (k400), path base (csv), cache (synth)")
-@click.option("--manifest", type=EXISTING, help="generic CSV path,label[,text][,split] (--dataset csv)")
-@click.option("--split", default="val", show_default=True)
+@corpus_options(default=None, dataset_help="score on raw videos of this corpus instead (any checkpoint, finetune "
+                                           "ones included)")
 @click.option("--out", type=OUT, default=None, help="folder for the reports [CHECKPOINT's folder/eval]")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="videos (--dataset)")
-@click.option("--decode-workers", default=2, show_default=True, type=click.IntRange(min=0), help="(--dataset)")
-@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1),
-              help="labels per video in the predictions CSV")
+@evaluate_options
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
 @click.option("--progress/--no-progress", default=True)
-def evaluate(store, checkpoint, dataset, root, manifest, split, out, device, batch_size, decode_workers, top_k,
-             as_json, progress) -> None:
+def evaluate(**p) -> None:
     """Score a checkpoint on a split of a store or of raw videos: top-1, top-5, mean class accuracy;
     OUT gets metrics.json, predictions_SPLIT.csv, run.json, per-class accuracy and the confusion matrix."""
     import json
 
     from cavnet.pipelines.evaluate import echo_metrics, evaluate_command
+    from cavnet.pipelines.options import EvaluateOptions
 
-    out = out or Path(checkpoint).parent / "eval"
-    r = evaluate_command(checkpoint, split, out, device, store=store, dataset=dataset, root=root, manifest=manifest,
-                         batch_size=batch_size, decode_workers=decode_workers, progress=progress and not as_json,
-                         top_k=top_k)
-    if as_json:
+    out = p["out"] or Path(p["checkpoint"]).parent / "eval"
+    r = evaluate_command(p["checkpoint"], out, build(EvaluateOptions, p), store=p["store"], corpus=corpus_from(p),
+                         progress=p["progress"] and not p["as_json"])
+    if p["as_json"]:
         click.echo(json.dumps(r, indent=2))
         return
     echo_metrics(r, click.echo)
@@ -211,31 +198,26 @@ def evaluate(store, checkpoint, dataset, root, manifest, split, out, device, bat
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--checkpoint", type=EXISTING, required=True, help="fuse-train or finetune checkpoint")
-@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="labels shown per file")
 @click.option("--labels", type=EXISTING, default=None,
               help="score against these label texts instead (one per line), zero-shot through the text head")
 @click.option("--json", "json_out", type=OUT, default=None, help="write every prediction here as JSON")
 @click.option("--csv", "csv_out", type=OUT, default=None, help="write every prediction here as CSV")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="videos per batch")
-@click.option("--decode-workers", default=0, show_default=True, type=click.IntRange(min=0),
-              help="decode processes")
-def predict(paths, checkpoint, top_k, labels, json_out, csv_out, device, batch_size, decode_workers) -> None:
+@predict_options
+def predict(**p) -> None:
     """Top-k labels of video files (or folders of them); a file that does not decode shows its status."""
+    from cavnet.pipelines.options import PredictOptions
     from cavnet.pipelines.predict import predict_command
 
-    preds = predict_command(paths, checkpoint, top_k, labels, device, batch_size, decode_workers, json_out,
-                            csv_out, click.echo)
-    bad = sum(not p.labels for p in preds)
+    preds = predict_command(p["paths"], p["checkpoint"], build(PredictOptions, p), p["labels"], p["json_out"],
+                            p["csv_out"], click.echo)
+    bad = sum(not x.labels for x in preds)
     click.echo(f"{len(preds)} files, {len(preds) - bad} predicted, {bad} not decodable", err=True)
 
 
 @main.command()
 @click.option("--init", type=EXISTING, required=True, help="fuse-train (or finetune) checkpoint to start from")
 @click.option("--out", type=OUT, required=True, help="run folder")
-@click.option("--dataset", type=click.Choice(["k400", "csv", "synth"]), default="k400", show_default=True)
-@click.option("--root", type=click.Path(path_type=Path), help="corpus folder (k400), path base (csv), cache (synth)")
-@click.option("--manifest", type=EXISTING, help="generic CSV path,label[,text][,split] (--dataset csv)")
+@corpus_options()
 @finetune_options
 @click.option("--augment/--no-augment", default=True, show_default=True)
 @click.option("--resume", is_flag=True, help="continue OUT/last.pt")
@@ -248,8 +230,8 @@ def finetune(**p) -> None:
     from cavnet.pipelines.finetune import run_finetune
 
     cfg = build(FinetuneConfig, {**p, "init": str(p["init"]), "augment": AugmentConfig(enabled=p["augment"])})
-    r = run_finetune(cfg, p["dataset"], p["root"], p["manifest"], p["out"], resume=p["resume"],
-                     eval_init=p["eval_init"], echo=click.echo, progress=p["progress"])
+    r = run_finetune(cfg, corpus_from(p), p["out"], resume=p["resume"], eval_init=p["eval_init"], echo=click.echo,
+                     progress=p["progress"])
     if r.best.get("top1", -1) >= 0:
         click.echo(f"best val top-1 {r.best['top1']:.1f} (epoch {r.best.get('epoch')}); checkpoints in {p['out']}")
 
@@ -303,31 +285,20 @@ def demo(**p) -> None:
 
 
 @main.command()
-@click.option("--videos", type=click.IntRange(min=1), default=None, help="corpus size [CPU 16, CUDA 128]")
-@click.option("--seconds", type=click.FloatRange(min=1.0), default=None, help="video length [10; 2 with --small]")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Dask workers [CPU 2, CUDA one per GPU]")
-@click.option("--decode-workers", type=click.IntRange(min=0), default=None,
-              help="decode processes per worker [CPU 0, CUDA cores/GPUs - 1]")
-@click.option("--repeats", type=click.IntRange(min=1), default=None, help="timed repeats per figure [3]")
-@click.option("--visual", default=None, help="visual backbone, as extract [CPU resnext3d-tiny, CUDA resnext3d-101]")
-@click.option("--audio", default=None, help="audio backbone, as extract [CPU audio-cnn-tiny, CUDA resnet50-audio]")
-@click.option("--small", is_flag=True, help="a quick smoke run: 4 short videos, 2 repeats, small store")
+@bench_options
 @click.option("--sections", default=",".join(("decode", "backbone", "extract", "store")), show_default=True)
 @click.option("--work", type=OUT, default=None, help="keep the corpus here for reuse (default: a temp folder)")
 @click.option("--json", "json_out", type=OUT, default=None, help="write the full report (every repeat) here")
-def bench(videos, seconds, device, workers, decode_workers, repeats, visual, audio, small, sections, work,
-          json_out) -> None:
+def bench(**p) -> None:
     """Measure decode, backbone, extract, store-read and fuse-train speed on a generated corpus."""
     from cavnet.bench.run import SECTIONS, BenchConfig, run_bench, write_json
     from cavnet.bench.table import render
 
-    chosen = _splits(sections) or SECTIONS
+    chosen = _splits(p["sections"]) or SECTIONS
     if set(chosen) - set(SECTIONS):
         _fail(f"--sections: unknown {', '.join(sorted(set(chosen) - set(SECTIONS)))}; known: {', '.join(SECTIONS)}")
-    cfg = BenchConfig(device=device, videos=videos, seconds=seconds, workers=workers, decode_workers=decode_workers,
-                      repeats=repeats, visual=visual, audio=audio, small=small, sections=chosen,
-                      work=str(work) if work else None)
+    cfg = build(BenchConfig, {**p, "sections": chosen, "work": str(p["work"]) if p["work"] else None})
+    json_out = p["json_out"]
     save = (lambda r: write_json(r, json_out)) if json_out else None
     report = run_bench(cfg, echo=lambda m: click.echo(m, err=True), checkpoint=save)
     click.echo(render(report))

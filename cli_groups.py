@@ -21,16 +21,37 @@ def run_opt(name: str, **kw):
     return option(RunOptions, name, **kw)
 
 
+DECODE_WORKERS_HELP = "decode processes [CUDA: cores per GPU - 1; CPU or a remote cluster: 0, decode in-process]"
+DATASET_HELP = "k400: a Kinetics-400 copy; csv: a CSV manifest; synth: AV-Synth"
+
+
+def corpus_options(default: str | None = "k400", dataset_help: str = DATASET_HELP):
+    """--dataset, --root and --manifest: the corpus of every command that reads videos (``corpus_from``)."""
+    def wrap(f):
+        for opt in reversed([
+            click.option("--dataset", type=click.Choice(["k400", "csv", "synth"]), default=default,
+                         show_default=default is not None, help=dataset_help),
+            click.option("--root", type=click.Path(path_type=Path),
+                         help="corpus folder (k400), path base (csv), cache (synth)"),
+            click.option("--manifest", type=EXISTING, help="generic CSV path,label[,text][,split] (--dataset csv)"),
+        ]):
+            f = opt(f)
+        return f
+    return wrap
+
+
+def corpus_from(p: dict):
+    """The ``extract.datasets.Corpus`` the corpus options name (None when no --dataset was given)."""
+    from cavnet.extract.datasets import Corpus
+
+    return Corpus(p["dataset"], p["root"], p["manifest"]) if p["dataset"] else None
+
+
 def dataset_options(f):
-    for opt in reversed([
-        click.option("--dataset", type=click.Choice(["k400", "csv", "synth"]), default="k400", show_default=True),
-        click.option("--root", type=click.Path(path_type=Path), help="corpus folder (k400), path base (csv), cache (synth)"),
-        click.option("--manifest", type=EXISTING, help="generic CSV path,label[,text][,split] (--dataset csv)"),
-        click.option("--split", "split", default=None, help="comma-separated splits, e.g. train,val (default: all)"),
-        click.option("--limit", type=click.IntRange(min=1), default=None, help="only the first N videos"),
-    ]):
-        f = opt(f)
-    return f
+    """The corpus options, plus --split (comma-separated) and --limit: what extract, probe and prepare read."""
+    f = click.option("--limit", type=click.IntRange(min=1), default=None, help="only the first N videos")(f)
+    f = click.option("--split", "split", default=None, help="comma-separated splits, e.g. train,val (default: all)")(f)
+    return corpus_options()(f)
 
 
 def backbone_options(f):
@@ -128,7 +149,7 @@ FINETUNE_HELP = {
     "freeze_bn": "keep the backbones' BatchNorm running statistics",
     "grad_checkpoint": "recompute 3D-ResNeXt blocks in backward: less memory",
     "amp": "auto: audio backbone in bf16 on CUDA, the rest fp32/TF32",
-    "decode_workers": None, "device": None, "seed": None,
+    "decode_workers": DECODE_WORKERS_HELP, "device": None, "seed": None,
     "eval_every": "score val and save every N epochs (0: at the end)",
     "save_every": "also save last.pt every N steps", "max_steps": "stop after N steps (0: all epochs)",
     "tensorboard": "also log loss, accuracy, temperature and lr to OUT/tensorboard",
@@ -142,7 +163,43 @@ def finetune_options(f):
     return options(FinetuneConfig, FINETUNE_HELP, end_to_end={"flag": True}, freeze_audio={"flag": True},
                    tensorboard={"flag": True},
                    grad_checkpoint={"flag": True}, freeze_bn={"decls": ("--freeze-bn/--train-bn",)},
-                   freeze_until={"choices": FREEZE_STAGES}, amp={"choices": AMP_MODES})(f)
+                   freeze_until={"choices": FREEZE_STAGES}, amp={"choices": AMP_MODES},
+                   decode_workers={"type": click.IntRange(min=0)})(f)
+
+
+def evaluate_options(f):
+    from cavnet.pipelines.options import EvaluateOptions
+
+    return options(EvaluateOptions, {"split": None, "device": None, "batch_size": "videos per batch (--dataset)",
+                                     "decode_workers": DECODE_WORKERS_HELP + " (--dataset)",
+                                     "top_k": "labels per video in the predictions CSV"},
+                   batch_size={"type": click.IntRange(min=1)}, decode_workers={"type": click.IntRange(min=0)},
+                   top_k={"type": click.IntRange(min=1)})(f)
+
+
+def predict_options(f):
+    from cavnet.pipelines.options import PredictOptions
+
+    return options(PredictOptions, {"top_k": "labels shown per file", "device": None,
+                                    "batch_size": "videos per batch", "decode_workers": DECODE_WORKERS_HELP},
+                   top_k={"type": click.IntRange(min=1)}, batch_size={"type": click.IntRange(min=1)},
+                   decode_workers={"type": click.IntRange(min=0)})(f)
+
+
+def bench_options(f):
+    from cavnet.bench.run import BenchConfig
+
+    return options(BenchConfig, {
+        "videos": "corpus size [CPU 16, CUDA 128]", "seconds": "video length [10; 2 with --small]",
+        "device": None, "workers": "Dask workers [CPU 2, CUDA one per GPU]", "decode_workers": DECODE_WORKERS_HELP,
+        "repeats": "timed repeats per figure [3]",
+        "visual": "visual backbone, as extract [CPU resnext3d-tiny, CUDA resnext3d-101]",
+        "audio": "audio backbone, as extract [CPU audio-cnn-tiny, CUDA resnet50-audio]",
+        "small": "a quick smoke run: 4 short videos, 2 repeats, small store"},
+        videos={"type": click.IntRange(min=1)}, seconds={"type": click.FloatRange(min=1.0)},
+        device={"choices": ("auto", "cpu", "cuda")}, workers={"type": click.IntRange(min=1)},
+        decode_workers={"type": click.IntRange(min=0)}, repeats={"type": click.IntRange(min=1)},
+        small={"flag": True})(f)
 
 
 def demo_opt(name: str, **kw):

@@ -128,6 +128,7 @@ def main() -> None:
     args = parse()
     from cavnet.extract.synth import synth
     from cavnet.extract.device import resolve_device
+    from cavnet.extract.datasets import Corpus
     from cavnet.pipelines.finetune import run_finetune
     from cavnet.finetune.config import FinetuneConfig
 
@@ -152,7 +153,7 @@ def main() -> None:
                          amp=args.amp, decode_workers=args.decode_workers, device=str(device),
                          eval_every=0, max_steps=args.steps)
     try:
-        run_finetune(cfg, "k400", corpus, None, args.out / "run", eval_init=False, progress=False)
+        run_finetune(cfg, Corpus("k400", corpus), args.out / "run", eval_init=False, progress=False)
     except torch.cuda.OutOfMemoryError:
         report["error"] = f"out of GPU memory at {args.batch_size} videos x {args.clips} clips per step"
         (args.out / "finetune_check.json").write_text(json.dumps(report, indent=2))

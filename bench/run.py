@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cavnet import __version__
+from cavnet.configs import Config
 from cavnet.errors import CavnetError
 
 SECTIONS = ("decode", "backbone", "extract", "store")
@@ -32,8 +33,9 @@ TARGETS = {"decode cavnet/pyav-plain": 0.9, "extract steady/expected": 0.85, "fu
 
 
 @dataclass(frozen=True)
-class BenchConfig:
-    """What to measure; None fields get defaults for the device and ``small`` (see :func:`resolve`)."""
+class BenchConfig(Config):
+    """What to measure; None fields get defaults for the device and ``small`` (see :func:`resolve`);
+    ``decode_workers`` None follows ``extract.device.decode_workers``'s rule for ``workers`` processes."""
 
     device: str = "auto"
     videos: int | None = None
@@ -51,15 +53,16 @@ class BenchConfig:
     work: str | None = None
 
 
-def resolve(cfg: BenchConfig, cores: int, gpus: int) -> BenchConfig:
+def resolve(cfg: BenchConfig, gpus: int) -> BenchConfig:
     """Fill the defaults: full-size models and corpus on CUDA, tiny models and a short corpus on CPU."""
     device = cfg.device if cfg.device != "auto" else ("cuda" if gpus else "cpu")
     if device == "cuda" and not gpus:
         raise CavnetError("--device cuda: no CUDA device is available here")
     cuda = device == "cuda"
     workers = cfg.workers or (gpus if cuda else 2)
-    decode_workers = cfg.decode_workers if cfg.decode_workers is not None else (
-        max(1, cores // workers - 1) if cuda else 0)
+    from cavnet.extract.device import decode_workers as rule
+
+    decode_workers = rule(cfg.decode_workers, device, processes=workers)
     videos = cfg.videos or (4 if cfg.small else (128 if cuda else 16))
     videos = max(videos, workers * max(1, decode_workers) if cuda else workers)
     return replace(cfg, device=device, workers=workers, decode_workers=decode_workers, videos=videos,
@@ -124,7 +127,7 @@ def run_bench(cfg: BenchConfig, echo: Callable[[str], None] = print,
 
     cores = os.cpu_count() or 1
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    cfg = resolve(cfg, cores, gpus)
+    cfg = resolve(cfg, gpus)
     threads = max(1, cores // _decode_processes(cfg))
     os.environ.setdefault("CAVNET_DECODE_THREADS", str(threads))
     report: dict[str, Any] = {

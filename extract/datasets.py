@@ -13,6 +13,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CavnetError
@@ -294,3 +295,22 @@ def load_manifest(dataset: str, root: Path | None = None, manifest: Path | None 
     if len(selected) == 0:
         raise CavnetError(f"no videos in split(s) {','.join(splits or ())} of this {dataset} corpus")
     return selected
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The videos a command reads (``--dataset``, ``--root``, ``--manifest``): ``dataset`` k400 | csv | synth,
+    its ``root`` folder (k400), path base (csv) or cache (synth), and its ``manifest`` CSV (csv)."""
+
+    dataset: str = "k400"
+    root: Path | None = None
+    manifest: Path | None = None
+
+    def load(self, splits: tuple[str, ...] | None = None, limit: int | None = None) -> Manifest:
+        """Its manifest, restricted to ``splits`` and ``limit`` (see :func:`load_manifest`)."""
+        return load_manifest(self.dataset, self.root, self.manifest, splits, limit)
+
+    def record(self) -> dict[str, str | None]:
+        """What a run.json says about it: the dataset and the absolute paths."""
+        return {"dataset": self.dataset, "root": str(Path(self.root).resolve()) if self.root else None,
+                "manifest": str(Path(self.manifest).resolve()) if self.manifest else None}

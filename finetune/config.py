@@ -53,6 +53,7 @@ class FinetuneConfig(OptimConfig):
     freeze_bn: BatchNorm layers of the backbones keep their running statistics (eval-mode BN) while
         their affine weights still train.
     grad_checkpoint: recompute each 3D-ResNeXt block in the backward pass instead of storing activations.
+    decode_workers: decode processes per process (None: ``extract.device.decode_workers``'s rule).
     amp: 'auto' runs the audio backbone in bf16 on CUDA and everything else in float32/TF32 (grouped 3D
         convolutions are slower in bf16); 'bf16' autocasts both backbones; 'off' is float32 throughout.
     eval_every: score val and write last.pt / best.pt every this many epochs (0: only when the run ends).
@@ -74,7 +75,7 @@ class FinetuneConfig(OptimConfig):
     freeze_bn: bool = True
     grad_checkpoint: bool = False
     amp: str = "auto"
-    decode_workers: int = 2
+    decode_workers: int | None = None
     train_split: str = "train"
     val_split: str = "val"
     save_every: int = 0
@@ -88,7 +89,9 @@ class FinetuneConfig(OptimConfig):
         check_choice("--freeze-until", self.freeze_until, FREEZE_STAGES)
         check_choice("--amp", self.amp, AMP_MODES)
         check_number("--backbone-lr", self.backbone_lr, 0.0)
-        for name in ("decode_workers", "save_every", "max_steps"):
+        if self.decode_workers is not None:
+            check_int("--decode-workers", self.decode_workers, 0)
+        for name in ("save_every", "max_steps"):
             check_int("--" + name.replace("_", "-"), getattr(self, name), 0)
         for name in ("end_to_end", "freeze_audio", "freeze_bn", "grad_checkpoint"):
             check_bool("--" + name.replace("_", "-"), getattr(self, name))

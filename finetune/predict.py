@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from cavnet.errors import CavnetError
-from cavnet.extract.device import resolve_device
+from cavnet.extract.device import decode_workers as decode_workers_for, resolve_device
 from cavnet.extract.manifest import ManifestRow
 from cavnet.extract.status import MISSING_FILE, USABLE
 from cavnet.fuse.checkpoint import Checkpoint
@@ -70,14 +70,15 @@ def read_labels(path: Path) -> list[str]:
 
 class Predictor:
     """A checkpoint ready to score video files. ``labels``: score against these texts zero-shot (head
-    ``text`` only) instead of the checkpoint's classes."""
+    ``text`` only) instead of the checkpoint's classes. ``decode_workers``: decode processes (None: the rule
+    of ``extract.device.decode_workers``)."""
 
     def __init__(self, checkpoint: Checkpoint | str | Path, device: str = "auto",
-                 labels: Sequence[str] | None = None, batch_size: int = 8, decode_workers: int = 0) -> None:
+                 labels: Sequence[str] | None = None, batch_size: int = 8, decode_workers: int | None = None) -> None:
         self.ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
         self.config = self.ckpt.extract_config()
         self.device = resolve_device(device)
-        self.batch_size, self.decode_workers = batch_size, decode_workers
+        self.batch_size, self.decode_workers = batch_size, decode_workers_for(decode_workers, device)
         self.net = build_avnet(self.ckpt, self.device).eval()
         if labels is None:
             self.labels, class_emb = list(self.ckpt.class_names), self.ckpt.class_embedding.float()

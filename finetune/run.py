@@ -20,6 +20,8 @@ import torch.nn.functional as F
 
 from cavnet.errors import CavnetError
 from cavnet.extract.config import ExtractConfig
+from cavnet.extract.datasets import Corpus
+from cavnet.extract.device import decode_workers
 from cavnet.extract.manifest import Manifest, ManifestRow
 from cavnet.finetune import distributed as fd
 from cavnet.finetune.build import build_avnet
@@ -43,20 +45,6 @@ class FinetuneResult:
     best: dict[str, Any]
     last: dict[str, Any]
     init: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Corpus:
-    """The raw videos a fine-tune reads: ``dataset`` k400 | csv | synth, its ``root`` and ``manifest``."""
-
-    dataset: str
-    root: Path | None = None
-    manifest: Path | None = None
-
-    def record(self) -> dict[str, str | None]:
-        """What run.json says about the corpus (a fine-tune reads videos, not a store)."""
-        return {"dataset": self.dataset, "root": str(Path(self.root).resolve()) if self.root else None,
-                "manifest": str(Path(self.manifest).resolve()) if self.manifest else None}
 
 
 class FinetuneRun(TrainingRun):
@@ -84,12 +72,13 @@ class FinetuneRun(TrainingRun):
             self.loss_fn = ContrastiveLoss().to(device)
             self.loss_fn.load_state_dict(init.loss)
         self.per = per = cfg.batch_size // env.world
+        workers = decode_workers(cfg.decode_workers, cfg.device)
         train_set = VideoClips(train_rows, config, cfg.augment, cfg.seed)
         self.sampler = EpochSampler(train_set, env.world, env.rank, cfg.seed)
         # a trailing batch of one video over all processes is dropped (no negatives); any larger one is kept
-        self.loader = make_loader(train_set, per, cfg.decode_workers, device, self.sampler, world=env.world)
+        self.loader = make_loader(train_set, per, workers, device, self.sampler, world=env.world)
         self.folder = RunFolder(out, LOGS, env.main, corpus.record(), cfg.tensorboard)
-        self.val_loader = eval_loader(self.val_rows, config, device, env, per, cfg.decode_workers)
+        self.val_loader = eval_loader(self.val_rows, config, device, env, per, workers)
         self.steps_per_epoch = steps_per_epoch(len(self.sampler.inner), per, env.world)
         self.optimizer, self.scheduler = make_optimizer(self._parts(), cfg, self.steps_per_epoch)
         self.targets = targets_for(train_rows, self.manifest, init, config, kind, device, tuned=self.text is not None)
@@ -242,11 +231,9 @@ def _corpus(cfg: FinetuneConfig, env: fd.DistEnv, init: Checkpoint,
             corpus: Corpus) -> tuple[Manifest, list[ManifestRow], list[ManifestRow], str]:
     """The manifest (rank 0 reads it first: ``synth`` may have to generate the corpus), its training rows
     (files on disk; labelled unless the targets are the videos' texts), its labelled val rows, the targets."""
-    from cavnet.extract.datasets import load_manifest
-
     if not env.main:
         fd.barrier(env)
-    m = load_manifest(corpus.dataset, corpus.root, corpus.manifest, (cfg.train_split, cfg.val_split))
+    m = corpus.load((cfg.train_split, cfg.val_split))
     if env.main:
         fd.barrier(env)
     init.check_classes(m.classes, f"the {corpus.dataset} corpus")

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from cavnet.errors import CavnetError
-from cavnet.extract.device import resolve_device
+from cavnet.extract.datasets import Corpus
+from cavnet.extract.device import decode_workers, resolve_device
 from cavnet.extract.provenance import random_weights_note
 from cavnet.extract.store.fsfault import check_writable, describe
 from cavnet.extract.store.reader import FeatureStore
@@ -26,26 +27,25 @@ from cavnet.fuse.data import open_split
 from cavnet.fuse.engine import score
 from cavnet.fuse.metrics import Scores, confusion, prediction_rows, split_metrics
 from cavnet.fuse.run.folder import now, run_record, write_run_record
+from cavnet.pipelines.options import EvaluateOptions
 
 
-def evaluate_command(checkpoint: Path, split: str, out_dir: Path | None, device: str, store: Path | None = None,
-                     dataset: str | None = None, root: Path | None = None, manifest: Path | None = None,
-                     batch_size: int = 8, decode_workers: int = 2, progress: bool = False,
-                     top_k: int = 5) -> dict[str, Any]:
-    """``cavnet evaluate``: from a store's features, or (``dataset`` given) from raw videos. With
+def evaluate_command(checkpoint: Path, out_dir: Path | None, opts: EvaluateOptions, store: Path | None = None,
+                     corpus: Corpus | None = None, progress: bool = False) -> dict[str, Any]:
+    """``cavnet evaluate``: from a store's features, or (``corpus`` given) from raw videos. With
     ``out_dir``: metrics.json, predictions_{split}.csv, run.json, per-class accuracy and confusion matrix."""
-    if store is not None and dataset is not None:
+    split = opts.split
+    if store is not None and corpus is not None:
         raise CavnetError("give either --store or --dataset to evaluate on, not both")
-    if store is None and dataset is None:
+    if store is None and corpus is None:
         raise CavnetError("give --store STORE.h5, or --dataset with --root / --manifest to evaluate on raw videos")
     if out_dir is not None:
         check_writable(out_dir / "per_class.csv", (f"per_class_{split}.csv", f"confusion_{split}.csv"), "--out")  # before any scoring
     ckpt = Checkpoint.load(checkpoint)
-    dev = resolve_device(device)
+    dev = resolve_device(opts.device)
     record = run_record()
-    if dataset is not None:
-        sc, names, table = _score_videos(ckpt, dev, dataset, root, manifest, split, batch_size, decode_workers,
-                                         progress)
+    if corpus is not None:
+        sc, names, table = _score_videos(ckpt, dev, corpus, opts, progress)
     elif ckpt.backbones_trained:
         raise CavnetError(f"{checkpoint} fine-tuned its backbones, so a store's features do not fit it: "
                           "evaluate it on the videos (--dataset k400 --root PATH)")
@@ -57,14 +57,15 @@ def evaluate_command(checkpoint: Path, split: str, out_dir: Path | None, device:
         try:
             write_reports(out_dir, split, sc.scores, sc.labels, names)
             ids, labels, statuses, scores = table
-            _write_csv(out_dir / f"predictions_{split}.csv", prediction_rows(ids, scores, names, top_k, statuses,
+            _write_csv(out_dir / f"predictions_{split}.csv", prediction_rows(ids, scores, names, opts.top_k, statuses,
                                                                               labels))
         except OSError as exc:
             raise CavnetError(describe(exc, Path(exc.filename or out_dir), f"writing --out {out_dir} failed")) from None
         result["reports"] = str(out_dir)
         (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+        where = corpus.record() if corpus is not None else {"dataset": None, "root": None}
         write_run_record(out_dir, {**record, "ended": now(), "checkpoint": result["checkpoint"],
-                                   "dataset": dataset, "root": str(Path(root).resolve()) if root else None})
+                                   "dataset": where["dataset"], "root": where["root"]})
     return result
 
 
@@ -102,8 +103,8 @@ def _score_store(ckpt: Checkpoint, dev: torch.device, store_path: Path, split: s
         return sc, names, table, record
 
 
-def _score_videos(ckpt: Checkpoint, dev: torch.device, dataset: str, root: Path | None, manifest: Path | None,
-                  split: str, batch_size: int, decode_workers: int, progress: bool) -> tuple[Scores, list[str], tuple]:
+def _score_videos(ckpt: Checkpoint, dev: torch.device, corpus: Corpus, opts: EvaluateOptions,
+                  progress: bool) -> tuple[Scores, list[str], tuple]:
     """Scores of the split's labelled videos and the predictions table of every one (decoded or not)."""
     from tqdm import tqdm
 
@@ -111,16 +112,16 @@ def _score_videos(ckpt: Checkpoint, dev: torch.device, dataset: str, root: Path 
     from cavnet.finetune.data import eval_loader
     from cavnet.finetune.distributed import DistEnv
     from cavnet.finetune.engine import score_videos
-    from cavnet.extract.datasets import load_manifest
 
-    config = ckpt.extract_config()
-    m = load_manifest(dataset, root, manifest, (split,))
-    ckpt.check_classes(m.classes, f"the {dataset} corpus")
+    split, config = opts.split, ckpt.extract_config()
+    m = corpus.load((split,))
+    ckpt.check_classes(m.classes, f"the {corpus.dataset} corpus")
     rows = [r for r in m.rows if r.label >= 0]
     if not rows:
-        raise CavnetError(f"split {split!r} of this {dataset} corpus has no labelled videos")
+        raise CavnetError(f"split {split!r} of this {corpus.dataset} corpus has no labelled videos")
     env = DistEnv()
-    loader = tqdm(eval_loader(rows, config, dev, env, batch_size, decode_workers), desc=f"evaluate {split}",
+    workers = decode_workers(opts.decode_workers, opts.device)
+    loader = tqdm(eval_loader(rows, config, dev, env, opts.batch_size, workers), desc=f"evaluate {split}",
                   unit="batch", disable=not progress or not env.main, leave=False)
     sc = score_videos(build_avnet(ckpt, dev), loader, ckpt.class_embedding.float().to(dev), ckpt.head, dev, env)
     if len(sc.labels) == 0:

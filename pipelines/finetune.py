@@ -8,18 +8,18 @@ from typing import Callable
 
 from cavnet.finetune import distributed as fd
 from cavnet.finetune.config import FinetuneConfig
-from cavnet.finetune.run import Corpus, FinetuneResult, FinetuneRun
+from cavnet.extract.datasets import Corpus
+from cavnet.finetune.run import FinetuneResult, FinetuneRun
 from cavnet.fuse.run.folder import hold_run_folder
 
 
-def run_finetune(cfg: FinetuneConfig, dataset: str, root: Path | None, manifest: Path | None, out: Path,
-                 resume: bool = False, eval_init: bool = True, echo: Callable[[str], None] = print,
-                 progress: bool = True) -> FinetuneResult:
-    """Fine-tune ``cfg.init`` on a corpus, writing the run folder ``out``."""
+def run_finetune(cfg: FinetuneConfig, corpus: Corpus, out: Path, resume: bool = False, eval_init: bool = True,
+                 echo: Callable[[str], None] = print, progress: bool = True) -> FinetuneResult:
+    """Fine-tune ``cfg.init`` on ``corpus``, writing the run folder ``out``."""
     env, device = fd.setup(cfg.device)
     try:
         with hold_run_folder(out, env.main):
-            run = FinetuneRun(cfg, env, device, Corpus(dataset, root, manifest), out, echo, progress)
+            run = FinetuneRun(cfg, env, device, corpus, out, echo, progress)
             return run.fit(resume, eval_init)
     finally:
         fd.teardown(env)

@@ -9,21 +9,22 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from cavnet.finetune.predict import Prediction, Predictor, read_labels
+from cavnet.pipelines.options import PredictOptions
 
 
 def predict(paths: Sequence[str | Path], checkpoint: str | Path, k: int = 5, labels: Sequence[str] | None = None,
-            device: str = "auto", batch_size: int = 8, decode_workers: int = 0) -> list[Prediction]:
+            device: str = "auto", batch_size: int = 8, decode_workers: int | None = None) -> list[Prediction]:
     """Top-``k`` labels of each video file (folders expanded) by ``checkpoint``; ``labels``: other label
     texts, scored zero-shot. A file that does not decode is returned with its status and no labels."""
     return Predictor(checkpoint, device, labels, batch_size, decode_workers).predict(paths, k)
 
 
-def predict_command(paths: Sequence[Path], checkpoint: Path, k: int, labels_file: Path | None, device: str,
-                    batch_size: int, decode_workers: int, json_out: Path | None, csv_out: Path | None,
-                    echo: Callable[[str], None]) -> list[Prediction]:
+def predict_command(paths: Sequence[Path], checkpoint: Path, opts: PredictOptions, labels_file: Path | None,
+                    json_out: Path | None, csv_out: Path | None, echo: Callable[[str], None]) -> list[Prediction]:
     """``cavnet predict``: one line per file on stdout, the full table in ``json_out`` / ``csv_out``."""
     labels = read_labels(labels_file) if labels_file is not None else None
-    preds = predict(paths, checkpoint, k, labels, device, batch_size, decode_workers)
+    k = opts.top_k
+    preds = predict(paths, checkpoint, k, labels, opts.device, opts.batch_size, opts.decode_workers)
     for p in preds:
         shown = "  ".join(f"{name} {score:.3f}" for name, score in zip(p.labels, p.scores))
         echo(f"{p.path}\t{p.status}\t{shown}")

@@ -34,7 +34,7 @@ from cavnet.finetune.build import backbones_from, build_avnet
 from cavnet.finetune.config import FinetuneConfig
 from cavnet.finetune.data import VideoClips, collate
 from cavnet.pipelines.fuse_train import run_fuse_train
-from cavnet.extract.datasets import load_manifest
+from cavnet.extract.datasets import Corpus, load_manifest
 
 SAMPLING = ClipSampling(clips=2, frames=8, short_side=48, size=48)
 CONFIG = ExtractConfig(visual="resnext3d-tiny", audio="audio-cnn-tiny", sampling=SAMPLING,
@@ -101,7 +101,7 @@ def _changed(before: dict, after: dict) -> set[str]:
 def test_one_step_moves_only_the_unfrozen_backbone_weights(corpus, init, tmp_path):
     state = Checkpoint.load(init[1])
     visual0, audio0 = (m.state_dict() for m in backbones_from(state, CONFIG))
-    run_finetune(_cfg(init[1], freeze_until="layer2", max_steps=1, freeze_bn=False), "k400", corpus, None,
+    run_finetune(_cfg(init[1], freeze_until="layer2", max_steps=1, freeze_bn=False), Corpus("k400", corpus),
                  tmp_path / "e2e", eval_init=False, **QUIET)
     after = Checkpoint.load(tmp_path / "e2e" / "last.pt")
     record = json.loads((tmp_path / "e2e" / "run.json").read_text())
@@ -111,7 +111,7 @@ def test_one_step_moves_only_the_unfrozen_backbone_weights(corpus, init, tmp_pat
     assert _changed(audio0, after.audio) and after.state.step == 1
     assert _changed(state.model, after.model)
 
-    run_finetune(_cfg(init[1], end_to_end=False, max_steps=1), "k400", corpus, None, tmp_path / "frozen",
+    run_finetune(_cfg(init[1], end_to_end=False, max_steps=1), Corpus("k400", corpus), tmp_path / "frozen",
                  eval_init=False, **QUIET)
     frozen = Checkpoint.load(tmp_path / "frozen" / "last.pt")
     assert not _changed(visual0, frozen.visual) and not _changed(audio0, frozen.audio)
@@ -136,7 +136,7 @@ def _train_set_loss(ckpt: Path, corpus: Path) -> float:
 
 @pytest.mark.slow
 def test_loss_goes_down_over_a_few_dozen_steps(corpus, init, tmp_path):
-    run_finetune(_cfg(init[1], epochs=20, max_steps=40, lr=3e-3, backbone_lr=3e-3), "k400", corpus, None,
+    run_finetune(_cfg(init[1], epochs=20, max_steps=40, lr=3e-3, backbone_lr=3e-3), Corpus("k400", corpus),
                  tmp_path / "r", eval_init=False, **QUIET)
     losses = _losses(tmp_path / "r")
     assert len(losses) == 40 and np.mean(losses[-13:]) < np.mean(losses[:13]), losses
@@ -146,17 +146,17 @@ def test_loss_goes_down_over_a_few_dozen_steps(corpus, init, tmp_path):
 
 def test_resume_gives_the_same_next_step_loss(corpus, init, tmp_path):
     cfg = _cfg(init[1], epochs=2, batch_size=2, max_steps=5)
-    run_finetune(cfg, "k400", corpus, None, tmp_path / "full", eval_init=False, **QUIET)
+    run_finetune(cfg, Corpus("k400", corpus), tmp_path / "full", eval_init=False, **QUIET)
     cut = FinetuneConfig.from_dict({**cfg.to_dict(), "max_steps": 3})
-    run_finetune(cut, "k400", corpus, None, tmp_path / "cut", eval_init=False, **QUIET)
+    run_finetune(cut, Corpus("k400", corpus), tmp_path / "cut", eval_init=False, **QUIET)
     assert Checkpoint.load(tmp_path / "cut" / "last.pt").state.epoch_step == 3  # stopped inside epoch 1
-    run_finetune(cfg, "k400", corpus, None, tmp_path / "cut", resume=True, **QUIET)
+    run_finetune(cfg, Corpus("k400", corpus), tmp_path / "cut", resume=True, **QUIET)
     full, cut_losses = _losses(tmp_path / "full"), _losses(tmp_path / "cut")
     assert len(full) == len(cut_losses) == 5
     assert cut_losses[3:] == pytest.approx(full[3:], rel=1e-5, abs=1e-6)
     other = FinetuneConfig.from_dict({**cfg.to_dict(), "freeze_until": "layer2"})
     with pytest.raises(CavnetError, match="other --freeze-until; resume it with the same options"):
-        run_finetune(other, "k400", corpus, None, tmp_path / "cut", resume=True, **QUIET)
+        run_finetune(other, Corpus("k400", corpus), tmp_path / "cut", resume=True, **QUIET)
 
 
 def _free_port() -> int:
@@ -217,7 +217,7 @@ def test_raw_video_features_and_scores_match_the_store(corpus, init, tmp_path):
 
 
 def test_finetune_checkpoint_is_evaluated_on_videos_and_refused_on_a_store(corpus, init, tmp_path):
-    run_finetune(_cfg(init[1], max_steps=1), "k400", corpus, None, tmp_path / "r", eval_init=False, **QUIET)
+    run_finetune(_cfg(init[1], max_steps=1), Corpus("k400", corpus), tmp_path / "r", eval_init=False, **QUIET)
     ckpt = tmp_path / "r" / "best.pt"
     ok = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(ckpt), "--dataset", "k400", "--root", str(corpus),
                                    "--device", "cpu", "--decode-workers", "0"])
@@ -276,7 +276,7 @@ def test_a_trailing_batch_of_one_video_is_dropped_and_the_schedule_counts_withou
     n = len([r for r in load_manifest("k400", corpus).rows if r.split == "train"])
     for batch, steps in ((n - 1, 1), (n - 2, 2)):  # a trailing 1 is dropped, a trailing 2 is trained on
         out = tmp_path / f"b{batch}"
-        run_finetune(_cfg(init[1], end_to_end=False, batch_size=batch), "k400", corpus, None, out, eval_init=False,
+        run_finetune(_cfg(init[1], end_to_end=False, batch_size=batch), Corpus("k400", corpus), out, eval_init=False,
                      **QUIET)
         last = Checkpoint.load(out / "last.pt").state
         assert len(_losses(out)) == steps and last.step == steps and last.scheduler["last_epoch"] == steps
@@ -293,8 +293,7 @@ def test_finetune_tunes_the_sentence_encoder_and_predict_labels_use_it(corpus, t
     _extract(corpus, tmp_path / "s.h5", text_dim=384)  # the default sentence encoder's width
     run_fuse_train(tmp_path / "s.h5", tmp_path / "fuse", TrainConfig(epochs=2, batch_size=8, device="cpu"),
                    {"d_model": 32, "heads": 2}, **QUIET)
-    run_finetune(_cfg(tmp_path / "fuse" / "best.pt", end_to_end=False, max_steps=2, text_encoder_lr=1e-4), "k400",
-                 corpus, None, tmp_path / "r", eval_init=False, **QUIET)
+    run_finetune(_cfg(tmp_path / "fuse" / "best.pt", end_to_end=False, max_steps=2, text_encoder_lr=1e-4), Corpus("k400", corpus), tmp_path / "r", eval_init=False, **QUIET)
     ckpt = Checkpoint.load(tmp_path / "r" / "last.pt")
     assert ckpt.text_tuned and ckpt.finetune["text_encoder_lr"] == 1e-4 and ckpt.state.step == 2
     fresh = TextEncoder().model.state_dict()
@@ -308,8 +307,8 @@ def test_finetune_tunes_the_sentence_encoder_and_predict_labels_use_it(corpus, t
     assert torch.allclose(p.class_emb, ckpt.class_embedding, atol=1e-5)
     # resume restores the tuned encoder: cut after one step, resumed to two, it ends where the run above did
     cfg = _cfg(tmp_path / "fuse" / "best.pt", end_to_end=False, max_steps=1, text_encoder_lr=1e-4)
-    run_finetune(cfg, "k400", corpus, None, tmp_path / "cut", eval_init=False, **QUIET)
-    run_finetune(FinetuneConfig.from_dict({**cfg.to_dict(), "max_steps": 2}), "k400", corpus, None, tmp_path / "cut",
+    run_finetune(cfg, Corpus("k400", corpus), tmp_path / "cut", eval_init=False, **QUIET)
+    run_finetune(FinetuneConfig.from_dict({**cfg.to_dict(), "max_steps": 2}), Corpus("k400", corpus), tmp_path / "cut",
                  resume=True, **QUIET)
     assert _losses(tmp_path / "cut") == pytest.approx(_losses(tmp_path / "r"), rel=1e-5, abs=1e-6)
     resumed = Checkpoint.load(tmp_path / "cut" / "last.pt").text_encoder

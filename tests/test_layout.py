@@ -125,3 +125,14 @@ def _imports_any(path: Path) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.append(node.module)
     return names
+
+
+def test_pyproject_lists_every_package():
+    """setuptools' hand-kept ``packages`` list names every folder of the tree with an __init__.py: a new
+    sub-package left out would be missing from the wheel (the editable install finds it all the same)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(("cavnet",) + p.parent.relative_to(ROOT).parts) for p in ROOT.rglob("__init__.py")
+             if not (set(p.relative_to(ROOT).parts) & SKIP)}
+    assert listed == found, {"not listed": sorted(found - listed), "listed, not a package": sorted(listed - found)}

@@ -8,21 +8,7 @@ import os
 from typing import Iterator
 
 from cavnet.errors import CavnetError
-
-
-def _gpu_count() -> int:
-    try:
-        import torch
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # pragma: no cover - a broken CUDA install means CPU workers
-        return 0
-
-
-def default_decode_workers(device: str, scheduler: str | None) -> int:
-    """Decode processes per worker when none are asked for: on local GPU workers the cores left over
-    (cores/GPUs - 1), so decoding overlaps the GPU; on CPU workers 0 (decode in the worker itself)."""
-    gpus = _gpu_count() if device in ("auto", "cuda") and not scheduler else 0
-    return max(1, (os.cpu_count() or 1) // gpus - 1) if gpus else 0
+from cavnet.extract.device import gpu_count
 
 
 # A shard task fails at its worker's first death (no blind retry of a file that kills its worker: the client
@@ -111,7 +97,7 @@ def dask_client(scheduler: str | None, workers: int, device: str, echo=print) ->
             echo(f"dask: connected to {scheduler} ({len(client.scheduler_info()['workers'])} workers)")
             yield client
         return
-    gpus = _gpu_count() if device in ("auto", "cuda") else 0
+    gpus = gpu_count() if device in ("auto", "cuda") else 0
     with _sigint_ignored():
         cluster = _local_cuda_cluster(gpus) if gpus else None
     if cluster is None:

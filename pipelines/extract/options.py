@@ -12,13 +12,13 @@ from cavnet.configs import Config, check_choice, check_int
 class RunOptions(Config):
     """shard_size: videos per Dask task and shard file. workers: local Dask workers (ignored with
     ``scheduler``, the address of an existing cluster). decode_workers: decode processes per worker (0:
-    decode in the worker). device: backbones' device. batch_clips: clips per backbone batch. limit: only
+    decode in the worker; None: ``extract.device.decode_workers``'s rule, resolved by ``run_extract``). device: backbones' device. batch_clips: clips per backbone batch. limit: only
     the first N videos. window: shards in flight (0: twice the workers)."""
 
     shard_size: int = 64
     workers: int = 2
     scheduler: str | None = None
-    decode_workers: int = 0
+    decode_workers: int | None = None
     device: str = "auto"
     batch_clips: int = 64
     limit: int | None = None
@@ -27,7 +27,8 @@ class RunOptions(Config):
     def __post_init__(self) -> None:
         for name in ("shard_size", "workers", "batch_clips"):
             check_int("--" + name.replace("_", "-"), getattr(self, name), 1)
-        check_int("--decode-workers", self.decode_workers, 0)
+        if self.decode_workers is not None:
+            check_int("--decode-workers", self.decode_workers, 0)
         check_int("window", self.window, 0)
         check_choice("--device", self.device, ("auto", "cpu", "cuda"))
         if self.scheduler is not None:

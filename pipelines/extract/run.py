@@ -7,6 +7,7 @@ an existing store or shard folder is refused.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import Counter
 import json
@@ -22,6 +23,7 @@ from cavnet.errors import CavnetError
 from cavnet.extract.backbones import get_spec
 from cavnet.extract import faults
 from cavnet.extract.config import ExtractConfig
+from cavnet.extract.device import decode_workers
 from cavnet.pipelines.extract.options import RunOptions
 from cavnet.extract.manifest import Manifest
 from cavnet.extract.store import fsfault
@@ -150,6 +152,8 @@ def run_extract(manifest: Manifest, config: ExtractConfig, opts: RunOptions, out
     t0 = time.perf_counter()
     if len(manifest) == 0:
         raise CavnetError("the manifest selects no videos (check --split and --limit)")
+    opts = dataclasses.replace(opts, decode_workers=decode_workers(opts.decode_workers, opts.device,
+                                                                   remote=opts.scheduler is not None))
     shard_dir = out.with_name(out.name + ".shards")
     fsfault.check_writable(out, [shard_dir.name])
     with output_lock(out, "store"):

@@ -1,0 +1,46 @@
+"""The options of ``cavnet evaluate`` and ``cavnet predict`` (how a checkpoint is scored; nothing here
+changes a number a model computes). Frozen configs, so the CLI derives its options from their fields;
+imports no torch, so ``cavnet --help`` stays instant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cavnet.configs import Config, check_int
+
+
+@dataclass(frozen=True)
+class EvaluateOptions(Config):
+    """How ``cavnet evaluate`` scores a checkpoint: ``split``; ``device``; for raw videos ``batch_size``
+    (videos per batch) and ``decode_workers`` (None: ``extract.device.decode_workers``'s rule); ``top_k``
+    labels per video in the predictions CSV."""
+
+    split: str = "val"
+    device: str = "auto"
+    batch_size: int = 8
+    decode_workers: int | None = None
+    top_k: int = 5
+
+    def __post_init__(self) -> None:
+        check_int("--batch-size", self.batch_size, 1)
+        check_int("--top-k", self.top_k, 1)
+        if self.decode_workers is not None:
+            check_int("--decode-workers", self.decode_workers, 0)
+
+
+
+@dataclass(frozen=True)
+class PredictOptions(Config):
+    """How ``cavnet predict`` scores files: ``top_k`` labels per file, ``device``, ``batch_size`` videos per
+    batch, ``decode_workers`` (None: ``extract.device.decode_workers``'s rule)."""
+
+    top_k: int = 5
+    device: str = "auto"
+    batch_size: int = 8
+    decode_workers: int | None = None
+
+    def __post_init__(self) -> None:
+        check_int("--top-k", self.top_k, 1)
+        check_int("--batch-size", self.batch_size, 1)
+        if self.decode_workers is not None:
+            check_int("--decode-workers", self.decode_workers, 0)
