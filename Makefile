@@ -5,6 +5,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 STAMP := $(VENV)/.cavnet-installed
 PIP := $(VENV)/bin/python -m pip --quiet --disable-pip-version-check --no-input
+# The suite runs in two pytest-xdist processes, each test file whole in one of them (its module fixtures are
+# built once): most tests wait on subprocesses, Dask workers or files, so two keep both cores busy.
+PYTEST := $(VENV)/bin/python -m pytest -q -n $(or $(TEST_WORKERS),2) --dist loadfile
 
 .PHONY: demo test test-fast smoke install lock clean
 
@@ -25,11 +28,11 @@ demo: smoke
 	$(VENV)/bin/cavnet demo --out demo-out
 
 test: smoke
-	$(VENV)/bin/python -m pytest -q; rc=$$?; \
+	$(PYTEST); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'pytest collected no tests' >&2; fi; exit $$rc
 
 test-fast: smoke
-	$(VENV)/bin/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lock:
 	uv pip compile pyproject.toml --extra test --universal --python-version 3.10 --no-header \

@@ -276,7 +276,8 @@ def ablate(**p) -> None:
 @click.option("--progress/--no-progress", default=True)
 def demo(**p) -> None:
     """Generate AV-Synth, extract it, run the ablation and write OUT/report.md."""
-    from cavnet.pipelines.demo import TASK_DEFAULTS, DemoConfig, run_demo
+    from cavnet.pipelines.demo.config import TASK_DEFAULTS, DemoConfig
+    from cavnet.pipelines.demo.run import run_demo
 
     p.update({k: v if p[k] is None else p[k] for k, v in TASK_DEFAULTS[p["task"]].items()})
     report = run_demo(p["out"], build(DemoConfig, p), echo=click.echo, progress=p["progress"])

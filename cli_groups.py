@@ -60,7 +60,8 @@ def backbone_options(f):
     for opt in reversed([
         option(ExtractConfig, "visual",
                help="visual backbone: resnext3d-*, r3d_18, mc3_18, r2plus1d_18, s3d, mvit_*, swin3d_*"),
-        option(ExtractConfig, "audio", help="audio backbone: resnet50-audio, vggish, vggish-pca, cnn14, audio-cnn-tiny"),
+        option(ExtractConfig, "audio",
+               help="audio backbone: resnet50-audio, vggish, vggish-pca, cnn14, audio-cnn-tiny"),
         click.option("--visual-weights", type=EXISTING, default=None,
                      help="visual checkpoint (3D-ResNeXt release, torchvision state dict) [torchvision: hub cache]"),
         click.option("--audio-weights", type=EXISTING, default=None,
@@ -80,7 +81,8 @@ def backbone_options(f):
 def run_options(f):
     from cavnet.pipelines.extract.options import RunOptions
 
-    return options(RunOptions, {"shard_size": "videos per Dask task", "scheduler": "address of an existing Dask scheduler",
+    return options(RunOptions, {"shard_size": "videos per Dask task",
+                                "scheduler": "address of an existing Dask scheduler",
                                 "workers": "local CPU workers"})(f)
 
 
@@ -100,7 +102,8 @@ MODEL_HELP = {
 
 
 def model_options(f):
-    from cavnet.fuse.config import FUSION_PRESETS, FUSIONS, GATES, HEADS, MODALITIES, POOLS, TIME_ENCODINGS, FusionConfig
+    from cavnet.fuse.config import (FUSION_PRESETS, FUSIONS, GATES, HEADS, MODALITIES, POOLS, TIME_ENCODINGS,
+                                    FusionConfig)
 
     f = options(FusionConfig, MODEL_HELP, modalities={"choices": MODALITIES}, pool={"choices": POOLS},
                 fusion={"choices": FUSIONS}, head={"choices": HEADS}, time_encoding={"choices": TIME_ENCODINGS},
@@ -203,6 +206,6 @@ def bench_options(f):
 
 
 def demo_opt(name: str, **kw):
-    from cavnet.pipelines.demo import DemoConfig
+    from cavnet.pipelines.demo.config import DemoConfig
 
     return option(DemoConfig, name, **kw)

@@ -133,7 +133,8 @@ def run_bench(cfg: BenchConfig, echo: Callable[[str], None] = print,
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": {**machine_info(), **gpu_info()},
         "versions": versions(), "settings": {**asdict(cfg), "decode_processes": _decode_processes(cfg),
-                                             "ffmpeg_threads": threads, "torch_threads_per_worker": max(1, cores // cfg.workers)},
+                                             "ffmpeg_threads": threads,
+                                             "torch_threads_per_worker": max(1, cores // cfg.workers)},
         "targets": TARGETS}
     work = Path(cfg.work) if cfg.work else Path(tempfile.mkdtemp(prefix="cavnet-bench-"))
     try:
@@ -159,7 +160,8 @@ def _run_sections(cfg: BenchConfig, report: dict[str, Any], work: Path, threads:
     t0 = time.perf_counter()
     echo(f"bench: corpus of {spec.videos} videos ({spec.seconds:g} s, {spec.size[0]}x{spec.size[1]}, {spec.fps} fps)")
     manifest = make_corpus(work / "corpus", spec, os.cpu_count() or 1)
-    report["settings"]["corpus"] = {**asdict(spec), "frames": spec.frames, "made_or_checked_s": time.perf_counter() - t0}
+    report["settings"]["corpus"] = {**asdict(spec), "frames": spec.frames,
+                                    "made_or_checked_s": time.perf_counter() - t0}
     for name in SECTIONS:
         if name in cfg.sections:
             echo(f"bench: {name}")
@@ -234,7 +236,8 @@ def checks(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
         extract["expected_videos_per_s"] = expected
         extract["expected_formula"] = "min(decode, backbone)" if cuda else "1/(1/decode + 1/backbone)"
     values = {
-        "decode cavnet/pyav-plain": _median(decode, "cavnet", "videos_per_s") / _median(decode, "pyav-plain", "videos_per_s"),
+        "decode cavnet/pyav-plain": (_median(decode, "cavnet", "videos_per_s")
+                                     / _median(decode, "pyav-plain", "videos_per_s")),
         "extract steady/expected": _median(extract, "steady", "videos_per_s") / expected,
         "fuse-train store/memory": (store or {}).get("ratios", {}).get("train store/memory", math.nan),
         "fuse-train device/memory": (store or {}).get("ratios", {}).get("train device/memory", math.nan),

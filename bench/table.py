@@ -28,13 +28,15 @@ def _head(r: dict[str, Any]) -> list[str]:
     return [f"cavnet bench, {r['date']}, {m['host']}: {m['cpu']} ({m['cores']} cores){gpu}",
             f"versions: {vers}",
             f"settings: device {s['device']}, {s['workers']} workers, decode_workers {s['decode_workers']}, "
-            f"{s['repeats']} repeats (median shown), backbones {s['visual']} + {s['audio']}, batch {s['batch_clips']} clips",
+            f"{s['repeats']} repeats (median shown), backbones {s['visual']} + {s['audio']}, "
+            f"batch {s['batch_clips']} clips",
             f"corpus: {c.get('videos')} videos of {c.get('seconds')} s, {c.get('size')} at {c.get('fps')} fps "
             f"(x264 {c.get('preset')}, AAC 44.1 kHz stereo), {c.get('frames')} frames each"]
 
 
 def _decode(d: dict[str, Any]) -> list[str]:
-    lines = [f"decode ({d['processes']} processes x {d['ffmpeg_threads']} FFmpeg threads; ffmpeg CLI: {d['ffmpeg_cli']})",
+    lines = [f"decode ({d['processes']} processes x {d['ffmpeg_threads']} FFmpeg threads; "
+             f"ffmpeg CLI: {d['ffmpeg_cli']})",
              f"  {'variant':<20}{'videos/s':>10}{'frames/s':>11}{'cavnet/this':>13}"]
     for v in ("cavnet", "cavnet+logmel", "pyav-plain", "pyav-decode-only", "ffmpeg-cli"):
         if v in d:

@@ -85,7 +85,8 @@ def build_backbones(config: ExtractConfig, device: torch.device) -> tuple[torch.
         if path:
             digest = load_weights(model, path)
             if expected and digest != expected:
-                raise CavnetError(f"{path}: sha256 {digest[:12]} differs from the {expected[:12]} recorded in the store")
+                raise CavnetError(f"{path}: sha256 {digest[:12]} differs from the {expected[:12]} recorded in the "
+                                  "store")
         models.append(model.to(device).eval())
     return models[0], models[1]
 

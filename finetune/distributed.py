@@ -91,15 +91,6 @@ def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any, env: DistEnv) -> Any:
-    """Rank 0's ``obj`` on every process."""
-    if not env.active:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def mean(value: float, env: DistEnv, device: torch.device) -> float:
     """The mean of a float over the processes."""
     if not env.active:

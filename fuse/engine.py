@@ -76,7 +76,8 @@ def train_one_epoch(model: nn.Module, loss_fn: nn.Module | None, optimizer: torc
                     class_emb: torch.Tensor, targets: str, device: torch.device, bar=None,
                     text: TunedText | None = None) -> dict[str, float]:
     """One pass over ``batches``; returns the mean loss, videos seen and seconds. A batch of fewer than two
-    videos is skipped (see ``fuse.run.optim.steps_per_epoch``). ``text``: a tuned sentence encoder (see ``TunedText``)."""
+    videos is skipped (see ``fuse.run.optim.steps_per_epoch``). ``text``: a tuned sentence encoder (see
+    ``TunedText``)."""
     model.train()
     if text is not None:
         text.encoder.eval()  # trained without dropout: deterministic targets (see SentenceEncoder)

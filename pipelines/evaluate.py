@@ -40,7 +40,8 @@ def evaluate_command(checkpoint: Path, out_dir: Path | None, opts: EvaluateOptio
     if store is None and corpus is None:
         raise CavnetError("give --store STORE.h5, or --dataset with --root / --manifest to evaluate on raw videos")
     if out_dir is not None:
-        check_writable(out_dir / "per_class.csv", (f"per_class_{split}.csv", f"confusion_{split}.csv"), "--out")  # before any scoring
+        # before any scoring
+        check_writable(out_dir / "per_class.csv", (f"per_class_{split}.csv", f"confusion_{split}.csv"), "--out")
     ckpt = Checkpoint.load(checkpoint)
     dev = resolve_device(opts.device)
     record = run_record()

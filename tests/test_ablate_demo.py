@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from cavnet.pipelines.ablate import summarise, PAPER
-from cavnet.pipelines.demo import reading
+from cavnet.pipelines.demo.report import reading
 from store_factory import make_store
 
 
@@ -83,7 +83,7 @@ def _rows(top1: dict[str, tuple[float, float]]) -> list[dict]:
 def test_hard_report_puts_each_row_beside_its_cap():
     from cavnet.extract.synth.caps import view_cap
     from cavnet.extract.synth.hard import hard_class_table
-    from cavnet.pipelines.demo_hard import HARD_VARIANTS, caps_table, hard_reading, row_caps
+    from cavnet.pipelines.demo.hard import HARD_VARIANTS, caps_table, hard_reading, row_caps
 
     rows = _rows({"audio-only": (24.0, 1.0), "late-fusion": (46.0, 2.0), "cavnet": (94.0, 1.0),
                   "mean-pool": (93.0, 1.0), "no-cross-attn": (50.0, 3.0)})
@@ -102,8 +102,9 @@ def test_hard_report_puts_each_row_beside_its_cap():
 @pytest.mark.slow
 def test_hard_demo_small_version(tmp_path):
     """The hard demo end to end on a tiny corpus: corpus, store, every hard row, report with caps."""
-    from cavnet.pipelines.demo import DemoConfig, run_demo
-    from cavnet.pipelines.demo_hard import HARD_VARIANTS
+    from cavnet.pipelines.demo.config import DemoConfig
+    from cavnet.pipelines.demo.run import run_demo
+    from cavnet.pipelines.demo.hard import HARD_VARIANTS
 
     cfg = DemoConfig(task="hard", videos=24, seeds=1, epochs=1, d_model=16, batch_size=8, workers=1, clips=4,
                      segments=4, lr=3e-3)

@@ -106,7 +106,7 @@ def _trained_tiny() -> torch.nn.Module:
     model = create_backbone("resnext3d-tiny")
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        for name, t in model.state_dict().items():
+        for t in model.state_dict().values():
             if t.is_floating_point():
                 t.add_(0.1 * torch.rand(t.shape, generator=g))  # positive: running_var stays valid
             else:

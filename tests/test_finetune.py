@@ -293,7 +293,8 @@ def test_finetune_tunes_the_sentence_encoder_and_predict_labels_use_it(corpus, t
     _extract(corpus, tmp_path / "s.h5", text_dim=384)  # the default sentence encoder's width
     run_fuse_train(tmp_path / "s.h5", tmp_path / "fuse", TrainConfig(epochs=2, batch_size=8, device="cpu"),
                    {"d_model": 32, "heads": 2}, **QUIET)
-    run_finetune(_cfg(tmp_path / "fuse" / "best.pt", end_to_end=False, max_steps=2, text_encoder_lr=1e-4), Corpus("k400", corpus), tmp_path / "r", eval_init=False, **QUIET)
+    run_finetune(_cfg(tmp_path / "fuse" / "best.pt", end_to_end=False, max_steps=2, text_encoder_lr=1e-4),
+                 Corpus("k400", corpus), tmp_path / "r", eval_init=False, **QUIET)
     ckpt = Checkpoint.load(tmp_path / "r" / "last.pt")
     assert ckpt.text_tuned and ckpt.finetune["text_encoder_lr"] == 1e-4 and ckpt.state.step == 2
     fresh = TextEncoder().model.state_dict()

@@ -168,8 +168,8 @@ def test_a_trailing_batch_of_one_video_is_dropped_and_the_schedule_matches(store
     with FeatureStore(store) as s:
         n = len(s.rows().select("train", labelled=True))
     assert train_steps(n, n - 1) == 1 and train_steps(n, n - 2) == 2 and train_steps(n, n) == 1
-    run_fuse_train(store, tmp_path / "r", TrainConfig(epochs=2, batch_size=n - 1, warmup_epochs=0.0, device="cpu"), SMALL,
-                   echo=lambda _: None, progress=False)
+    run_fuse_train(store, tmp_path / "r", TrainConfig(epochs=2, batch_size=n - 1, warmup_epochs=0.0, device="cpu"),
+                   SMALL, echo=lambda _: None, progress=False)
     ckpt = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
     assert ckpt["step"] == 2 and ckpt["scheduler"]["last_epoch"] == 2
     lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]

@@ -42,8 +42,8 @@ def _cmd(corpus: Path, out: Path, *extra: str) -> list[str]:
 def _start(corpus: Path, out: Path, hang_seconds: str, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "CAVNET_FAULT_HANG_ON": "shard-00001.h5",
            "CAVNET_FAULT_HANG_SECONDS": hang_seconds}
-    return subprocess.Popen(_cmd(corpus, out, *extra), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(_cmd(corpus, out, *extra), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
 
 
 def _wait_for_live_tmp(proc: subprocess.Popen, shard_dir: Path) -> Path:

@@ -28,7 +28,8 @@ def _imports(path: Path) -> list[list[str]]:
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("cavnet."):
             found.append(node.module.split(".")[1:])
         elif isinstance(node, ast.ImportFrom) and node.level:
-            base = list(path.relative_to(ROOT).parent.parts)[: len(path.relative_to(ROOT).parent.parts) - node.level + 1]
+            parts = path.relative_to(ROOT).parent.parts
+            base = list(parts)[: len(parts) - node.level + 1]
             found.append(base + (node.module.split(".") if node.module else []))
         elif isinstance(node, ast.Import):
             found += [a.name.split(".")[1:] for a in node.names if a.name.startswith("cavnet.")]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.provenance import random_backbones, random_weights_note, weights_sources
-from cavnet.pipelines.demo import DemoConfig, render_report
+from cavnet.pipelines.demo.config import DemoConfig
+from cavnet.pipelines.demo.report import render_report
 from cavnet.pipelines.evaluate import echo_metrics
 
 PRETRAINED = ExtractConfig(visual="r2plus1d_18", audio="vggish", visual_weights="/w/r2plus1d_18-91a641e6.pth",

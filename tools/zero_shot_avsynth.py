@@ -48,7 +48,8 @@ def main() -> None:
     by_name = {c.name: c for c in class_table(classes)}
     table = [by_name[n] for n in m.classes]  # class ids are the sorted label names
     rows = [r for r in m.rows if r.split == "val" and r.label >= 0]
-    vp = {p.key: p for p in VISUAL_PATTERNS}; sp = {p.key: p for p in SOUND_PATTERNS}
+    vp = {p.key: p for p in VISUAL_PATTERNS}
+    sp = {p.key: p for p in SOUND_PATTERNS}
     sets = {"class names": None}
     for j in (0, 1, 2):
         sets[f"synonyms #{j}"] = [f"{vp[c.visual].synonyms[j]} with {sp[c.sound].synonyms[j]}" for c in table]

@@ -37,7 +37,8 @@ class DecodedVideo:
 
     ``clips`` ``(n, T, S, S, 3)`` uint8 RGB, ``clip_times`` ``(n,)`` clip centres in seconds, ``audio``
     ``(samples,)`` float32 mono at ``LogMel.sample_rate`` (None: no audio stream or nothing decoded),
-    ``fps`` and ``duration`` as decoded, ``status`` one of ``cavnet.extract.status.DECODE_STATUSES``, ``error`` a one-line message.
+    ``fps`` and ``duration`` as decoded, ``status`` one of ``cavnet.extract.status.DECODE_STATUSES``,
+    ``error`` a one-line message.
     """
 
     clips: np.ndarray
@@ -47,10 +48,6 @@ class DecodedVideo:
     duration: float
     status: str
     error: str = ""
-
-    @property
-    def n_clips(self) -> int:
-        return int(self.clips.shape[0])
 
 
 def error_message(exc: BaseException) -> str:

@@ -17,7 +17,6 @@ HARD_RESOLUTIONS = ((160, 120), (176, 144), (144, 192))  # the smaller half: 8 s
 HARD_FRAME_RATES = (24, 25, 30)  # a 16-frame clip fits in a 1 s step
 HARD_SAMPLE_RATES = (8000, 16000, 22050)
 SAMPLE_RATES = (8000, 16000, 22050, 44100, 48000)
-SPLIT_SHARES = (("train", 0.7), ("val", 0.2), ("test", 0.1))
 _ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"))
 
 

@@ -1,8 +1,9 @@
 """The files of a training run's folder, written the same way by fuse-train, fine-tune, ablate and evaluate.
 
 A run folder holds ``config.json`` (what was run), JSON-lines logs (``metrics.jsonl``; fine-tune adds
-``steps.jsonl``), ``last.pt`` and ``best.pt``. ``run.json`` records where and how it was made. A resumed run trims the logs back to its checkpoint (the
-lines after it are redone); the rest of an exact resume is the harness's (``fuse.run.harness``).
+``steps.jsonl``), ``last.pt`` and ``best.pt``; ``run.json`` records where and how it was made. A resumed
+run trims the logs back to its checkpoint (the lines after it are redone); the rest of an exact resume is
+the harness's (``fuse.run.harness``).
 """
 
 from __future__ import annotations

@@ -94,7 +94,8 @@ def build_training(fcfg: FusionConfig, tcfg: TrainConfig, steps: int, device: to
                    text: SentenceEncoder | None = None
                    ) -> tuple[CAVNet, ContrastiveLoss | None, torch.optim.Optimizer, Any]:
     """Model (seeded by ``tcfg.seed``), loss (head 'text'), AdamW and its warm-up + cosine schedule over
-    ``steps`` per epoch; ``text``: a sentence encoder to fine-tune, in a group of its own at ``tcfg.text_encoder_lr``."""
+    ``steps`` per epoch; ``text``: a sentence encoder to fine-tune, in a group of its own at
+    ``tcfg.text_encoder_lr``."""
     torch.manual_seed(tcfg.seed)
     model = CAVNet(fcfg).to(device)
     loss_fn = ContrastiveLoss().to(device) if fcfg.head == "text" else None

@@ -12,8 +12,9 @@ from cavnet.configs import Config, check_choice, check_int
 class RunOptions(Config):
     """shard_size: videos per Dask task and shard file. workers: local Dask workers (ignored with
     ``scheduler``, the address of an existing cluster). decode_workers: decode processes per worker (0:
-    decode in the worker; None: ``extract.device.decode_workers``'s rule, resolved by ``run_extract``). device: backbones' device. batch_clips: clips per backbone batch. limit: only
-    the first N videos. window: shards in flight (0: twice the workers)."""
+    decode in the worker; None: ``extract.device.decode_workers``'s rule, resolved by ``run_extract``).
+    device: backbones' device. batch_clips: clips per backbone batch. limit: only the first N videos.
+    window: shards in flight (0: twice the workers)."""
 
     shard_size: int = 64
     workers: int = 2

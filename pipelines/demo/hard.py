@@ -51,7 +51,7 @@ def caps_table(rows: list[dict[str, Any]], caps: dict[str, float]) -> str:
 
 def hard_reading(rows: list[dict[str, Any]], caps: dict[str, float]) -> list[str]:
     """One sentence per row: what its inputs allow, the measured top-1, and the gap to CAV-Net."""
-    from cavnet.pipelines.demo import _compare
+    from cavnet.pipelines.demo.report import compare
 
     cav = next((r for r in rows if r["variant"] == "cavnet"), None)
     out = []
@@ -62,7 +62,7 @@ def hard_reading(rows: list[dict[str, Any]], caps: dict[str, float]) -> list[str
         if r["variant"] == "cavnet" or r["variant"] not in WHY:
             continue
         cap = f" (cap {caps[r['variant']]:.1f}%)" if r["variant"] in caps else ""
-        gap = f"; CAV-Net vs this row: {_compare(cav, r)}" if cav else ""
+        gap = f"; CAV-Net vs this row: {compare(cav, r)}" if cav else ""
         out.append(f"{r['label']}: {r['top1_mean']:.1f}%{cap}. It {WHY[r['variant']]}{gap}.")
     return out
 
