@@ -85,7 +85,7 @@ def synth(out: Path, videos: int, task: str, classes: int | None, seed: int, wor
 @click.option("--progress/--no-progress", default=True)
 def extract(**p) -> None:
     """Stage one: decode a corpus, run the backbones in Dask workers, write the HDF5 feature store."""
-    from cavnet.extract.config import extract_config
+    from cavnet.extract.backbones.pretrained import extract_config
     from cavnet.pipelines.extract.options import RunOptions
     from cavnet.pipelines.extract.run import run_extract
 

@@ -99,7 +99,7 @@ def make_init(path: Path, corpus: Path, visual: str, audio: str, clips: int) -> 
     from cavnet.fuse.model import CAVNet
     from cavnet.fuse.train_config import TrainConfig
     from cavnet.fuse.checkpoint import Checkpoint
-    from cavnet.extract.config import extract_config
+    from cavnet.extract.backbones.pretrained import extract_config
 
     classes = read_k400(corpus).classes
     config = extract_config(visual, audio, None, None, "default", "a video of a person {label}", clips, clips)

@@ -152,7 +152,7 @@ def run_bench(cfg: BenchConfig, echo: Callable[[str], None] = print,
 def _run_sections(cfg: BenchConfig, report: dict[str, Any], work: Path, threads: int,
                   echo: Callable[[str], None], checkpoint: Callable[[dict[str, Any]], None]) -> None:
     from cavnet.bench.corpus import CorpusSpec, make_corpus
-    from cavnet.extract.config import extract_config
+    from cavnet.extract.backbones.pretrained import extract_config
 
     config = extract_config(cfg.visual, cfg.audio, None, None, "default", "a video of a person {label}", 10, 10,
                             random_ok=True)

@@ -78,7 +78,7 @@ def measure(manifest_csv: Path, out: Path, shard_size: int, decode_workers: int)
     """Extract with one worker; one record per shard: videos done, worker and children RSS (MiB)."""
     from cavnet.pipelines.extract.options import RunOptions
     from cavnet.pipelines.extract.run import run_extract
-    from cavnet.extract.config import extract_config
+    from cavnet.extract.backbones.pretrained import extract_config
     from cavnet.extract.datasets import load_manifest
 
     manifest = load_manifest("csv", None, manifest_csv)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cavnet.configs import Config, check_choice, check_int
@@ -137,28 +136,3 @@ class ExtractConfig(Config):
         for key in ("visual_weights", "audio_weights", "visual_weights_name", "audio_weights_name"):
             d.pop(key)
         return d
-
-
-def extract_config(visual: str, audio: str, visual_weights: Path | None, audio_weights: Path | None,
-                   text_model: str, prompt: str, clips: int, segments: int, precision: str = "fp32",
-                   random_ok: bool = False) -> ExtractConfig:
-    """An ExtractConfig with the clips and audio front end the backbones expect and the weights' hashes
-    (torchvision's cached release when no file is given; ``random_ok``: random weights when it is missing)."""
-    from cavnet.extract.backbones import get_spec
-    from cavnet.extract.backbones.pretrained import weight_fields
-
-    try:
-        vspec, aspec = get_spec(visual), get_spec(audio)
-    except KeyError as exc:
-        raise CavnetError(str(exc.args[0])) from None
-    if vspec.modality != "visual" or aspec.modality != "audio":
-        raise CavnetError(f"--visual {visual} must be a visual backbone and --audio {audio} an audio one")
-    if "{label}" not in prompt:
-        raise CavnetError("--prompt must contain {label}")
-    vpath, vsha, vname = weight_fields(vspec, visual_weights, "--visual-weights", random_ok)
-    apath, asha, aname = weight_fields(aspec, audio_weights, "--audio-weights", random_ok)
-    return ExtractConfig(
-        visual=visual, audio=audio, visual_weights=vpath, audio_weights=apath, visual_weights_sha256=vsha,
-        audio_weights_sha256=asha, visual_weights_name=vname, audio_weights_name=aname,
-        sampling=dataclasses.replace(vspec.sampling, clips=clips), audio_sampling=AudioSampling(segments=segments),
-        logmel=aspec.logmel, text_model=text_model, prompt_template=prompt, precision=precision)

@@ -16,7 +16,7 @@ from cavnet.extract.backbones import create_backbone
 from cavnet.extract.backbones.audio_cnn import VGGish
 from cavnet.extract.backbones.weights import WeightsError, load_weights
 from cavnet.extract.embed import build_backbones
-from cavnet.extract.config import extract_config
+from cavnet.extract.backbones.pretrained import extract_config
 
 PCA_FILE = "vggish_pca_params-970ea276.pth"
 

@@ -21,7 +21,7 @@ from cavnet.extract.backbones.stages import STAGES, named_stage_modules
 from cavnet.extract.backbones.video_tv import MODELS, build
 from cavnet.extract.embed import build_backbones
 from cavnet.finetune.model import stem_and_stages
-from cavnet.extract.config import extract_config
+from cavnet.extract.backbones.pretrained import extract_config
 from test_backbones import _CLIP_SIZE, SLOW, TORCHVISION
 
 NAMES = [pytest.param(m.arch, marks=pytest.mark.slow) if m.arch in SLOW else m.arch for m in MODELS]

@@ -28,7 +28,7 @@ from cavnet.pipelines.extract.options import RunOptions
 from cavnet.extract.store.writer import shard_statuses, stray_tmp_files
 from cavnet.extract.store.check import check_store
 from cavnet.pipelines.extract.run import run_extract
-from cavnet.extract.config import extract_config
+from cavnet.extract.backbones.pretrained import extract_config
 from cavnet.extract.datasets import load_manifest
 
 VIDEOS = [f"v{i}" for i in range(6)]

@@ -22,7 +22,7 @@ from cavnet.pipelines.extract.options import RunOptions
 from cavnet.extract.store.check import check_store
 from cavnet.pipelines.extract.run import run_extract
 from cavnet.pipelines.extract.worker import ShardSpec, run_shard
-from cavnet.extract.config import extract_config
+from cavnet.extract.backbones.pretrained import extract_config
 from cavnet.extract.datasets import load_manifest
 
 SIZE = (32, 24)

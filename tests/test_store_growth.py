@@ -21,7 +21,7 @@ from cavnet.errors import CavnetError
 from cavnet.extract.store.check import check_store
 from cavnet.pipelines.extract.options import RunOptions
 from cavnet.pipelines.extract.run import run_extract
-from cavnet.extract.config import extract_config
+from cavnet.extract.backbones.pretrained import extract_config
 from cavnet.extract.datasets import load_manifest
 
 CONFIG = extract_config("resnext3d-tiny", "audio-cnn-tiny", None, None, "default", "a video of a person {label}",

@@ -9,19 +9,22 @@
 - Every other backbone without a file is randomly initialised (the 3D-ResNeXt family, whose release has no
   fixed URL, and the audio networks); :mod:`cavnet.extract.provenance` makes that loud downstream.
 
-The store config records each file's path, sha256 and what it is (:func:`weights_name`).
+The store config records each file's path, sha256 and what it is (:func:`weights_name`);
+:func:`extract_config` builds the whole store config of a chosen pair of backbones.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
 from cavnet.errors import CavnetError
-from cavnet.extract.backbones import BackboneSpec
+from cavnet.extract.backbones import BackboneSpec, get_spec
 from cavnet.extract.backbones.checkpoint_file import file_sha256
 from cavnet.extract.backbones.weights import check_weights
+from cavnet.extract.config import AudioSampling, ExtractConfig
 
 
 def hub_checkpoint_dir() -> Path:
@@ -75,3 +78,25 @@ def weight_fields(spec: BackboneSpec, given: str | Path | None, option: str, ran
     check_weights(spec.name, path, spec.modality)  # a file that does not fit stops here, not in a worker
     digest = file_sha256(path)
     return str(path), digest, weights_name(spec, path, digest)
+
+
+def extract_config(visual: str, audio: str, visual_weights: Path | None, audio_weights: Path | None,
+                   text_model: str, prompt: str, clips: int, segments: int, precision: str = "fp32",
+                   random_ok: bool = False) -> ExtractConfig:
+    """An ExtractConfig with the clips and audio front end the backbones expect and the weights' hashes
+    (torchvision's cached release when no file is given; ``random_ok``: random weights when it is missing)."""
+    try:
+        vspec, aspec = get_spec(visual), get_spec(audio)
+    except KeyError as exc:
+        raise CavnetError(str(exc.args[0])) from None
+    if vspec.modality != "visual" or aspec.modality != "audio":
+        raise CavnetError(f"--visual {visual} must be a visual backbone and --audio {audio} an audio one")
+    if "{label}" not in prompt:
+        raise CavnetError("--prompt must contain {label}")
+    vpath, vsha, vname = weight_fields(vspec, visual_weights, "--visual-weights", random_ok)
+    apath, asha, aname = weight_fields(aspec, audio_weights, "--audio-weights", random_ok)
+    return ExtractConfig(
+        visual=visual, audio=audio, visual_weights=vpath, audio_weights=apath, visual_weights_sha256=vsha,
+        audio_weights_sha256=asha, visual_weights_name=vname, audio_weights_name=aname,
+        sampling=dataclasses.replace(vspec.sampling, clips=clips), audio_sampling=AudioSampling(segments=segments),
+        logmel=aspec.logmel, text_model=text_model, prompt_template=prompt, precision=precision)

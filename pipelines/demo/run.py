@@ -21,7 +21,7 @@ def run_demo(out: Path, cfg: DemoConfig, echo: Callable[[str], None] = print, pr
     from cavnet.pipelines.demo.hard import HARD_VARIANTS, render_hard_report
     from cavnet.pipelines.demo.report import render_report
     from cavnet.pipelines.extract.run import run_extract
-    from cavnet.extract.config import extract_config
+    from cavnet.extract.backbones.pretrained import extract_config
     from cavnet.extract.datasets import load_manifest
 
     t0 = time.perf_counter()
