@@ -8,7 +8,9 @@ arms a running cluster), and decode processes get those of the worker that hands
 ``CAVNET_FAULT_CRASH_ON=SUBSTR``  opening a video (extract or probe) whose path contains SUBSTR SIGKILLs
                                   the process that opens it (a decoder that segfaults, the OOM killer)
 ``CAVNET_FAULT_HANG_ON=SUBSTR``   opening such a video, or committing an HDF5 file whose name contains
-                                  SUBSTR, sleeps ``CAVNET_FAULT_HANG_SECONDS`` (default 60) first
+                                  SUBSTR, sleeps ``CAVNET_FAULT_HANG_SECONDS`` (default 60) first; with
+                                  ``CAVNET_FAULT_HANG_UNTIL=FILE`` it waits until FILE exists instead (the
+                                  seconds are then only an outer bound): a test releases it on an event
 ``CAVNET_FAULT_ONCE=FILE``        crash and hang fire only in the first process to create FILE
 ``CAVNET_FAULT_DISK_FULL=SUBSTR`` committing an HDF5 file whose name contains SUBSTR fails with ENOSPC
                                   after part of it was written (as a full disk does)
@@ -47,7 +49,13 @@ def _first_time(env: Mapping[str, str]) -> bool:
 
 
 def _hang(env: Mapping[str, str]) -> None:
-    time.sleep(float(env.get("CAVNET_FAULT_HANG_SECONDS", "60")))
+    seconds, until = float(env.get("CAVNET_FAULT_HANG_SECONDS", "60")), env.get("CAVNET_FAULT_HANG_UNTIL")
+    if not until:
+        time.sleep(seconds)
+        return
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(until) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def before_open(path: str, env: Mapping[str, str] | None = None) -> None:

@@ -4,8 +4,9 @@ this process touches them.
 Damaged HDF5 metadata can make the library spin forever (a few KB of zeros in the object headers loops
 inside ``H5Aread``) or raise anything (``OSError: bad global heap``, ``KeyError``, ``RuntimeError``). A
 child (``python -c``, h5py only) reads every root attribute and walks every object, printing one JSON
-line per file as it finishes it; a file whose line does not come within ``timeout`` seconds is damaged,
-and the child is killed. Only files the child read cleanly are then opened here.
+line per file as it finishes it; a file whose line does not come within ``timeout`` seconds (counted once
+the child has started and imported h5py, however busy the machine) is damaged, and the child is killed.
+Only files the child read cleanly are then opened here.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from pathlib import Path
 from typing import Sequence
 
 
+STARTUP_SECONDS = 600.0  # a safety net for the child's start, which the per-file bound does not include
+
+
 def header_timeout() -> float:
     """Seconds one file's metadata may take: ``CAVNET_STORE_PROBE_TIMEOUT`` (default 20)."""
     return float(os.environ.get("CAVNET_STORE_PROBE_TIMEOUT", "20"))
@@ -28,6 +32,7 @@ def header_timeout() -> float:
 _CHILD = r"""
 import json, sys
 import h5py
+print("ready", flush=True)
 for path in sys.argv[1:]:
     out = {"path": path}
     try:
@@ -87,9 +92,13 @@ def _run_child(paths: list[Path], timeout: float) -> list[Headers]:
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout] + [lines.put(None)], daemon=True).start()
     found = []
     try:
-        for i, path in enumerate(paths):
+        try:  # the clock runs per file, once the child has started and imported h5py (slow on a busy machine)
+            started = lines.get(timeout=STARTUP_SECONDS) == "ready\n"
+        except queue.Empty:
+            started = False
+        for path in paths if started else ():
             try:
-                line = lines.get(timeout=timeout + (min(timeout, 5.0) if i == 0 else 0.0))  # + importing h5py
+                line = lines.get(timeout=timeout)
             except queue.Empty:
                 break
             if line is None:
