@@ -30,6 +30,7 @@ import torch
 
 from cavnet.extract import faults
 from cavnet.extract.config import ExtractConfig
+from cavnet.extract.device import decode_workers
 from cavnet.pipelines.extract.options import RunOptions
 from cavnet.extract.manifest import ManifestRow
 from cavnet.extract.status import WORKER_CRASH
@@ -143,11 +144,13 @@ def _pooled(rows: Sequence[ManifestRow], config: ExtractConfig, workers: int) ->
 
 def decoded_items(rows: Sequence[ManifestRow], config: ExtractConfig, opts: RunOptions,
                   isolate: bool) -> Iterator[DecodedItem]:
-    """Decoded videos in manifest order."""
+    """Decoded videos in manifest order (``opts.decode_workers`` None: the rule of
+    ``extract.device.decode_workers``, as ``run_extract`` resolves it)."""
     if isolate:
         return _isolated(rows, config)
-    if opts.decode_workers > 0:
-        return _pooled(rows, config, opts.decode_workers)
+    workers = decode_workers(opts.decode_workers, opts.device)
+    if workers > 0:
+        return _pooled(rows, config, workers)
     return (decode_row(row, config) for row in rows)
 
 
