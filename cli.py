@@ -12,8 +12,9 @@ from pathlib import Path
 import click
 
 from cavnet import __version__
-from cavnet.cli_groups import (EXISTING, OUT, backbone_options, dataset_options, demo_opt, finetune_options,
-                               model_options, model_overrides, run_opt, run_options, train_opt, train_options)
+from cavnet.cli_groups import (EXISTING, OUT, backbone_options, dataset_options, decoder_option, demo_opt,
+                               finetune_options, model_options, model_overrides, prepare_options, run_opt, run_options,
+                               train_opt, train_options)
 from cavnet.cli_options import build
 from cavnet.errors import CavnetError
 
@@ -82,6 +83,7 @@ def synth(out: Path, videos: int, task: str, classes: int | None, seed: int, wor
                    "else 0]")
 @run_opt("batch_clips", help="clips per backbone batch")
 @run_opt("device", choices=("auto", "cpu", "cuda"))
+@decoder_option
 @click.option("--progress/--no-progress", default=True)
 def extract(**p) -> None:
     """Stage one: decode a corpus, run the backbones in Dask workers, write the HDF5 feature store."""
@@ -91,7 +93,7 @@ def extract(**p) -> None:
 
     m = load_manifest(p["dataset"], p["root"], p["manifest"], _splits(p["split"]), p["limit"])
     config = extract_config(p["visual"], p["audio"], p["visual_weights"], p["audio_weights"], p["text_model"],
-                            p["prompt_template"], p["clips"], p["segments"], p["precision"])
+                            p["prompt_template"], p["clips"], p["segments"], p["precision"], decoder=p["decoder"])
     if p["decode_workers"] is None:
         from cavnet.pipelines.extract.cluster import default_decode_workers
         p["decode_workers"] = default_decode_workers(p["device"], p["scheduler"])
@@ -120,6 +122,28 @@ def probe(**p) -> None:
 
     m = load_manifest(p["dataset"], p["root"], p["manifest"], _splits(p["split"]), p["limit"])
     run_probe(m, build(RunOptions, p, device="cpu"), p["out"], echo=click.echo, progress=p["progress"])
+
+
+@main.command()
+@dataset_options
+@click.option("--out", type=OUT, required=True, help="the prepared corpus folder (DST)")
+@prepare_options
+@run_options
+@click.option("--progress/--no-progress", default=True)
+@click.option("--dry-run", is_flag=True, help="print the plan and the disk it needs; write nothing")
+def prepare(**p) -> None:
+    """Re-encode a corpus to a short side (fast decoding) in the same layout; resumable, every file with a status."""
+    from cavnet.extract.config import PrepareConfig
+    from cavnet.pipelines.extract.options import RunOptions
+    from cavnet.pipelines.manifests import load_manifest
+    from cavnet.pipelines.prepare.run import PrepareSource, run_prepare
+
+    m = load_manifest(p["dataset"], p["root"], p["manifest"], _splits(p["split"]), p["limit"])
+    source = PrepareSource(p["dataset"], p["root"], p["manifest"])
+    s = run_prepare(m, source, build(PrepareConfig, p), build(RunOptions, p, device="cpu"), p["out"], echo=click.echo,
+                    progress=p["progress"], dry_run=p["dry_run"])
+    if s is not None:
+        click.echo("\n".join(s.lines(source.extract_hint(p["out"]))))
 
 
 @main.command()
