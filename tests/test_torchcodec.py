@@ -171,3 +171,26 @@ def test_the_decoder_is_recorded_and_dispatched(mixed):
     assert decode_item(row, config).status == "short_decode"
     with pytest.raises(CavnetError, match="--decoder must be one of pyav, torchcodec"):
         ExtractConfig(decoder="ffmpeg")
+
+
+def test_the_install_check_reports_each_missing_piece_on_its_own_line(tmp_path, monkeypatch, capsys):
+    """`make smoke` (tools/check_install.py): with the lock pinning torchcodec, every missing piece is a
+    line and a failure; with a lock that does not, the extra is reported as not installed, and passes."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("check_install", Path(__file__).parents[1] / "tools" / "check_install.py")
+    check_install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check_install)
+    monkeypatch.setattr(check_install, "CHECKS", {})
+    monkeypatch.setattr(check_install, "lock_mismatches", lambda lock: [])
+    absent = tcsetup.missing_pieces(loadable=lambda soname: False, roots=[], package=None)
+    monkeypatch.setattr(tcsetup, "missing_pieces", lambda: absent)
+    (tmp_path / "with.lock").write_text("torchcodec==0.11.0\n    # via cavnet (pyproject.toml)\n")
+    (tmp_path / "without.lock").write_text("numpy==2.0.0\n")
+    assert check_install.main(["--lock", str(tmp_path / "with.lock")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"check_install: torchcodec extra: {line}" for line in absent] and len(err) == 3
+    assert check_install.main(["--lock", str(tmp_path / "without.lock")]) == 0
+    out = capsys.readouterr()
+    assert out.err == "" and "torchcodec             not installed (optional" in out.out
