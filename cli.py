@@ -339,8 +339,9 @@ def demo(**p) -> None:
 @click.option("--sections", default=",".join(("decode", "backbone", "extract", "store")), show_default=True)
 @click.option("--work", type=OUT, default=None, help="keep the corpus here for reuse (default: a temp folder)")
 @click.option("--json", "json_out", type=OUT, default=None, help="write the full report (every repeat) here")
+@click.option("--size", default=None, help="the corpus' frame size WxH [340x256]; e.g. 1280x720 for NVDEC")
 def bench(videos, seconds, device, workers, decode_workers, repeats, visual, audio, small, sections, work,
-          json_out) -> None:
+          json_out, size) -> None:
     """Measure decode, backbone, extract, store-read and fuse-train speed on a generated corpus."""
     from cavnet.bench.run import SECTIONS, BenchConfig, run_bench, write_json
     from cavnet.bench.table import render
@@ -348,9 +349,13 @@ def bench(videos, seconds, device, workers, decode_workers, repeats, visual, aud
     chosen = _splits(sections) or SECTIONS
     if set(chosen) - set(SECTIONS):
         _fail(f"--sections: unknown {', '.join(sorted(set(chosen) - set(SECTIONS)))}; known: {', '.join(SECTIONS)}")
+    dims = size.lower().split("x") if size else None
+    if dims is not None and not (len(dims) == 2 and all(d.isdigit() and 16 <= int(d) <= 8192 and int(d) % 2 == 0
+                                                        for d in dims)):
+        _fail(f"--size {size!r}: give the frame size as WxH, even numbers from 16 to 8192 (e.g. 1280x720)")
     cfg = BenchConfig(device=device, videos=videos, seconds=seconds, workers=workers, decode_workers=decode_workers,
                       repeats=repeats, visual=visual, audio=audio, small=small, sections=chosen,
-                      work=str(work) if work else None)
+                      work=str(work) if work else None, size=(int(dims[0]), int(dims[1])) if dims else None)
     save = (lambda r: write_json(r, json_out)) if json_out else None
     report = run_bench(cfg, echo=lambda m: click.echo(m, err=True), checkpoint=save)
     click.echo(render(report))

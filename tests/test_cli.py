@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-COMMANDS = ["synth", "probe", "extract", "check", "export", "fuse-train", "evaluate", "predict", "finetune", "ablate", "demo",
+COMMANDS = ["synth", "probe", "prepare", "extract", "check", "export", "fuse-train", "evaluate", "predict", "finetune", "ablate", "demo",
             "bench"]
 
 

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 
 import media
+from test_reliability_kill import _wait_for  # until an event (lines in the journal); its deadline is a safety net
 from cavnet.extract.config import ClipSampling, LogMel, PrepareConfig
 from cavnet.extract.datasets import read_k400
 from cavnet.extract.media.decode import decode_video
@@ -225,16 +225,6 @@ def test_a_finished_prepare_reruns_as_a_no_op(corpus, prepared, local_cluster):
     with pytest.raises(Exception, match="another plan .*short_side: recorded 128, asked 256"):
         run_prepare(load_manifest("k400", corpus), PrepareSource("k400", corpus), PrepareConfig(),
                     _cluster(local_cluster), out, echo=said.append, progress=False)
-
-
-def _wait_for(predicate, proc: subprocess.Popen, seconds: float = 180.0) -> None:
-    """Until ``predicate()`` (an event: lines in the journal); the deadline is only a safety net."""
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"prepare ended or stalled before the fault point: {proc.communicate()[0]}")
-        time.sleep(0.05)
 
 
 def test_a_killed_prepare_resumes_without_redoing_finished_files(corpus, tmp_path, local_cluster):

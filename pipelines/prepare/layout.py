@@ -111,13 +111,11 @@ def source_stamp(path: str) -> list[int] | None:
 
 
 def is_done(record: dict[str, Any] | None, row: ManifestRow, dst: Path) -> bool:
-    """A file the journal holds needs nothing more: prepared and still there, or kept as the original and the
-    source unchanged since (a re-downloaded file is tried again)."""
-    if record is None:
+    """A file the journal holds needs nothing more while its source is unchanged (size and modification
+    time: a re-downloaded file is done again) and, when it was prepared, the prepared file is still there."""
+    if record is None or record.get("stamp") != source_stamp(row.path):
         return False
-    if record.get("status") == PREPARED:
-        return dst.is_file() and not dst.is_symlink()
-    return record.get("stamp") == source_stamp(row.path)
+    return record.get("status") != PREPARED or (dst.is_file() and not dst.is_symlink())
 
 
 def remove_strays(out: Path) -> int:

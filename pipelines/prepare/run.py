@@ -122,6 +122,9 @@ def run_prepare(selected: Manifest, source: PrepareSource, config: PrepareConfig
             echo(f"{out}: removed the tmp files of an earlier run that was stopped")
         records = layout.read_journal(out)
         todo = _todo(selected, out, dst, records)
+        for item in todo:  # prepared from a source that changed since: not to be reused
+            if records.get(item.video_id, {}).get("status") == PREPARED:
+                Path(item.dst).unlink(missing_ok=True)
         summary = PrepareSummary(out, len(selected), skipped=len(selected) - len(todo))
         if todo:
             _run(todo, config, opts, out, records, summary, echo, progress)
@@ -181,11 +184,11 @@ def plan_lines(selected: Manifest, source: PrepareSource, config: PrepareConfig,
     records = layout.read_journal(out)
     todo = _todo(selected, out, dst, records)
     splits = Counter(r.split for r in selected.rows)
-    src_bytes = sum(int(layout.source_stamp(i.src)[0]) for i in todo if layout.source_stamp(i.src))
+    sizes = {i.src: stamp[0] for i in todo if (stamp := layout.source_stamp(i.src))}
+    src_bytes = sum(sizes.values())
     step = max(1, len(todo) // ESTIMATE_SAMPLE)
-    sample = [i for i in todo[::step][:ESTIMATE_SAMPLE] if layout.source_stamp(i.src)]
-    ratios = [e / layout.source_stamp(i.src)[0] for i in sample
-              if (e := estimate_bytes(i.src, config)) is not None and layout.source_stamp(i.src)[0]]
+    ratios = [e / sizes[i.src] for i in todo[::step][:ESTIMATE_SAMPLE]
+              if sizes.get(i.src) and (e := estimate_bytes(i.src, config)) is not None]
     need = src_bytes * (sum(ratios) / len(ratios)) if ratios else src_bytes
     how = (f"estimated from {len(ratios)} sampled file(s) at {_bpp()} bits per output pixel plus the audio"
            if ratios else "no sampled header read: the source's size")
