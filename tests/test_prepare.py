@@ -289,6 +289,7 @@ def test_the_dry_run_prints_the_plan_and_the_disk_it_needs(corpus, tmp_path):
     (["--out", "{root}"], "inside the source folder"),
     (["--short-side", "8", "--out", "{tmp}/o"], "--short-side must be an integer >= 16"),
     (["--crf", "60", "--out", "{tmp}/o"], "--crf must be an integer in 0..51"),
+    (["--out", "{tmp}/file"], "is a file; prepare to a folder"),
 ])
 def test_bad_arguments_are_one_line(corpus, tmp_path, args, needle):
     from click.testing import CliRunner
@@ -296,6 +297,7 @@ def test_bad_arguments_are_one_line(corpus, tmp_path, args, needle):
     from cavnet.cli import main
 
     args = [a.format(root=corpus, tmp=tmp_path) for a in args]
+    (tmp_path / "file").write_text("")
     result = CliRunner().invoke(main, ["prepare", "--root", str(corpus), *args])
     assert result.exit_code == 2 and needle in result.output and "Traceback" not in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1

@@ -147,13 +147,16 @@ class _Transcoder:
         self.fps = _frame_rate(vstream)
         self.time_base = vstream.time_base or Fraction(1, 90000)
         self.astream = container.streams.audio[0] if container.streams.audio else None
-        self.out = av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"})
+        self.threads = threads
         w, h = vstream.codec_context.width, vstream.codec_context.height
         self.size = output_size(w, h, config.short_side)
         self.result = PrepareResult(PREPARED, width=w, height=h, out_width=self.size[0], out_height=self.size[1],
                                     fps=self.fps, video_codec=vstream.codec_context.name)
-        self.vout = self._video_stream(threads)
-        self.aout, self.resampler, self.audio_pts = self._audio_stream()
+        self.out: av.container.OutputContainer | None = None
+        self.vout: av.VideoStream | None = None
+        self.aout: av.AudioStream | None = None
+        self.resampler: _Resampler | None = None
+        self.audio_pts: int | None = None
         self.held: list[av.Packet] | None = []  # audio muxed before the first video packet (the header)
         self.seen = self.errors = 0
         self.message = ""
@@ -162,32 +165,35 @@ class _Transcoder:
         self.last_pts: int | None = None
         self.drained = False  # the demuxer's empty packet at the end drained the video decoder
 
-    def _video_stream(self, threads: int) -> av.VideoStream:
+    def _video_stream(self) -> av.VideoStream:
         rate = self.vstream.average_rate or Fraction(self.fps).limit_denominator(1001)
         vout = self.out.add_stream("libx264", rate=rate)
         vout.width, vout.height, vout.pix_fmt = self.size[0], self.size[1], "yuv420p"
         vout.codec_context.time_base = self.time_base
         vout.codec_context.gop_size = max(1, int(math.floor(self.config.keyframe_seconds * self.fps)))
-        vout.codec_context.thread_count = threads
+        vout.codec_context.thread_count = self.threads
         vout.options = {"crf": str(self.config.crf), "preset": self.config.preset}
         return vout
 
-    def _audio_stream(self) -> tuple[av.AudioStream | None, av.AudioResampler | None, int | None]:
+    def _audio_stream(self) -> tuple[av.AudioStream | None, _Resampler | None]:
         a = self.astream
         if a is None:
-            return None, None, None
+            return None, None
         name = a.codec_context.name
         if name in MP4_AUDIO_COPY:
             self.result.audio = f"copy {name}"
-            return self.out.add_stream_from_template(a), None, None
+            return self.out.add_stream_from_template(a), None
         layout = "mono" if (a.codec_context.channels or 1) == 1 else "stereo"
         aout = self.out.add_stream("aac", rate=a.rate)
         aout.layout, aout.bit_rate = layout, self.config.audio_bitrate
         self.result.audio = "aac"
-        return aout, _Resampler(layout, a.rate), None
+        return aout, _Resampler(layout, a.rate)
 
     def run(self) -> PrepareResult:
-        with self.out:
+        """Write the tmp file (the streams are all added before the first packet writes the header)."""
+        with av.open(str(self.tmp), "w", format="mp4", options={"movflags": "+faststart"}) as self.out:
+            self.vout = self._video_stream()
+            self.aout, self.resampler = self._audio_stream()
             self._demux()
             self._flush()
         expected = _stream_seconds(self.container, self.vstream) or 0.0

@@ -202,6 +202,8 @@ def write_csv_manifest(out: Path, full: Manifest, records: dict[str, dict[str, A
 def check_out(out: Path, root: Path | None, dataset: str) -> None:
     """``DST`` must not be the source folder, nor (for a Kinetics layout, found by walking it) inside it."""
     fsfault.check_writable(out, [JOURNAL, TABLE])
+    if out.exists() and not out.is_dir():
+        raise CavnetError(f"--out {out} is a file; prepare to a folder")
     if root is None:
         return
     src, dst = root.resolve(), out.resolve()
