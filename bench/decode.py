@@ -152,9 +152,10 @@ def _variants(rows: tuple[ManifestRow, ...], ffmpeg: str | None, device: str,
     chosen, left_out = list(VARIANTS[:4]), {}
     if ffmpeg:
         chosen.append("ffmpeg-cli")
-    missing = tcsetup.missing_pieces()
-    if missing:
-        left_out["torchcodec"] = "unavailable: " + "; ".join(missing)
+    try:
+        tcsetup.load()
+    except tcsetup.TorchcodecUnavailable as exc:
+        left_out["torchcodec"] = str(exc)
     else:
         chosen.append("torchcodec")
         if device == "cuda":

@@ -24,7 +24,7 @@ from cavnet.extract.backbones.weights import load_weights
 from cavnet.extract.clip_input import ClipNormalize
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.device import resolve_device
-from cavnet.extract.media.decode import decode_threads, decode_with  # noqa: F401 (decode_threads: here too)
+from cavnet.extract.media.decode import decode_threads, decode_with
 from cavnet.extract.manifest import ManifestRow
 from cavnet.extract.store.writer import VideoFeatures
 from cavnet.extract.runtime import RunMode, forward, pick_mode

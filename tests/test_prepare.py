@@ -311,8 +311,8 @@ def test_output_size_keeps_the_aspect_and_never_upscales():
     assert output_size(1920, 1080, 256) == (456, 256)
 
 
-def test_fraction_rates_are_kept(tmp_path):
-    """29.97 fps (30000/1001) stays 29.97 fps: every timestamp is copied."""
+def test_fraction_rates_are_kept_and_a_committed_output_is_reused(tmp_path):
+    """29.97 fps (30000/1001) stays 29.97 fps: every timestamp is copied. A second call reuses the output."""
     from cavnet.extract.media.transcode import prepare_file
 
     src = tmp_path / "ntsc.mp4"
@@ -323,3 +323,8 @@ def test_fraction_rates_are_kept(tmp_path):
         pa = [f.pts * f.time_base for f in a.decode(video=0)]
         pb = [f.pts * f.time_base for f in b.decode(video=0)]
         assert pa == pb and b.streams.video[0].average_rate == a.streams.video[0].average_rate
+    again = prepare_file(str(src), tmp_path / "out.mp4", PrepareConfig(short_side=64))
+    assert again.reused and again.status == PREPARED and (again.out_width, again.out_height) == output_size(160, 120, 64) == (86, 64)
+    (tmp_path / "out.mp4").write_bytes(b"not a video")  # not what a commit leaves: redone
+    redone = prepare_file(str(src), tmp_path / "out.mp4", PrepareConfig(short_side=64))
+    assert not redone.reused and redone.status == PREPARED and redone.bytes > 100

@@ -24,8 +24,6 @@ from pathlib import Path
 
 import av
 
-from cavnet.errors import CavnetError
-
 from ..config import PrepareConfig
 from ..store.writer import tmp_name
 from .decode import (DECODE_ERROR, MAX_PACKET_ERRORS, NO_VIDEO, SHORT_DECODE, _frame_rate, _status, _stream_seconds,
@@ -74,7 +72,10 @@ def prepare_file(src: str, dst: str | Path, config: PrepareConfig, threads: int 
     that are not the file's (a full disk, a read-only or forbidden ``dst``); bad media gives a status."""
     dst = Path(dst)
     if dst.is_file() and not dst.is_symlink():
-        return _reused(dst)
+        reused = _reused(dst)
+        if reused is not None:
+            return reused
+        dst.unlink()  # not a file this function committed (the rename is the commit): redone
     problem = file_problem(src)
     if problem is not None:
         return PrepareResult(*problem)
@@ -120,8 +121,8 @@ def _commit(tmp: Path, dst: Path) -> None:
         os.close(fd)
 
 
-def _reused(dst: Path) -> PrepareResult:
-    """The record of an output written by an earlier run (its header read back)."""
+def _reused(dst: Path) -> PrepareResult | None:
+    """The record of an output written by an earlier run (its header read back); None when it does not read."""
     result = PrepareResult(PREPARED, bytes=dst.stat().st_size, reused=True)
     try:
         with av.open(str(dst)) as container:
@@ -131,9 +132,8 @@ def _reused(dst: Path) -> PrepareResult:
             result.seconds = float(_stream_seconds(container, v) or 0.0)
             if container.streams.audio:
                 result.audio = container.streams.audio[0].codec_context.name
-    except Exception as exc:  # an output that does not read back is not a prepared file: redo it
-        dst.unlink(missing_ok=True)
-        raise CavnetError(f"{dst} exists but does not read back ({error_message(exc)}); it was removed: rerun") from None
+    except Exception:  # noqa: BLE001 - an output that does not read back is not a prepared file
+        return None
     return result
 
 
