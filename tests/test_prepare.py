@@ -265,7 +265,8 @@ def test_a_csv_corpus_gets_a_manifest_of_the_prepared_files(corpus, tmp_path, lo
     summary = run_prepare(selected, source, PrepareConfig(short_side=SHORT_SIDE), _cluster(local_cluster), out,
                           echo=[].append, progress=False)
     assert summary.counts == {PREPARED: 1, "empty_file": 1}
-    before, after = load_manifest("csv", corpus, tmp_path / "list.csv"), load_manifest("csv", None, out / "manifest.csv")
+    before = load_manifest("csv", corpus, tmp_path / "list.csv")
+    after = load_manifest("csv", None, out / "manifest.csv")
     assert [(r.video_id, r.label_name, r.split, r.text) for r in after.rows] == \
         [(r.video_id, r.label_name, r.split, r.text) for r in before.rows]
     paths = [r.path for r in after.rows]
@@ -324,7 +325,8 @@ def test_fraction_rates_are_kept_and_a_committed_output_is_reused(tmp_path):
         pb = [f.pts * f.time_base for f in b.decode(video=0)]
         assert pa == pb and b.streams.video[0].average_rate == a.streams.video[0].average_rate
     again = prepare_file(str(src), tmp_path / "out.mp4", PrepareConfig(short_side=64))
-    assert again.reused and again.status == PREPARED and (again.out_width, again.out_height) == output_size(160, 120, 64) == (86, 64)
+    assert again.reused and again.status == PREPARED
+    assert (again.out_width, again.out_height) == output_size(160, 120, 64) == (86, 64)
     (tmp_path / "out.mp4").write_bytes(b"not a video")  # not what a commit leaves: redone
     redone = prepare_file(str(src), tmp_path / "out.mp4", PrepareConfig(short_side=64))
     assert not redone.reused and redone.status == PREPARED and redone.bytes > 100
