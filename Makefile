@@ -35,7 +35,7 @@ test-fast: smoke
 	$(PYTEST) -m "not slow"
 
 lock:
-	uv pip compile pyproject.toml --extra test --universal --python-version 3.10 --no-header \
+	uv pip compile pyproject.toml --extra test --extra torchcodec --universal --python-version 3.10 --no-header \
 		-o requirements.lock
 
 clean:

@@ -13,9 +13,9 @@ import click
 
 from cavnet import __version__
 from cavnet.cli_groups import (DECODE_WORKERS_HELP, EXISTING, OUT, backbone_options, bench_options, corpus_from,
-                               corpus_options, dataset_options, demo_opt, evaluate_options, finetune_options,
-                               model_options, model_overrides, predict_options, run_opt, run_options, train_opt,
-                               train_options)
+                               corpus_options, dataset_options, decoder_option, demo_opt, evaluate_options,
+                               finetune_options, model_options, model_overrides, predict_options, prepare_options,
+                               run_opt, run_options, train_opt, train_options)
 from cavnet.cli_options import build
 from cavnet.errors import CavnetError
 
@@ -82,6 +82,7 @@ def synth(out: Path, videos: int, task: str, classes: int | None, seed: int, wor
 @run_opt("decode_workers", type=click.IntRange(min=0), help=DECODE_WORKERS_HELP + ", per worker")
 @run_opt("batch_clips", help="clips per backbone batch")
 @run_opt("device", choices=("auto", "cpu", "cuda"))
+@decoder_option
 @click.option("--progress/--no-progress", default=True)
 def extract(**p) -> None:
     """Stage one: decode a corpus, run the backbones in Dask workers, write the HDF5 feature store."""
@@ -91,7 +92,7 @@ def extract(**p) -> None:
 
     m = corpus_from(p).load(_splits(p["split"]), p["limit"])
     config = extract_config(p["visual"], p["audio"], p["visual_weights"], p["audio_weights"], p["text_model"],
-                            p["prompt_template"], p["clips"], p["segments"], p["precision"])
+                            p["prompt_template"], p["clips"], p["segments"], p["precision"], decoder=p["decoder"])
     opts = build(RunOptions, p)
     from cavnet.extract.provenance import random_weights_note
     if random_weights_note(config):
@@ -116,6 +117,27 @@ def probe(**p) -> None:
 
     m = corpus_from(p).load(_splits(p["split"]), p["limit"])
     run_probe(m, build(RunOptions, p, device="cpu"), p["out"], echo=click.echo, progress=p["progress"])
+
+
+@main.command()
+@dataset_options
+@click.option("--out", type=OUT, required=True, help="the prepared corpus folder (DST)")
+@prepare_options
+@run_options
+@click.option("--progress/--no-progress", default=True)
+@click.option("--dry-run", is_flag=True, help="print the plan and the disk it needs; write nothing")
+def prepare(**p) -> None:
+    """Re-encode a corpus to a short side (fast decoding) in the same layout; resumable, every file with a status."""
+    from cavnet.extract.config import PrepareConfig
+    from cavnet.pipelines.extract.options import RunOptions
+    from cavnet.pipelines.prepare.run import PrepareSource, run_prepare
+
+    source = PrepareSource(p["dataset"], p["root"], p["manifest"])
+    m = source.load(_splits(p["split"]), p["limit"])
+    s = run_prepare(m, source, build(PrepareConfig, p), build(RunOptions, p, device="cpu"), p["out"], echo=click.echo,
+                    progress=p["progress"], dry_run=p["dry_run"])
+    if s is not None:
+        click.echo("\n".join(s.lines(source.extract_hint(p["out"]))))
 
 
 @main.command()
@@ -290,6 +312,7 @@ def demo(**p) -> None:
 @click.option("--sections", default=",".join(("decode", "backbone", "extract", "store")), show_default=True)
 @click.option("--work", type=OUT, default=None, help="keep the corpus here for reuse (default: a temp folder)")
 @click.option("--json", "json_out", type=OUT, default=None, help="write the full report (every repeat) here")
+@click.option("--size", default=None, help="the corpus' frame size WxH [340x256]; e.g. 1280x720 for NVDEC")
 def bench(**p) -> None:
     """Measure decode, backbone, extract, store-read and fuse-train speed on a generated corpus."""
     from cavnet.bench.run import SECTIONS, BenchConfig, run_bench, write_json
@@ -298,7 +321,13 @@ def bench(**p) -> None:
     chosen = _splits(p["sections"]) or SECTIONS
     if set(chosen) - set(SECTIONS):
         _fail(f"--sections: unknown {', '.join(sorted(set(chosen) - set(SECTIONS)))}; known: {', '.join(SECTIONS)}")
-    cfg = build(BenchConfig, {**p, "sections": chosen, "work": str(p["work"]) if p["work"] else None})
+    size = p["size"]
+    dims = size.lower().split("x") if size else None
+    if dims is not None and not (len(dims) == 2 and all(d.isdigit() and 16 <= int(d) <= 8192 and int(d) % 2 == 0
+                                                        for d in dims)):
+        _fail(f"--size {size!r}: give the frame size as WxH, even numbers from 16 to 8192 (e.g. 1280x720)")
+    cfg = build(BenchConfig, {**p, "sections": chosen, "work": str(p["work"]) if p["work"] else None,
+                              "size": (int(dims[0]), int(dims[1])) if dims else None})
     json_out = p["json_out"]
     save = (lambda r: write_json(r, json_out)) if json_out else None
     report = run_bench(cfg, echo=lambda m: click.echo(m, err=True), checkpoint=save)

@@ -78,6 +78,25 @@ def backbone_options(f):
     return f
 
 
+def decoder_option(f):
+    from cavnet.extract.config import DECODERS, ExtractConfig
+
+    return option(ExtractConfig, "decoder", choices=DECODERS,
+                  help="pyav, or torchcodec (pip install 'cavnet[torchcodec]'; NVDEC for 720p+ H.264/HEVC on CUDA "
+                       "workers); recorded in the store")(f)
+
+
+def prepare_options(f):
+    from cavnet.extract.config import X264_PRESETS, PrepareConfig
+
+    return options(PrepareConfig, {"short_side": "shorter side of the re-encoded frames (never upscaled; 128 is "
+                                                 "enough for 112-pixel crops)",
+                                   "keyframe_seconds": "a keyframe at least this often (cheap seeks)",
+                                   "crf": "x264 quality (lower: better, larger)", "preset": "x264 speed",
+                                   "audio_bitrate": "bits/s of the AAC written when the audio cannot be copied"},
+                   preset={"choices": X264_PRESETS})(f)
+
+
 def run_options(f):
     from cavnet.pipelines.extract.options import RunOptions
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.manifest import Manifest, ManifestRow
-from cavnet.extract.status import OK
+from cavnet.extract.status import OK, PREPARED
 from cavnet.extract.store.writer import StoreDims, TextTables, VideoFeatures, consolidate, write_shard
 
 CLASSES = 8
@@ -106,3 +106,33 @@ def make_store(path: Path, config: ExtractConfig, dims: StoreDims, rows: int, te
     consolidate(path, [shard], manifest, dims, texts, config.to_json(), "bench")
     shard.unlink(missing_ok=True)
     return path
+
+
+def prepare_corpus(manifest: Manifest, folder: Path, short_side: int, workers: int) -> tuple[dict[str, str], dict]:
+    """The corpus after ``cavnet prepare`` (its real run, on a local Dask cluster of ``workers``) in
+    ``folder``, reused when it is there: video id -> prepared file, and what the run took."""
+    import csv
+    import time
+
+    from cavnet.extract.config import PrepareConfig
+    from cavnet.pipelines.extract.options import RunOptions
+    from cavnet.extract.datasets import load_manifest
+    from cavnet.pipelines.prepare.run import PrepareSource, run_prepare
+
+    listing = folder.with_name(folder.name + ".csv")
+    listing.write_text("path,label,split\n" + "".join(f"{r.path},{r.label_name},{r.split}\n" for r in manifest.rows))
+    size = max(1, len(manifest) // (2 * workers))
+    t0 = time.perf_counter()
+    s = run_prepare(load_manifest("csv", None, listing), PrepareSource("csv", None, listing),
+                    PrepareConfig(short_side=short_side), RunOptions(shard_size=size, workers=workers), folder,
+                    echo=lambda _: None, progress=False)
+    seconds = time.perf_counter() - t0
+    with open(folder / "manifest.csv", newline="") as fh:
+        paths = [str(folder / r["path"]) for r in csv.DictReader(fh)]
+    done = s.counts.get(PREPARED, 0)
+    if done != len(manifest):
+        raise RuntimeError(f"prepare kept {len(manifest) - done} corpus file(s) as the original: {s.counts}")
+    stats = {"short_side": short_side, "files": len(manifest), "workers": workers, "seconds": seconds,
+             "files_per_s": s.run / seconds if s.run else None, "run": s.run, "src_bytes": s.src_bytes,
+             "bytes": s.bytes}
+    return dict(zip([r.video_id for r in manifest.rows], paths)), stats

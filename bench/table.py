@@ -38,12 +38,21 @@ def _decode(d: dict[str, Any]) -> list[str]:
     lines = [f"decode ({d['processes']} processes x {d['ffmpeg_threads']} FFmpeg threads; "
              f"ffmpeg CLI: {d['ffmpeg_cli']})",
              f"  {'variant':<20}{'videos/s':>10}{'frames/s':>11}{'cavnet/this':>13}"]
-    for v in ("cavnet", "cavnet+logmel", "pyav-plain", "pyav-decode-only", "ffmpeg-cli"):
+    for v in ("cavnet", "cavnet+logmel", "pyav-plain", "pyav-decode-only", "ffmpeg-cli", "torchcodec",
+              "torchcodec-nvdec", "prepared"):
         if v in d:
             ratio = 1.0 if v == "cavnet" else d["ratios"].get(f"cavnet/{v}")
             mark = "  (reference)" if v == d["reference"] else ""
             lines.append(f"  {v:<20}{_f(_med(d[v]['videos_per_s'])):>10}{_f(d[v]['frames_per_s'], 0):>11}"
                          f"{_f(ratio, 2):>13}{mark}")
+    for v, why in d.get("left_out", {}).items():
+        lines.append(f"  {v:<20}left out: {why}")
+    p = d.get("prepare")
+    if p:
+        rate = f"{_f(p['files_per_s'])} files/s" if p.get("files_per_s") else "reused"
+        lines.append(f"  prepared: cavnet prepare --short-side {p['short_side']} on {p['workers']} workers, "
+                     f"{p['files']} files in {_f(p['seconds'])} s ({rate}), {_f(p['src_bytes'] / 1e6)} MB -> "
+                     f"{_f(p['bytes'] / 1e6)} MB")
     return lines
 
 

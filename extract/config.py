@@ -7,13 +7,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from cavnet.configs import Config, check_choice, check_int
+from cavnet.configs import Config, check_choice, check_int, check_number
 from cavnet.errors import CavnetError
 
 # 3D-ResNeXt (Hara et al., CVPR 2018): pixels 0-255 minus the ActivityNet mean, std 1.
 RESNEXT_MEAN = (114.7748, 107.7354, 99.4750)
 RESNEXT_STD = (1.0, 1.0, 1.0)
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+DECODERS = ("pyav", "torchcodec")  # torchcodec: the optional extra (cavnet[torchcodec]), NVDEC on CUDA workers
 DB_AMIN = 1e-10  # librosa's power_to_db floor
 
 
@@ -125,9 +127,11 @@ class ExtractConfig(Config):
     text_model: str = "default"
     prompt_template: str = "a video of a person {label}"
     precision: str = "fp32"  # of the backbones: fp32 (TF32 on CUDA), bf16, fp16, or auto (measured fastest)
+    decoder: str = "pyav"  # who decodes the videos (the clips differ within a tolerance, not bit for bit)
 
     def __post_init__(self) -> None:
         check_choice("--precision", self.precision, PRECISIONS)
+        check_choice("--decoder", self.decoder, DECODERS)
 
     def content_key(self) -> dict[str, Any]:
         """The fields that decide the numbers in the store (weight files may move or be renamed; their
@@ -136,3 +140,26 @@ class ExtractConfig(Config):
         for key in ("visual_weights", "audio_weights", "visual_weights_name", "audio_weights_name"):
             d.pop(key)
         return d
+
+
+@dataclass(frozen=True)
+class PrepareConfig(Config):
+    """How ``cavnet prepare`` re-encodes. short_side: the shorter side of the output frames (never
+    upscaled; 256 is what Kinetics users train from, 128 is enough for 112-pixel crops). keyframe_seconds: the
+    longest stretch between keyframes. crf, preset: x264's quality (lower is better) and speed. audio_bitrate:
+    bits/s of the AAC written when the source's audio codec cannot be copied into MP4."""
+
+    short_side: int = 256
+    keyframe_seconds: float = 1.0
+    crf: int = 23
+    preset: str = "veryfast"
+    audio_bitrate: int = 128000
+
+    def __post_init__(self) -> None:
+        check_int("--short-side", self.short_side, 16)
+        check_int("--crf", self.crf, 0)
+        check_int("--audio-bitrate", self.audio_bitrate, 8000)
+        check_choice("--preset", self.preset, X264_PRESETS)
+        check_number("--keyframe-seconds", self.keyframe_seconds, 0.0, positive=True, below=60.0)
+        if self.crf > 51:
+            raise CavnetError(f"--crf must be an integer in 0..51 (x264), not {self.crf!r}")

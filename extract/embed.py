@@ -24,7 +24,7 @@ from cavnet.extract.backbones.weights import load_weights
 from cavnet.extract.clip_input import ClipNormalize
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.device import resolve_device
-from cavnet.extract.media.decode import decode_video
+from cavnet.extract.media.decode import decode_threads, decode_with
 from cavnet.extract.manifest import ManifestRow
 from cavnet.extract.store.writer import VideoFeatures
 from cavnet.extract.runtime import RunMode, forward, pick_mode
@@ -46,21 +46,14 @@ class DecodedItem:
         return cls(status, error, 0.0, 0.0, np.zeros((0,), np.uint8), np.zeros((0,), np.float32))
 
 
-def decode_threads() -> int:
-    """FFmpeg decoder threads for one video: ``CAVNET_DECODE_THREADS``, else the worker's share of the
-    cores (``CAVNET_TORCH_THREADS``, set for local CPU workers), else 0 (FFmpeg decides)."""
-    for name in ("CAVNET_DECODE_THREADS", "CAVNET_TORCH_THREADS"):
-        value = os.environ.get(name, "")
-        if value.isdigit():
-            return int(value)
-    return 0
-
-
-def decode_item(row: ManifestRow, config: ExtractConfig, threads: int | None = None) -> DecodedItem:
-    """Decode ``row``'s file and cut its log-mel examples; bad media gives a status, never an exception.
-    ``threads``: FFmpeg decoder threads (None: :func:`decode_threads`)."""
+def decode_item(row: ManifestRow, config: ExtractConfig, threads: int | None = None,
+                device: str = "cpu") -> DecodedItem:
+    """Decode ``row``'s file with ``config.decoder`` and cut its log-mel examples; bad media gives a status,
+    never an exception. ``threads``: FFmpeg decoder threads (None: :func:`decode_threads`); ``device``
+    "cuda": the torchcodec decoder may use NVDEC."""
     threads = decode_threads() if threads is None else threads
-    d = decode_video(row.path, config.sampling, config.logmel, config.audio_sampling.segments, threads)
+    d = decode_with(config.decoder, row.path, config.sampling, config.logmel, config.audio_sampling.segments,
+                    threads, device)
     if len(d.clips) == 0:
         return DecodedItem.failed(d.status, d.error)
     examples = segment_examples(d.audio, config.logmel, config.audio_sampling.segments, d.clip_times, d.duration)

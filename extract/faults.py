@@ -5,7 +5,7 @@ a hung mount, a disk that fills up. The variables are read at the moment of the 
 process does the work: Dask workers inherit them from the client's environment (``client.run(arm, ...)``
 arms a running cluster), and decode processes get those of the worker that hands them a video.
 
-``CAVNET_FAULT_CRASH_ON=SUBSTR``  opening a video (extract or probe) whose path contains SUBSTR SIGKILLs
+``CAVNET_FAULT_CRASH_ON=SUBSTR``  opening a video (extract, probe, prepare) whose path contains SUBSTR SIGKILLs
                                   the process that opens it (a decoder that segfaults, the OOM killer)
 ``CAVNET_FAULT_HANG_ON=SUBSTR``   opening such a video, or committing an HDF5 file whose name contains
                                   SUBSTR, sleeps ``CAVNET_FAULT_HANG_SECONDS`` (default 60) first; with

@@ -23,3 +23,9 @@ USABLE = (OK, NO_AUDIO, SHORT_DECODE)
 """Rows with features: trained on, scored, predicted; the others have none."""
 CLEAN = (OK, NO_AUDIO)
 """Statuses that come without an error message; every other row says what went wrong."""
+
+# ``cavnet prepare``'s table: a file is ``prepared`` (re-encoded), or keeps its source's decode status
+# (the original is referenced), or failed to encode.
+PREPARED = "prepared"
+ENCODE_ERROR = "encode_error"
+PREPARE_STATUSES = (PREPARED, ENCODE_ERROR) + DECODE_STATUSES

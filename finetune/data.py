@@ -22,7 +22,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 from cavnet.extract.media.audio import segment_examples
 from cavnet.finetune.augment import AugmentConfig, augment_audio, augment_clips, clip_centres, train_sampling
 from cavnet.extract.config import ExtractConfig
-from cavnet.extract.media.decode import decode_video
+from cavnet.extract.media.decode import decode_with
 from cavnet.extract.manifest import ManifestRow
 from cavnet.extract.media.sampling import valid_count
 from cavnet.extract.embed import decode_item
@@ -108,10 +108,10 @@ class VideoClips(Dataset):
         row, c, aug = self.rows[index], self.config, self.augment
         s = c.sampling
         wide = train_sampling(s, aug)
-        d = decode_video(row.path, wide, c.logmel, c.audio_sampling.segments, threads=1)
+        d = decode_with(c.decoder, row.path, wide, c.logmel, c.audio_sampling.segments, threads=1)
         if len(d.clips) and len(d.clips) < valid_count(d.duration * d.fps, s.frames, s.clips):
             wide = train_sampling(s, dataclasses.replace(aug, jitter_frames=0))  # a short video: no jitter,
-            d = decode_video(row.path, wide, c.logmel, c.audio_sampling.segments, threads=1)  # every clip kept
+            d = decode_with(c.decoder, row.path, wide, c.logmel, c.audio_sampling.segments, 1)  # every clip kept
         if len(d.clips) == 0:
             return Item(torch.zeros((0,), dtype=torch.uint8), torch.zeros((0,)), row.label, index, d.status)
         clips, offsets = augment_clips(d.clips, s.frames, s.size, aug, rng)

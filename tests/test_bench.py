@@ -46,7 +46,8 @@ def test_gpu_check_script_cpu_smoke(tmp_path):
            "CAVNET_CHECK_TIMEOUT": "3000"}
     env.pop("CAVNET_LAYOUT", None)  # the bench times both layouts, as on a user's machine
     proc = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--device", "cpu", "--small",
-                           "--videos", "2", "--repeats", "1"], env=env, capture_output=True, text=True, timeout=3300)
+                           "--videos", "2", "--repeats", "1", "--size", "320x180"],  # both runs: small frames
+                          env=env, capture_output=True, text=True, timeout=3300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "out"
     report = json.loads((out / "bench.json").read_text())
@@ -56,6 +57,8 @@ def test_gpu_check_script_cpu_smoke(tmp_path):
         "decode cavnet": report["decode"]["cavnet"]["videos_per_s"]["median"],
         "decode reference": report["decode"]["pyav-plain"]["videos_per_s"]["median"],
         "decode only": report["decode"]["pyav-decode-only"]["frames_per_s"],
+        "decode torchcodec": report["decode"]["torchcodec"]["videos_per_s"]["median"],
+        "decode prepared": report["decode"]["prepared"]["videos_per_s"]["median"],
         "visual": report["backbone"]["visual"]["fastest_per_s"],
         "audio": report["backbone"]["audio"]["fastest_per_s"],
         "backbone path": report["backbone"]["pipeline"]["videos_per_s"]["median"],
@@ -71,10 +74,32 @@ def test_gpu_check_script_cpu_smoke(tmp_path):
         assert math.isfinite(value) and value > 0, (name, value)
     for path, value in _numbers({k: report[k] for k in ("decode", "backbone", "extract", "store")}):
         assert math.isfinite(value) and value >= 0, (path, value)
-    assert set(report["checks"]) >= {"decode cavnet/pyav-plain", "extract steady/expected", "fuse-train store/memory"}
+    assert set(report["checks"]) >= {"decode cavnet/pyav-plain", "decode cavnet/torchcodec", "decode prepared/cavnet",
+                                      "extract steady/expected", "fuse-train store/memory"}
+    assert report["decode"]["prepare"]["files"] == 2 and report["decode"]["left_out"] == {}
+    hd = json.loads((out / "bench-720p.json").read_text())  # the second run (decode only; 1280x720 unless told)
+    assert hd["settings"]["corpus"]["size"] == [320, 180] and {"cavnet", "torchcodec", "prepared"} <= set(hd["decode"])
     assert report["machine"]["cores"] >= 1 and report["versions"]["torch"]
     table = (out / "bench.txt").read_text()
     assert "decode (" in table and "extract end to end" in table and "checks" in table
+
+
+def test_the_decode_checks_compare_cavnet_with_torchcodec_and_the_prepared_corpus():
+    from cavnet.bench.table import _decode
+
+    med = lambda v: {"videos_per_s": {"median": v}, "frames_per_s": 30 * v}  # noqa: E731
+    decode = {"processes": 2, "ffmpeg_threads": 1, "ffmpeg_cli": "not installed", "reference": "pyav-plain",
+              "cavnet": med(4.0), "pyav-plain": med(3.0), "torchcodec": med(2.0), "prepared": med(6.0),
+              "ratios": {"cavnet/pyav-plain": 4 / 3, "cavnet/torchcodec": 2.0, "cavnet/prepared": 4 / 6},
+              "left_out": {"torchcodec-nvdec": "the corpus (340x256) is below the NVDEC threshold"},
+              "prepare": {"short_side": 128, "files": 16, "workers": 2, "seconds": 8.0, "files_per_s": 2.0,
+                          "src_bytes": 5e6, "bytes": 4e6}}
+    report = {"settings": {"device": "cpu"}, "help_s": 0.1, "decode": decode}
+    got = checks(report)
+    assert got["decode cavnet/torchcodec"] == {"value": 2.0, "target": 1.0, "met": True}
+    assert got["decode prepared/cavnet"]["value"] == pytest.approx(1.5) and got["decode prepared/cavnet"]["met"]
+    lines = "\n".join(_decode(decode))
+    assert "torchcodec-nvdec    left out: the corpus (340x256)" in lines and "--short-side 128 on 2 workers" in lines
 
 
 def test_rates_span_all_ranks_and_interleave():

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-COMMANDS = ["synth", "probe", "extract", "check", "export", "fuse-train", "evaluate", "predict", "finetune", "ablate",
-            "demo", "bench"]
+COMMANDS = ["synth", "probe", "prepare", "extract", "check", "export", "fuse-train", "evaluate", "predict", "finetune",
+            "ablate", "demo", "bench"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

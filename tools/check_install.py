@@ -4,8 +4,10 @@
 
 Runs first in `make test` and `make demo` (and so in CI). A wheel built against another torch, a missing
 FFmpeg library or an HDF5 mismatch fails here in seconds with one line naming the package, instead of
-minutes later inside a test. Exit 0 when every check passes, 1 otherwise. Standard library only at the top:
-each package is imported inside its own check.
+minutes later inside a test. The torchcodec decoder (an optional extra, in the project's lock) gets one line
+per missing piece: its wheel, FFmpeg's shared libraries (tools/ffmpeg_libs.sh), NVIDIA's NPP. Exit 0 when
+every check passes, 1 otherwise. Standard library only at the top: each package is imported inside its own
+check.
 """
 
 from __future__ import annotations
@@ -92,6 +94,23 @@ CHECKS: dict[str, Callable[[], str]] = {
 }
 
 
+def torchcodec_problems(required: bool) -> tuple[str, list[str]]:
+    """The optional torchcodec decoder (cavnet[torchcodec]): a line describing it, and one line per missing
+    piece (its wheel, FFmpeg's shared libraries, NVIDIA's NPP). Missing pieces fail the check only when
+    ``required`` (the lock pins torchcodec, as the project's does); else they are reported as not installed."""
+    from cavnet.extract.media import tcsetup
+
+    problems = tcsetup.missing_pieces()
+    if not problems:
+        try:
+            return tcsetup.describe(), []
+        except Exception as exc:  # noqa: BLE001 - a piece that is there but does not load is the finding
+            problems = [(str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]]
+    if not required:
+        return "not installed (optional: pip install 'cavnet[torchcodec]'): " + "; ".join(problems), []
+    return "", problems
+
+
 def locked_versions(lock: Path) -> dict[str, str]:
     """{distribution name: version} of the lock's lines whose environment marker holds here."""
     from packaging.markers import Marker
@@ -136,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             print(f"check_install: {name} does not load: {type(exc).__name__}: {first[:300]}", file=sys.stderr)
             failed += 1
+    required = args.lock is not None and "torchcodec" in locked_versions(args.lock)
+    line, missing = torchcodec_problems(required)
+    if line:
+        print(f"  {'torchcodec':<22} {line}", flush=True)
+    for piece in missing:
+        print(f"check_install: torchcodec extra: {piece}", file=sys.stderr)
+    failed += len(missing)
     if args.lock is not None:
         problems = lock_mismatches(args.lock)
         for line in problems:

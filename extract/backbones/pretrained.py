@@ -82,9 +82,14 @@ def weight_fields(spec: BackboneSpec, given: str | Path | None, option: str, ran
 
 def extract_config(visual: str, audio: str, visual_weights: Path | None, audio_weights: Path | None,
                    text_model: str, prompt: str, clips: int, segments: int, precision: str = "fp32",
-                   random_ok: bool = False) -> ExtractConfig:
+                   random_ok: bool = False, decoder: str = "pyav") -> ExtractConfig:
     """An ExtractConfig with the clips and audio front end the backbones expect and the weights' hashes
-    (torchvision's cached release when no file is given; ``random_ok``: random weights when it is missing)."""
+    (torchvision's cached release when no file is given; ``random_ok``: random weights when it is missing).
+    ``decoder`` torchcodec is refused here, naming each missing piece, when it cannot be loaded."""
+    if decoder == "torchcodec":
+        from cavnet.extract.media import tcsetup
+
+        tcsetup.load()
     try:
         vspec, aspec = get_spec(visual), get_spec(audio)
     except KeyError as exc:
@@ -99,4 +104,4 @@ def extract_config(visual: str, audio: str, visual_weights: Path | None, audio_w
         visual=visual, audio=audio, visual_weights=vpath, audio_weights=apath, visual_weights_sha256=vsha,
         audio_weights_sha256=asha, visual_weights_name=vname, audio_weights_name=aname,
         sampling=dataclasses.replace(vspec.sampling, clips=clips), audio_sampling=AudioSampling(segments=segments),
-        logmel=aspec.logmel, text_model=text_model, prompt_template=prompt, precision=precision)
+        logmel=aspec.logmel, text_model=text_model, prompt_template=prompt, precision=precision, decoder=decoder)

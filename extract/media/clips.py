@@ -13,6 +13,21 @@ from av.video.reformatter import VideoReformatter
 from ..config import ClipSampling
 
 
+def quarter_turns(rotation: float | None) -> int:
+    """Counter-clockwise quarter turns (0-3) of a display rotation in degrees (None: none)."""
+    return int(round(rotation / 90.0)) % 4 if rotation else 0
+
+
+def resized_size(width: int, height: int, turns: int, side: int, resize: tuple[int, int] | None) -> tuple[int, int]:
+    """``(W, H)`` a stored ``width`` x ``height`` frame is scaled to before the centre crop: the short side to
+    ``side``, or to exactly ``resize`` = (H, W) as displayed (a quarter turn swaps them in the stored frame)."""
+    if resize is not None:
+        nh, nw = (resize[1], resize[0]) if turns % 2 else resize
+        return nw, nh
+    scale = side / min(width, height)
+    return max(side, round(width * scale)), max(side, round(height * scale))
+
+
 class _GapSkipper:
     """Sets ``skip_frame=NONREF`` on the video decoder for the packets that fall between clips.
 
@@ -112,13 +127,8 @@ class _ClipCollector:
 
         swscale writes planar RGB (``gbrp``), which PyAV interleaves as RGB: the same pixels as ``rgb24``
         output, in about 60% of the time (swscale's packed-RGB writer is its slow general path)."""
-        w, h = frame.width, frame.height
-        turns = int(round(frame.rotation / 90.0)) % 4 if frame.rotation else 0
-        if self.resize is not None:  # (H, W) as displayed: a quarter turn swaps them in the stored frame
-            nh, nw = (self.resize[1], self.resize[0]) if turns % 2 else self.resize
-        else:
-            scale = self.side / min(w, h)
-            nw, nh = max(self.side, round(w * scale)), max(self.side, round(h * scale))
+        turns = quarter_turns(frame.rotation)
+        nw, nh = resized_size(frame.width, frame.height, turns, self.side, self.resize)
         try:
             rgb = self.scaler.reformat(frame, width=nw, height=nh, format=self.format, interpolation="AREA",
                                        threads=1).to_ndarray()

@@ -13,11 +13,10 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import av
 import numpy as np
-import torch
 
 from ..config import ClipSampling, LogMel
 from ..status import DECODE_ERROR, EMPTY_FILE, MISSING_FILE, NO_AUDIO, NO_VIDEO, OK, SHORT_DECODE
@@ -29,6 +28,9 @@ SHORT_FRACTION = 0.8  # decoded frames / duration below this share of the contai
 MAX_PACKET_ERRORS = 16  # undecodable packets skipped before giving up on the file
 _MAX_MESSAGE = 240
 _ATTACHED_PIC = av.stream.Disposition.attached_pic  # album art: a video stream that is not a video
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -71,14 +73,9 @@ def decode_video(path: str, sampling: ClipSampling, logmel: LogMel, segments: in
     ``segments`` <= 0 skips the audio stream (``audio`` is None and the status speaks for the video only).
     ``threads`` is FFmpeg's decoder thread count (0: automatic). Never raises for bad media.
     """
-    try:
-        size = os.path.getsize(path)
-    except FileNotFoundError:
-        return _result(sampling, MISSING_FILE, f"FileNotFoundError: {path}")
-    except OSError as exc:
-        return _result(sampling, MISSING_FILE, error_message(exc))
-    if size == 0:
-        return _result(sampling, EMPTY_FILE, "file is 0 bytes")
+    problem = file_problem(path)
+    if problem is not None:
+        return _result(sampling, *problem)
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             return _decode_container(container, sampling, logmel, segments, threads)
@@ -86,9 +83,47 @@ def decode_video(path: str, sampling: ClipSampling, logmel: LogMel, segments: in
         return _result(sampling, DECODE_ERROR, error_message(exc))
 
 
+def file_problem(path: str) -> tuple[str, str] | None:
+    """``(status, message)`` of a file that cannot be opened at all (missing, unreadable, 0 bytes: a FIFO
+    reads as 0 bytes and is never opened, so it cannot block), else None."""
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return MISSING_FILE, f"FileNotFoundError: {path}"
+    except OSError as exc:
+        return MISSING_FILE, error_message(exc)
+    return (EMPTY_FILE, "file is 0 bytes") if size == 0 else None
+
+
+def video_stream(container: av.container.InputContainer) -> av.VideoStream | None:
+    """The first video stream that is a video (album art is an attached picture, not a video)."""
+    return next((s for s in container.streams.video if not s.disposition & _ATTACHED_PIC), None)
+
+
+def decode_threads() -> int:
+    """FFmpeg decoder threads for one video: ``CAVNET_DECODE_THREADS``, else the worker's share of the
+    cores (``CAVNET_TORCH_THREADS``, set for local CPU workers), else 0 (FFmpeg decides)."""
+    for name in ("CAVNET_DECODE_THREADS", "CAVNET_TORCH_THREADS"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def decode_with(decoder: str, path: str, sampling: ClipSampling, logmel: LogMel, segments: int,
+                threads: int = 0, device: str = "cpu") -> DecodedVideo:
+    """:func:`decode_video` with the ``decoder`` an :class:`~cavnet.extract.config.ExtractConfig` names:
+    ``pyav`` (this module) or ``torchcodec`` (:mod:`.tcdecode`; ``device`` "cuda" lets it use NVDEC)."""
+    if decoder == "torchcodec":
+        from .tcdecode import decode_video_torchcodec
+
+        return decode_video_torchcodec(path, sampling, logmel, segments, threads, device)
+    return decode_video(path, sampling, logmel, segments, threads)
+
+
 def _decode_container(container: av.container.InputContainer, sampling: ClipSampling, logmel: LogMel,
                       segments: int, threads: int) -> DecodedVideo:
-    vstream = next((s for s in container.streams.video if not s.disposition & _ATTACHED_PIC), None)
+    vstream = video_stream(container)
     astream = container.streams.audio[0] if container.streams.audio and segments > 0 else None
     audio = _AudioCollector(logmel.sample_rate) if astream is not None else None
     if vstream is None:
@@ -308,12 +343,14 @@ def _scan_seconds(path: str, fps: float) -> float:
     return max(span, count / fps)
 
 
-def normalise_clips(clips: np.ndarray, sampling: ClipSampling) -> torch.Tensor:
+def normalise_clips(clips: np.ndarray, sampling: ClipSampling) -> "torch.Tensor":
     """``(N, T, S, S, 3)`` uint8 -> ``(N, 3, T, S, S)`` float32 ``(x - mean) / std``.
 
     The result is laid out channels_last_3d (a permuted view of the uint8 memory), which is what the 3D
     CNN runs fastest on; call ``.contiguous()`` if a plain layout is needed.
     """
+    import torch  # here, not at the top: re-encoding (cavnet prepare) and probing never need torch
+
     x = torch.from_numpy(np.ascontiguousarray(clips)).permute(0, 4, 1, 2, 3).to(torch.float32)
     mean = torch.tensor(sampling.mean, dtype=torch.float32).view(1, 3, 1, 1, 1)
     std = torch.tensor(sampling.std, dtype=torch.float32).view(1, 3, 1, 1, 1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 import errno
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from cavnet.errors import CavnetError
 from cavnet.extract.config import ExtractConfig
@@ -19,7 +19,9 @@ from cavnet.extract.status import USABLE
 from cavnet.extract.store.fsfault import CAUSES
 from cavnet.pipelines.extract.options import RunOptions
 from cavnet.pipelines.extract.cluster import dask_client
-from cavnet.pipelines.extract.worker import ShardResult, ShardSpec, run_shard
+
+if TYPE_CHECKING:  # the worker side imports torch: a client that only streams tasks (prepare, probe) need not
+    from cavnet.pipelines.extract.worker import ShardResult, ShardSpec
 
 ISOLATED_ATTEMPTS = 2  # a task whose worker died is redone isolated; if that worker dies too, once more
 _RERUN = "committed shards are kept: fix the cause and rerun the same command to continue"
@@ -97,6 +99,8 @@ def run_shards(todo: Sequence[ShardSpec], config: ExtractConfig, opts: RunOption
     ``on_result`` sees each shard's :class:`ShardResult` (the memory benchmark reads worker RSS from it).
     """
     from tqdm import tqdm
+
+    from cavnet.pipelines.extract.worker import run_shard
 
     counts: Counter[str] = Counter()
     bar = tqdm(total=total, initial=total - sum(len(s.rows) for s in todo), unit="video",

@@ -68,11 +68,21 @@ class ShardResult:
     reused: bool = False
 
 
-def decode_row(row: ManifestRow, config: ExtractConfig, armed: dict[str, str] | None = None) -> DecodedItem:
+def decode_row(row: ManifestRow, config: ExtractConfig, armed: dict[str, str] | None = None,
+               device: str = "cpu") -> DecodedItem:
     """Decode one manifest row; the tests' fault hook runs first, with the faults ``armed`` by the process
-    that handed the row over (None: this process's)."""
+    that handed the row over (None: this process's). ``device``: see :func:`decode_device`."""
     faults.before_open(row.path, armed)
-    return decode_item(row, config)
+    return decode_item(row, config, device=device)
+
+
+def decode_device(config: ExtractConfig, opts: RunOptions) -> str:
+    """``cuda`` when the torchcodec decoder runs on a CUDA worker (it may then use NVDEC), else ``cpu``."""
+    if config.decoder != "torchcodec":
+        return "cpu"
+    from cavnet.extract.device import resolve_device
+
+    return "cuda" if resolve_device(opts.device).type == "cuda" else "cpu"
 
 
 def worker_embedder(config: ExtractConfig, opts: RunOptions) -> BatchEmbedder:
@@ -119,25 +129,26 @@ def _crashed(row: ManifestRow) -> DecodedItem:
     return DecodedItem.failed(WORKER_CRASH, "the decoding process died on this file")
 
 
-def _isolated(rows: Sequence[ManifestRow], config: ExtractConfig) -> Iterator[DecodedItem]:
+def _isolated(rows: Sequence[ManifestRow], config: ExtractConfig, device: str = "cpu") -> Iterator[DecodedItem]:
     """Each row decoded in a fresh process; a process that dies costs its own row only."""
-    return isolated_map(partial(decode_row, config=config, armed=faults.armed()), rows, _crashed)
+    return isolated_map(partial(decode_row, config=config, armed=faults.armed(), device=device), rows, _crashed)
 
 
-def _pooled(rows: Sequence[ManifestRow], config: ExtractConfig, workers: int) -> Iterator[DecodedItem]:
+def _pooled(rows: Sequence[ManifestRow], config: ExtractConfig, workers: int,
+            device: str = "cpu") -> Iterator[DecodedItem]:
     """Decoding runs ahead of the consumer by a bounded window; a dead decoder sends the rest of the
     shard (from the first row not yet delivered) through :func:`_isolated`."""
     pool, window, armed = _pool(workers), 2 * workers, faults.armed()
-    futures = [pool.submit(decode_row, row, config, armed) for row in rows[:window]]
+    futures = [pool.submit(decode_row, row, config, armed, device) for row in rows[:window]]
     for i in range(len(rows)):
         try:
             if i + window < len(rows):
-                futures.append(pool.submit(decode_row, rows[i + window], config, armed))
+                futures.append(pool.submit(decode_row, rows[i + window], config, armed, device))
             item = futures[i].result()
         except BrokenProcessPool:
             _STATE.pop("pool", None)
             pool.shutdown(wait=False, cancel_futures=True)
-            yield from _isolated(rows[i:], config)
+            yield from _isolated(rows[i:], config, device)
             return
         yield item
 
@@ -146,12 +157,13 @@ def decoded_items(rows: Sequence[ManifestRow], config: ExtractConfig, opts: RunO
                   isolate: bool) -> Iterator[DecodedItem]:
     """Decoded videos in manifest order (``opts.decode_workers`` None: the rule of
     ``extract.device.decode_workers``, as ``run_extract`` resolves it)."""
+    device = decode_device(config, opts)
     if isolate:
-        return _isolated(rows, config)
+        return _isolated(rows, config, device)
     workers = decode_workers(opts.decode_workers, opts.device)
     if workers > 0:
-        return _pooled(rows, config, workers)
-    return (decode_row(row, config) for row in rows)
+        return _pooled(rows, config, workers, device)
+    return (decode_row(row, config, device=device) for row in rows)
 
 
 def _memory() -> tuple[float, float]:
