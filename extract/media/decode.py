@@ -22,6 +22,7 @@ from ..config import ClipSampling, LogMel
 from ..status import DECODE_ERROR, EMPTY_FILE, MISSING_FILE, NO_AUDIO, NO_VIDEO, OK, SHORT_DECODE
 from .clips import _ClipCollector, _GapSkipper
 from .sampling import uniform_starts, valid_count
+from .sandbox import Budget, BudgetExceeded, open_media, refused_message
 
 
 SHORT_FRACTION = 0.8  # decoded frames / duration below this share of the container's figure: short_decode
@@ -77,10 +78,10 @@ def decode_video(path: str, sampling: ClipSampling, logmel: LogMel, segments: in
     if problem is not None:
         return _result(sampling, *problem)
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with open_media(path) as container:
             return _decode_container(container, sampling, logmel, segments, threads)
     except Exception as exc:  # av raises many types on open (InvalidDataError, OSError, ...): all are bad media
-        return _result(sampling, DECODE_ERROR, error_message(exc))
+        return _result(sampling, DECODE_ERROR, refused_message(error_message(exc)))
 
 
 def file_problem(path: str) -> tuple[str, str] | None:
@@ -184,7 +185,7 @@ def _video_handler(clips: "_ClipCollector", origin: float | None, fps: float,
         if skipper is not None and skipper.pending:
             skipper.pending.discard(frame.pts)
         t = frame.time
-        if t is None:
+        if t is None or not math.isfinite(t):  # no pts, or no time base (frames drained after a stopped demux)
             t = clips.last_time + 1.0 / fps if clips.seen else 0.0
         else:
             if state["origin"] is None:
@@ -203,8 +204,10 @@ def _demux(container: av.container.InputContainer, vstream: av.VideoStream | Non
     errors, message = 0, ""
     if not streams:
         return errors, message
+    budget = Budget()
     try:
         for packet in container.demux(streams):
+            budget.spend()
             if skipper is not None and packet.stream is vstream:
                 skipper.before(packet)
             try:
@@ -219,6 +222,9 @@ def _demux(container: av.container.InputContainer, vstream: av.VideoStream | Non
                     on_video(frame)
                 else:
                     audio.push(frame)
+    except BudgetExceeded as exc:  # what was decoded so far decides the status; the message says why it stopped
+        errors, message = errors + 1, str(exc)
+        _flush(streams, vstream, on_video, audio)
     except Exception as exc:  # the demuxer itself failed (truncated or damaged container)
         errors, message = errors + 1, message or error_message(exc)
         _flush(streams, vstream, on_video, audio)
@@ -242,25 +248,39 @@ def _flush(streams: list, vstream: av.VideoStream | None, on_video: Callable | N
 
 class _AudioCollector:
     """Resamples decoded audio frames to mono float32 at ``rate``; a new resampler whenever the input's
-    sample rate, layout or format changes (PyAV's resampler is fixed to its first frame)."""
+    sample rate, layout or format changes (PyAV's resampler is fixed to its first frame). Channels of
+    unspecified order, and a layout the resampler refuses, are averaged to mono here first."""
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
         self.resampler: av.AudioResampler | None = None
         self.key: tuple | None = None
+        self.downmix = False
         self.chunks: list[np.ndarray] = []
         self.errors, self.error = 0, ""
+
+    def _start(self) -> None:
+        self._pull(None)
+        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate,
+                                           frame_size=self.rate)  # 1 s frames: fewer to convert
 
     def push(self, frame: av.AudioFrame) -> None:
         try:
             key = (frame.format.name, frame.layout.name, frame.sample_rate)
             if key != self.key:
-                self._pull(None)
-                self.resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate,
-                                                   frame_size=self.rate)  # 1 s frames: fewer to convert
-                self.key = key
-            self._pull(frame)
-        except Exception as exc:  # a frame the resampler cannot take: drop it, keep the video going
+                self._start()
+                # channels of unspecified order have no downmix matrix in FFmpeg: average them here
+                self.key, self.downmix = key, any(c.name == "NONE" for c in frame.layout.channels)
+            if not self.downmix:
+                try:
+                    self._pull(frame)
+                    return
+                except Exception:  # a layout the resampler refuses: average the channels ourselves
+                    self.downmix = True
+                    self.resampler = None
+                    self._start()
+            self._pull(_mono(frame))
+        except Exception as exc:  # a frame that cannot be taken at all: drop it, keep the video going
             self.errors, self.error = self.errors + 1, self.error or f"audio: {error_message(exc)}"
             try:  # keep what the resampler already holds (up to one output frame)
                 self._pull(None)
@@ -286,6 +306,21 @@ class _AudioCollector:
         wave = np.concatenate(self.chunks).astype(np.float32, copy=False)
         self.chunks = []
         return wave if wave.size else None
+
+
+def _mono(frame: av.AudioFrame) -> av.AudioFrame:
+    """``frame`` averaged over its channels, as a mono float frame at its own sample rate."""
+    data = frame.to_ndarray()
+    channels = frame.layout.nb_channels
+    samples = data.reshape(channels, -1) if frame.format.is_planar else data.reshape(-1, channels).T
+    if samples.dtype.kind == "i":  # s16, s32: full scale is 2^(bits-1)
+        samples = samples.astype(np.float32) / (np.iinfo(samples.dtype).max + 1)
+    elif samples.dtype.kind == "u":  # u8: centred on 128
+        samples = (samples.astype(np.float32) - 128.0) / 128.0
+    mono = samples.astype(np.float32).mean(axis=0, keepdims=True)
+    out = av.AudioFrame.from_ndarray(np.ascontiguousarray(mono), format="flt", layout="mono")
+    out.sample_rate, out.pts, out.time_base = frame.sample_rate, frame.pts, frame.time_base
+    return out
 
 
 def _trim_padding(wave: np.ndarray | None, stream: av.AudioStream, rate: int) -> np.ndarray | None:
@@ -328,10 +363,11 @@ def _scan_seconds(path: str, fps: float) -> float:
     """Duration of a file whose header has none (raw H.264, some streams): one packet-only pass (no
     decoding) over the video; the pts span, or the packet count at ``fps`` when packets carry no pts."""
     times: list[float] = []
-    count = 0
+    count, budget = 0, Budget()
     try:
-        with av.open(path) as container:
+        with open_media(path) as container:
             for packet in container.demux(container.streams.video[0]):
+                budget.spend()
                 if packet.size == 0:
                     continue
                 count += 1

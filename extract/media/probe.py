@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from cavnet.extract.manifest import ManifestRow
+from cavnet.extract.media.sandbox import open_media, refused_message
 from cavnet.extract.status import DECODE_ERROR, EMPTY_FILE, MISSING_FILE, NO_AUDIO, NO_VIDEO, OK
 
 MAX_PACKETS = 64  # video packets read while looking for the first decodable frame
@@ -83,7 +84,6 @@ def _first_frame(container, stream) -> str:
 def probe_media(row: ManifestRow, armed: dict[str, str] | None = None) -> ProbeRecord:
     """Probe one file; never raises for bad media (the same status rules as extract's decode).
     ``armed``: the tests' faults, as set in the process that handed the row over (None: this one's)."""
-    import av
 
     from cavnet.extract import faults
     from cavnet.extract.media.decode import error_message
@@ -99,7 +99,7 @@ def probe_media(row: ManifestRow, armed: dict[str, str] | None = None) -> ProbeR
         record.status, record.error = EMPTY_FILE, "file is 0 bytes"
         return record
     try:
-        with av.open(row.path, metadata_errors="ignore") as container:
+        with open_media(row.path) as container:
             video = _streams(container, record)
             if video is None:
                 record.status, record.error = NO_VIDEO, "no video stream"
@@ -108,5 +108,5 @@ def probe_media(row: ManifestRow, armed: dict[str, str] | None = None) -> ProbeR
             elif not record.audio_codec:
                 record.status = NO_AUDIO
     except Exception as exc:  # av raises many types on open: all are bad media
-        record.status, record.error = DECODE_ERROR, error_message(exc)
+        record.status, record.error = DECODE_ERROR, refused_message(error_message(exc))
     return record

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-import av
 import numpy as np
 import torch
 
@@ -40,6 +39,7 @@ from .clips import quarter_turns, resized_size
 from .decode import (DECODE_ERROR, NO_VIDEO, DecodedVideo, _frame_rate, _result, _scan_seconds, _status,
                      _stream_seconds, _trim_padding, error_message, file_problem, video_stream)
 from .sampling import uniform_starts, valid_count
+from .sandbox import local_url, open_media
 
 NVDEC_CODECS = ("h264", "hevc")
 NVDEC_MIN_PIXELS = 1280 * 720  # 720p and up: below it the CPU decodes as fast (and NVDEC sessions are few)
@@ -75,7 +75,7 @@ def _message(exc: BaseException) -> str:
 
 def _header(path: str, segments: int) -> _Header | None:
     """The file's streams and the container's figures; None when it has no video stream."""
-    with av.open(str(path), metadata_errors="ignore") as container:
+    with open_media(path) as container:
         v = video_stream(container)
         if v is None:
             return None
@@ -120,7 +120,8 @@ def _audio(path: str, head: _Header, rate: int) -> tuple[np.ndarray | None, int,
     from torchcodec.decoders import AudioDecoder
 
     try:
-        samples = AudioDecoder(str(path), stream_index=head.audio, sample_rate=rate, num_channels=1).get_all_samples()
+        samples = AudioDecoder(local_url(path), stream_index=head.audio, sample_rate=rate,
+                               num_channels=1).get_all_samples()
     except Exception as exc:  # noqa: BLE001 - bad audio never stops the video
         text = _message(exc)
         if "No audio frames were decoded" in text:  # a stream with nothing decodable: no audio, as with PyAV
@@ -151,8 +152,8 @@ def _video(path: str, head: _Header, sampling: ClipSampling, threads: int, devic
     try:
         if on_device:  # the beta backend is CUDA's; the CPU stands in for a device in the tests
             with set_cuda_backend("beta") if device.startswith("cuda") else contextlib.nullcontext():
-                decoder = VideoDecoder(str(path), stream_index=head.video, seek_mode="exact", dimension_order="NHWC",
-                                       device=device)
+                decoder = VideoDecoder(local_url(path), stream_index=head.video, seek_mode="exact",
+                                       dimension_order="NHWC", device=device)
         else:
             decoder = _cpu_decoder(VideoDecoder, path, head, sampling, side, threads)
     except Exception as exc:  # noqa: BLE001 - nothing decodable (the scan failed)
@@ -193,7 +194,7 @@ def _cpu_decoder(video_decoder: Any, path: str, head: _Header, sampling: ClipSam
     for turns in (0, 1):
         w, h = (head.height, head.width) if turns else (head.width, head.height)
         nw, nh = resized_size(w, h, 0, side, sampling.resize)
-        decoder = video_decoder(str(path), stream_index=head.video, seek_mode="exact", dimension_order="NHWC",
+        decoder = video_decoder(local_url(path), stream_index=head.video, seek_mode="exact", dimension_order="NHWC",
                                 num_ffmpeg_threads=threads, transforms=[Resize((nh, nw))])
         if quarter_turns(decoder.metadata.rotation) % 2 == turns:
             break

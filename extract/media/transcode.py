@@ -29,6 +29,7 @@ from ..store.writer import tmp_name
 from ..status import DECODE_ERROR, ENCODE_ERROR, NO_VIDEO, PREPARED, SHORT_DECODE
 from .decode import (MAX_PACKET_ERRORS, _frame_rate, _status, _stream_seconds, error_message, file_problem,
                      video_stream)
+from .sandbox import open_media, refused_message
 MP4_AUDIO_COPY = ("aac", "mp3", "ac3", "eac3", "alac", "opus")  # codecs FFmpeg's MP4 muxer takes as they are
 _FATAL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)  # the run stops: not this file's fault
 
@@ -79,9 +80,9 @@ def prepare_file(src: str, dst: str | Path, config: PrepareConfig, threads: int 
         return PrepareResult(*problem)
     src_bytes = os.path.getsize(src)
     try:
-        container = av.open(str(src), metadata_errors="ignore")
+        container = open_media(src)
     except Exception as exc:  # av raises many types on open: all are bad media
-        return PrepareResult(DECODE_ERROR, error_message(exc), src_bytes)
+        return PrepareResult(DECODE_ERROR, refused_message(error_message(exc)), src_bytes)
     with container:
         vstream = video_stream(container)
         if vstream is None:
@@ -344,7 +345,7 @@ def estimate_bytes(src: str, config: PrepareConfig) -> int | None:
     rate and duration at :data:`BITS_PER_PIXEL`, plus the audio copied or at ``audio_bitrate``); None when
     the header does not read."""
     try:
-        with av.open(str(src), metadata_errors="ignore") as container:
+        with open_media(src) as container:
             v = video_stream(container)
             if v is None:
                 return None
