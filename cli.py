@@ -90,8 +90,14 @@ def extract(**p) -> None:
     from cavnet.pipelines.manifests import extract_config, load_manifest
 
     m = load_manifest(p["dataset"], p["root"], p["manifest"], _splits(p["split"]), p["limit"])
+    from cavnet.extract.config import EncoderConfig
     config = extract_config(p["visual"], p["audio"], p["visual_weights"], p["audio_weights"], p["text_model"],
-                            p["prompt_template"], p["clips"], p["segments"], p["precision"])
+                            p["prompt_template"], p["clips"], p["segments"], p["precision"], p["random_init"],
+                            build(EncoderConfig, p))
+    for modality, got, arch in (("visual", config.visual, config.encoder.visual_arch),
+                                ("audio", config.audio, config.encoder.audio_arch)):
+        if p[modality] != got:
+            click.echo(f"note: --{modality} {p[modality]}: the folder is a {arch}; recorded as {got}", err=True)
     if p["decode_workers"] is None:
         from cavnet.pipelines.extract.cluster import default_decode_workers
         p["decode_workers"] = default_decode_workers(p["device"], p["scheduler"])
@@ -256,8 +262,8 @@ def finetune(**p) -> None:
 @main.command()
 @click.option("--store", type=EXISTING, required=True)
 @click.option("--out", type=OUT, required=True, help="folder for runs and results")
-@click.option("--preset", type=click.Choice(["paper", "components", "fidelity", "all"]), default="all",
-              show_default=True)
+@click.option("--preset", type=click.Choice(["paper", "components", "fidelity", "encoders", "all"]), default="all",
+              show_default=True, help="encoders: the frozen encoder's zero-shot and linear probe, and CAV-Net on top")
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--variants", default=None, help="comma-separated subset of the preset's variant keys")
 @train_opt("epochs")

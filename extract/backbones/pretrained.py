@@ -8,6 +8,8 @@
   allows them (``cavnet bench``, which measures speed).
 - Every other backbone without a file is randomly initialised (the 3D-ResNeXt family, whose release has no
   fixed URL, and the audio networks); :mod:`cavnet.extract.provenance` makes that loud downstream.
+- The Hugging Face encoders (CLIP, VideoMAE, AST, CLAP) take a model folder, else their release from the
+  Hugging Face cache, else stop naming the model id (:mod:`cavnet.extract.backbones.hf.folder`).
 
 The store config records each file's path, sha256 and what it is (:func:`weights_name`).
 """
@@ -69,6 +71,10 @@ def weight_fields(spec: BackboneSpec, given: str | Path | None, option: str, ran
                   ) -> tuple[str | None, str | None, str | None]:
     """``(path, sha256, name)`` of ``spec``'s weights for the store config, the file checked key by key
     against the model; all None for random weights."""
+    if spec.hf is not None:
+        from cavnet.extract.backbones.hf.folder import hf_weight_fields
+
+        return hf_weight_fields(spec, given, option, random_ok)
     path = resolve_weights(spec, given, option, random_ok)
     if path is None:
         return None, None, None
