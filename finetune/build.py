@@ -13,6 +13,7 @@ from cavnet.errors import CavnetError
 from cavnet.extract.config import ExtractConfig
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.extract.embed import backbone_for, build_backbones
+from cavnet.extract.runtime import RunMode, prepare
 from cavnet.finetune.config import FinetuneConfig
 from cavnet.finetune.model import AVNet, stem_and_stages
 
@@ -54,6 +55,6 @@ def build_avnet(ckpt: Checkpoint, device: torch.device, cfg: FinetuneConfig | No
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        net.visual.to(memory_format=torch.channels_last_3d)
+        prepare(net.visual, RunMode(layout="channels_last"), 5)  # each weight in the channels-last format of its rank
         net.channels_last = True
     return net.to(device)

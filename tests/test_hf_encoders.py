@@ -112,6 +112,15 @@ def test_fused_clap_gets_the_extractors_four_channels_and_is_longer(hf_tiny, vid
         np.testing.assert_allclose(got.audio[j], want.pooler_output[0].numpy(), atol=ATOL)
 
 
+def test_audio_shorter_than_one_frame_or_none_does_not_stop_the_ast_front_end(hf_tiny):
+    from cavnet.extract.media.frontends import audio_examples
+
+    config = _config("resnext3d-tiny", "ast", aw=hf_tiny["ast"])
+    short = audio_examples(np.full(10, 0.1, np.float32), config, None, 0.0)  # 10 samples: padded to one frame
+    assert short.shape == (1, 1, 128, 128) and np.isfinite(short).all()
+    assert audio_examples(None, config, None, 2.0).shape == (0, 1, 128, 128)
+
+
 @torch.no_grad()
 def test_text_towers_equal_transformers(hf_tiny, one_torch_thread):
     from transformers import AutoTokenizer, ClapModel, CLIPModel

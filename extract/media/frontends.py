@@ -5,7 +5,8 @@ A window is ``encoder.audio_window`` seconds (the model's own input length unles
 where cavnet puts its log-mel examples: as many as the audio holds without overlap (at most ``segments``),
 centred on the clips when there are as many windows as clips, else spread uniformly; a window is moved inside
 the audio when the audio is long enough, and audio shorter than one window is handed over whole, for the
-extractor to pad as it pads (AST: zero fbank frames; CLAP: its ``padding``, repeat-then-pad by default).
+extractor to pad as it pads (AST: zero fbank frames; CLAP: its ``padding``, repeat-then-pad by default);
+audio shorter than one 25 ms analysis frame, which the fbank cannot frame at all, is zero-padded to one.
 
 The extractor is the transformers class the folder named, rebuilt in every decode process from the settings
 the store config records (``encoder.extractor``), and called on one window at a time, so its output is the
@@ -23,6 +24,8 @@ import numpy as np
 from ..config import EncoderConfig, ExtractConfig, LogMel
 from .audio import segment_examples
 from .sampling import uniform_starts, valid_count
+
+SHORTEST_SECONDS = 0.025  # one 25 ms analysis frame (Kaldi fbank's window, AST's extractor)
 
 
 def audio_examples(waveform: np.ndarray | None, config: ExtractConfig, clip_times: np.ndarray | None,
@@ -75,8 +78,11 @@ def extractor_examples(waveform: np.ndarray | None, encoder: EncoderConfig, logm
     key = fe.model_input_names[0]  # input_values (AST), input_features (CLAP)
     out = np.empty((len(starts), *shape), np.float32)
     centres = np.empty(len(starts), np.float64)
+    shortest = int(round(SHORTEST_SECONDS * rate))
     for j, first in enumerate(starts):
         piece = wave[first:first + length]
+        if len(piece) < shortest:  # shorter than one analysis frame, which Kaldi's fbank refuses: zero-pad to one
+            piece = np.pad(piece, (0, shortest - len(piece)))
         x = np.asarray(fe(piece, sampling_rate=rate, return_tensors="np")[key][0], dtype=np.float32)
         out[j] = x[None] if x.ndim == 2 else x[:1]
         centres[j] = (first + len(piece) / 2.0) / rate
