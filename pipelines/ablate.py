@@ -28,7 +28,7 @@ class Variant:
     pretrain: bool = False  # video-text pretraining on the same store first
     external: bool = False  # caption pretraining on ``--pretrain-store`` first
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields of its own (the text encoder's lr)
-    kind: str = "fusion"  # or a frozen-encoder baseline without training: "zero-shot", "probe" (fuse.probe)
+    kind: str = "fusion"  # or a frozen-encoder baseline, no fusion: "zero-shot", "probe" (fuse.baselines.probe)
 
 
 PAPER = (
@@ -109,7 +109,10 @@ def _run_baseline(store: Path, out: Path, variant: Variant, tcfg: TrainConfig) -
 
     with FeatureStore(store) as s:
         if variant.kind == "zero-shot":
-            m = zero_shot(s, tcfg.val_split, zero_shot_modality(s) or "visual")
+            modality = zero_shot_modality(s)
+            if modality is None:
+                raise CavnetError(f"{store}: {variant.label} needs a CLIP / CLAP backbone with its own text tower")
+            m = zero_shot(s, tcfg.val_split, modality)
         else:
             m = linear_probe(s, tcfg.train_split, tcfg.val_split)
     result = {"variant": variant.key, "seed": tcfg.seed, **{k: m[k] for k in METRICS}, "best_top1": m["top1"],

@@ -292,3 +292,20 @@ def _zero_shot_top1(store: Path) -> float:
     video /= np.linalg.norm(video, axis=1, keepdims=True)
     text /= np.linalg.norm(text, axis=1, keepdims=True)
     return 100.0 * float(((video @ text.T).argmax(1) == labels).mean())
+
+
+def test_ablate_leaves_the_zero_shot_row_out_of_a_store_without_a_text_tower(tmp_path):
+    """A store of 3D-ResNeXt features and sentence embeddings: one line says why the zero-shot row is left
+    out; the probe row runs once whatever the seeds."""
+    from store_factory import make_store
+
+    from cavnet.fuse.train_config import TrainConfig
+    from cavnet.pipelines.ablate import run_ablate
+
+    make_store(tmp_path / "s.h5", videos=48)
+    msgs: list[str] = []
+    rows = run_ablate(tmp_path / "s.h5", tmp_path / "a", "encoders", 2, TrainConfig(device="cpu"), 1, msgs.append,
+                      only=("zero-shot", "linear-probe"))
+    assert any("'Frozen encoder, zero-shot' is left out" in m for m in msgs)
+    assert [r["variant"] for r in rows] == ["linear-probe"] and rows[0]["seeds"] == 1
+    assert rows[0]["top1_mean"] > 50.0  # 4 separable classes
