@@ -90,9 +90,16 @@ def extract(**p) -> None:
     from cavnet.pipelines.extract.options import RunOptions
     from cavnet.pipelines.extract.run import run_extract
 
+    from cavnet.extract.config import EncoderConfig
+
     m = corpus_from(p).load(_splits(p["split"]), p["limit"])
     config = extract_config(p["visual"], p["audio"], p["visual_weights"], p["audio_weights"], p["text_model"],
-                            p["prompt_template"], p["clips"], p["segments"], p["precision"], decoder=p["decoder"])
+                            p["prompt_template"], p["clips"], p["segments"], p["precision"], random_ok=p["random_init"],
+                            decoder=p["decoder"], encoder=build(EncoderConfig, p))
+    for modality, got, arch in (("visual", config.visual, config.encoder.visual_arch),
+                                ("audio", config.audio, config.encoder.audio_arch)):
+        if p[modality] != got:
+            click.echo(f"note: --{modality} {p[modality]}: the folder is a {arch}; recorded as {got}", err=True)
     opts = build(RunOptions, p)
     from cavnet.extract.provenance import random_weights_note
     if random_weights_note(config):
@@ -261,8 +268,8 @@ def finetune(**p) -> None:
 @main.command()
 @click.option("--store", type=EXISTING, required=True)
 @click.option("--out", type=OUT, required=True, help="folder for runs and results")
-@click.option("--preset", type=click.Choice(["paper", "components", "fidelity", "all"]), default="all",
-              show_default=True)
+@click.option("--preset", type=click.Choice(["paper", "components", "fidelity", "encoders", "all"]), default="all",
+              show_default=True, help="encoders: the frozen encoder's zero-shot and linear probe, and CAV-Net on top")
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--variants", default=None, help="comma-separated subset of the preset's variant keys")
 @train_opt("epochs")

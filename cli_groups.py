@@ -55,19 +55,32 @@ def dataset_options(f):
 
 
 def backbone_options(f):
-    from cavnet.extract.config import PRECISIONS, AudioSampling, ClipSampling, ExtractConfig
+    from cavnet.extract.config import (CLIP_EMBEDDINGS, PRECISIONS, AudioSampling, ClipSampling, EncoderConfig,
+                                       ExtractConfig)
 
     for opt in reversed([
         option(ExtractConfig, "visual",
-               help="visual backbone: resnext3d-*, r3d_18, mc3_18, r2plus1d_18, s3d, mvit_*, swin3d_*"),
-        option(ExtractConfig, "audio",
-               help="audio backbone: resnet50-audio, vggish, vggish-pca, cnn14, audio-cnn-tiny"),
+               help="visual backbone: resnext3d-*, r3d_18, mc3_18, r2plus1d_18, s3d, mvit_*, swin3d_*, clip-vit-b16, "
+                    "clip-vit-b32, clip-vit-l14, videomae-base, videomae-large (docs/backbones.md)"),
+        option(ExtractConfig, "audio", help="audio backbone: resnet50-audio, vggish, vggish-pca, cnn14, "
+                                            "audio-cnn-tiny, ast, clap-htsat, clap-htsat-fused"),
         click.option("--visual-weights", type=EXISTING, default=None,
-                     help="visual checkpoint (3D-ResNeXt release, torchvision state dict) [torchvision: hub cache]"),
+                     help="visual checkpoint (3D-ResNeXt release, torchvision state dict) or Hugging Face model folder "
+                          "(CLIP, VideoMAE) [torchvision: hub cache; Hugging Face: its cache]"),
         click.option("--audio-weights", type=EXISTING, default=None,
-                     help="audio checkpoint (torchvggish, PANNs CNN14, ...); without it: random weights"),
+                     help="audio checkpoint (torchvggish, PANNs CNN14, ...) or Hugging Face folder (AST, CLAP); "
+                          "without it: random weights (AST, CLAP: the Hugging Face cache)"),
+        click.option("--random-init", is_flag=True, default=False,
+                     help="backbones whose release is not on this machine start from random weights (speed tests; "
+                          "the store says so)"),
         option(ExtractConfig, "text_model",
-               help="sentence-transformers model path or name (default: packaged all-MiniLM-L6-v2)"),
+               help="sentence-transformers model path or name (default: packaged all-MiniLM-L6-v2), or clip:DIR / "
+                    "clap:DIR for CLIP's / CLAP's own text tower"),
+        option(EncoderConfig, "frame_subset", help="CLIP: frames of each clip it sees, evenly spaced (0: all)"),
+        option(EncoderConfig, "clip_embedding", choices=CLIP_EMBEDDINGS,
+               help="CLIP frame embedding: projected (its text space) or pooled (before the projection)"),
+        option(EncoderConfig, "audio_window", help="AST / CLAP: seconds of audio per segment (0: the model's input, "
+                                                   "10.24 s / 10 s)"),
         option(ExtractConfig, "prompt_template", "--prompt", help="label prompt; must contain {label}"),
         option(ClipSampling, "clips", help="visual clips per video"),
         option(AudioSampling, "segments", help="audio segments per video, aligned with the clips"),
@@ -217,11 +230,12 @@ def bench_options(f):
         "repeats": "timed repeats per figure [3]",
         "visual": "visual backbone, as extract [CPU resnext3d-tiny, CUDA resnext3d-101]",
         "audio": "audio backbone, as extract [CPU audio-cnn-tiny, CUDA resnet50-audio]",
-        "small": "a quick smoke run: 4 short videos, 2 repeats, small store"},
+        "small": "a quick smoke run: 4 short videos, 2 repeats, small store",
+        "batch_clips": "clips per visual batch, 4x as many audio segments [CUDA 128, CPU 16, 4 with --small]"},
         videos={"type": click.IntRange(min=1)}, seconds={"type": click.FloatRange(min=1.0)},
         device={"choices": ("auto", "cpu", "cuda")}, workers={"type": click.IntRange(min=1)},
         decode_workers={"type": click.IntRange(min=0)}, repeats={"type": click.IntRange(min=1)},
-        small={"flag": True})(f)
+        small={"flag": True}, batch_clips={"type": click.IntRange(min=1)})(f)
 
 
 def demo_opt(name: str, **kw):

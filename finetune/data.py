@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
 
-from cavnet.extract.media.audio import segment_examples
+from cavnet.extract.media.frontends import audio_examples
 from cavnet.finetune.augment import AugmentConfig, augment_audio, augment_clips, clip_centres, train_sampling
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.media.decode import decode_with
@@ -117,7 +117,7 @@ class VideoClips(Dataset):
         clips, offsets = augment_clips(d.clips, s.frames, s.size, aug, rng)
         centres = clip_centres(d.clip_times, offsets, wide.frames, s.frames, d.fps)
         wave, centres = augment_audio(d.audio, centres, aug, rng)
-        examples = segment_examples(wave, c.logmel, c.audio_sampling.segments, centres, d.duration)
+        examples = audio_examples(wave, c, centres, d.duration)
         return Item(clips, torch.from_numpy(examples), row.label, index, d.status)
 
 

@@ -28,6 +28,7 @@ class Variant:
     pretrain: bool = False  # video-text pretraining on the same store first
     external: bool = False  # caption pretraining on ``--pretrain-store`` first
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields of its own (the text encoder's lr)
+    kind: str = "fusion"  # or a frozen-encoder baseline, no fusion: "zero-shot", "probe" (fuse.baselines.probe)
 
 
 PAPER = (
@@ -58,8 +59,16 @@ FIDELITY = (
     # two orders below the fusion's; much higher forgets the pretrained text space within a few dozen steps
     Variant("text-encoder", "CAV-Net + fine-tuned sentence encoder", "Fidelity", train={"text_encoder_lr": 1e-5}),
 )
+# The frozen encoder on its own, then with CAV-Net on top (a store of CLIP / CLAP features with their own text
+# tower gives the zero-shot row; the probe and CAV-Net rows run on any store)
+ENCODERS = (
+    Variant("zero-shot", "Frozen encoder, zero-shot (its own text tower)", "Frozen encoder", kind="zero-shot"),
+    Variant("linear-probe", "Frozen encoder, linear probe on pooled features", "Frozen encoder", kind="probe"),
+    Variant("cavnet", "CAV-Net on the frozen features", "Frozen encoder"),
+)
 # "all" stays the paper and component rows (the demo runs it); "fidelity" repeats the default as a row of its own
-PRESETS = {"paper": PAPER, "components": COMPONENTS, "fidelity": FIDELITY, "all": PAPER + COMPONENTS}
+PRESETS = {"paper": PAPER, "components": COMPONENTS, "fidelity": FIDELITY, "encoders": ENCODERS,
+           "all": PAPER + COMPONENTS}
 METRICS = ("top1", "top5", "mean_class")
 
 
@@ -73,6 +82,8 @@ def _run_one(store: str, run_dir: str, variant: Variant, tcfg: TrainConfig, base
 
     torch.set_num_threads(int(os.environ.get("CAVNET_TORCH_THREADS", "1")))
     out, quiet = Path(run_dir), (lambda _msg: None)
+    if variant.kind != "fusion":
+        return _run_baseline(Path(store), out, variant, tcfg)
     overrides = {**base, **variant.overrides}
     # val scored and checkpoints written once, at the end: the table reads the last epoch, and an unfinished
     # ablation run is run again from its start, never resumed (neither changes what is trained)
@@ -89,6 +100,39 @@ def _run_one(store: str, run_dir: str, variant: Variant, tcfg: TrainConfig, base
               "best_top1": r.best["top1"], "epochs": r.last["epoch"]}
     (out / "result.json").write_text(json.dumps(result))
     return result
+
+
+def _run_baseline(store: Path, out: Path, variant: Variant, tcfg: TrainConfig) -> dict[str, Any]:
+    """A frozen-encoder row (nothing trained but the probe's logistic regression): its val metrics."""
+    from cavnet.extract.store.reader import FeatureStore
+    from cavnet.fuse.baselines.probe import linear_probe, zero_shot, zero_shot_modality
+
+    with FeatureStore(store) as s:
+        if variant.kind == "zero-shot":
+            modality = zero_shot_modality(s)
+            if modality is None:
+                raise CavnetError(f"{store}: {variant.label} needs a CLIP / CLAP backbone with its own text tower")
+            m = zero_shot(s, tcfg.val_split, modality)
+        else:
+            m = linear_probe(s, tcfg.train_split, tcfg.val_split)
+    result = {"variant": variant.key, "seed": tcfg.seed, **{k: m[k] for k in METRICS}, "best_top1": m["top1"],
+              "epochs": 0}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps(result))
+    return result
+
+
+def zero_shot_note(store_path: Path) -> str | None:
+    """None when the store's encoders have their own text side, else the line saying the row is left out."""
+    from cavnet.extract.store.reader import FeatureStore
+    from cavnet.fuse.baselines.probe import zero_shot_modality
+
+    with FeatureStore(store_path) as s:
+        if zero_shot_modality(s):
+            return None
+        return (f"the store's backbones ({s.config.visual}, {s.config.audio}) and text model share no CLIP / CLAP "
+                "checkpoint: 'Frozen encoder, zero-shot' is left out (extract with --text-model clip:DIR or "
+                "clap:DIR of the backbone's own folder)")
 
 
 def has_video_texts(store_path: Path) -> bool:
@@ -132,6 +176,12 @@ def _ablate(store: Path, out: Path, chosen: list[Variant], seeds: int, tcfg: Tra
     if pretrain_store is None and any(v.external for v in variants):
         echo("no --pretrain-store: 'CAV-Net + external caption pretraining' is left out")
         variants = [v for v in variants if not v.external]
+    if any(v.kind == "zero-shot" for v in variants) and (note := zero_shot_note(store)):
+        echo(note)
+        variants = [v for v in variants if v.kind != "zero-shot"]
+    if any(v.train.get("text_encoder_lr") for v in variants) and (note := tower_note(store)):
+        echo(note)
+        variants = [v for v in variants if not v.train.get("text_encoder_lr")]
     from cavnet.extract.store.reader import FeatureStore
     from cavnet.fuse.run.folder import now, run_record, write_run_record
 
@@ -140,7 +190,7 @@ def _ablate(store: Path, out: Path, chosen: list[Variant], seeds: int, tcfg: Tra
     write_run_record(out, record)
     jobs, results = [], []
     for v in variants:
-        for s in range(seeds):
+        for s in range(seeds if v.kind == "fusion" else 1):  # the frozen-encoder rows do not depend on a seed
             run_dir = out / "runs" / v.key / f"seed{s}"
             done = run_dir / "result.json"
             if done.exists():
@@ -155,6 +205,18 @@ def _ablate(store: Path, out: Path, chosen: list[Variant], seeds: int, tcfg: Tra
     write_results(out, rows)
     write_run_record(out, {**record, "ended": now()})
     return rows
+
+
+def tower_note(store_path: Path) -> str | None:
+    """The line leaving out the fine-tuned-sentence-encoder row of a store whose text model is a text tower."""
+    from cavnet.extract.store.reader import FeatureStore
+    from cavnet.extract.backbones.hf.text import tower_kind
+
+    with FeatureStore(store_path) as s:
+        if tower_kind(s.config.text_model):
+            return (f"the store's text model is {s.config.text_model.split(':')[0].upper()}'s text tower: "
+                    "'CAV-Net + fine-tuned sentence encoder' is left out")
+    return None
 
 
 def _run_jobs(jobs: list[tuple], workers: int, echo: Callable[[str], None]) -> list[dict[str, Any]]:
@@ -179,6 +241,8 @@ def _run_jobs(jobs: list[tuple], workers: int, echo: Callable[[str], None]) -> l
 def run_cost(variant: Variant) -> int:
     """A rough relative cost of one run of ``variant``: streams x attention blocks per stream, doubled by a
     pretraining stage, x10 when the sentence encoder trains too (only the order of runs depends on it)."""
+    if variant.kind != "fusion":
+        return 0
     o = variant.overrides
     streams = len(o.get("modalities", "av"))
     blocks = 1 if o.get("fusion") == "late" else (

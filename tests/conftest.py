@@ -36,3 +36,17 @@ def local_cluster():
                                                        dashboard_address=":0") as local:
         with Client(local) as client:
             yield client
+
+
+@pytest.fixture(scope="module")
+def hf_tiny(tmp_path_factory):
+    """Tiny random Hugging Face folders (``tests/hf_tiny.py``: clip, videomae, ast, clap, fused_clap and the
+    broken missing_key / no_processor / wrong_architecture) and a 12-video corpus (``corpus``: its CSV)."""
+    import hf_tiny as tiny
+
+    root = tmp_path_factory.mktemp("hf")
+    folders = {name: getattr(tiny, f"write_{name}")(root / name)
+               for name in ("clip", "videomae", "ast", "clap", "fused_clap")}
+    folders.update(tiny.broken_copies(folders["clip"], folders["videomae"], root))
+    folders["corpus"] = tiny.write_corpus(root / "corpus")
+    return folders

@@ -43,7 +43,8 @@ def test_gpu_check_script_cpu_smoke(tmp_path):
     # The script's own budget (285 s, sized for one GPU call) is the caller's to set: on a busy 2-core machine
     # the CPU smoke can take several times longer, and the test waits for the script to end, not for a clock.
     env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "TMPDIR": str(tmp_path),
-           "CAVNET_CHECK_TIMEOUT": "3000"}
+           "CAVNET_CHECK_TIMEOUT": "3000", "CAVNET_NVDEC_TIMEOUT": "3000",
+           "CAVNET_ENCODER_CHECK": "0"}  # the full-size CLIP + AST part is for GPUs
     env.pop("CAVNET_LAYOUT", None)  # the bench times both layouts, as on a user's machine
     proc = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--device", "cpu", "--small",
                            "--videos", "2", "--repeats", "1", "--size", "320x180"],  # both runs: small frames

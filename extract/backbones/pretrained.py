@@ -8,6 +8,8 @@
   allows them (``cavnet bench``, which measures speed).
 - Every other backbone without a file is randomly initialised (the 3D-ResNeXt family, whose release has no
   fixed URL, and the audio networks); :mod:`cavnet.extract.provenance` makes that loud downstream.
+- The Hugging Face encoders (CLIP, VideoMAE, AST, CLAP) take a model folder, else their release from the
+  Hugging Face cache, else stop naming the model id (:mod:`cavnet.extract.backbones.hf.folder`).
 
 The store config records each file's path, sha256 and what it is (:func:`weights_name`);
 :func:`extract_config` builds the whole store config of a chosen pair of backbones.
@@ -24,7 +26,7 @@ from cavnet.errors import CavnetError
 from cavnet.extract.backbones import BackboneSpec, get_spec
 from cavnet.extract.backbones.checkpoint_file import file_sha256
 from cavnet.extract.backbones.weights import check_weights
-from cavnet.extract.config import AudioSampling, ExtractConfig
+from cavnet.extract.config import AudioSampling, EncoderConfig, ExtractConfig
 
 
 def hub_checkpoint_dir() -> Path:
@@ -72,6 +74,10 @@ def weight_fields(spec: BackboneSpec, given: str | Path | None, option: str, ran
                   ) -> tuple[str | None, str | None, str | None]:
     """``(path, sha256, name)`` of ``spec``'s weights for the store config, the file checked key by key
     against the model; all None for random weights."""
+    if spec.hf is not None:
+        from cavnet.extract.backbones.hf.folder import hf_weight_fields
+
+        return hf_weight_fields(spec, given, option, random_ok)
     path = resolve_weights(spec, given, option, random_ok)
     if path is None:
         return None, None, None
@@ -82,10 +88,13 @@ def weight_fields(spec: BackboneSpec, given: str | Path | None, option: str, ran
 
 def extract_config(visual: str, audio: str, visual_weights: Path | None, audio_weights: Path | None,
                    text_model: str, prompt: str, clips: int, segments: int, precision: str = "fp32",
-                   random_ok: bool = False, decoder: str = "pyav") -> ExtractConfig:
+                   random_ok: bool = False, decoder: str = "pyav", encoder: EncoderConfig | None = None
+                   ) -> ExtractConfig:
     """An ExtractConfig with the clips and audio front end the backbones expect and the weights' hashes
     (torchvision's cached release when no file is given; ``random_ok``: random weights when it is missing).
-    ``decoder`` torchcodec is refused here, naming each missing piece, when it cannot be loaded."""
+    ``decoder`` torchcodec is refused here, naming each missing piece, when it cannot be loaded. A Hugging
+    Face encoder takes its preprocessing from its folder and is recorded under the name of the size the
+    folder really is (``encoder``: its options)."""
     if decoder == "torchcodec":
         from cavnet.extract.media import tcsetup
 
@@ -98,10 +107,22 @@ def extract_config(visual: str, audio: str, visual_weights: Path | None, audio_w
         raise CavnetError(f"--visual {visual} must be a visual backbone and --audio {audio} an audio one")
     if "{label}" not in prompt:
         raise CavnetError("--prompt must contain {label}")
+    from cavnet.extract.backbones.hf.text import tower_kind
+
+    if tower_kind(text_model):  # CLIP's / CLAP's text tower: checked now, recorded with an absolute path
+        from cavnet.extract.backbones.hf.folder import check_text_folder
+
+        text_model = check_text_folder(text_model)
     vpath, vsha, vname = weight_fields(vspec, visual_weights, "--visual-weights", random_ok)
     apath, asha, aname = weight_fields(aspec, audio_weights, "--audio-weights", random_ok)
+    fields = {"visual": visual, "audio": audio, "encoder": encoder or EncoderConfig(), "logmel": aspec.logmel,
+              "sampling": dataclasses.replace(vspec.sampling, clips=clips) if vspec.hf is None else None}
+    if vspec.hf is not None or aspec.hf is not None:
+        from cavnet.extract.backbones.hf.fields import encoder_fields
+
+        fields.update(encoder_fields(vspec, vpath, aspec, apath, clips, fields["encoder"]))
     return ExtractConfig(
-        visual=visual, audio=audio, visual_weights=vpath, audio_weights=apath, visual_weights_sha256=vsha,
+        visual_weights=vpath, audio_weights=apath, visual_weights_sha256=vsha,
         audio_weights_sha256=asha, visual_weights_name=vname, audio_weights_name=aname,
-        sampling=dataclasses.replace(vspec.sampling, clips=clips), audio_sampling=AudioSampling(segments=segments),
-        logmel=aspec.logmel, text_model=text_model, prompt_template=prompt, precision=precision, decoder=decoder)
+        audio_sampling=AudioSampling(segments=segments), text_model=text_model, prompt_template=prompt,
+        precision=precision, decoder=decoder, **fields)

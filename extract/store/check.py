@@ -82,12 +82,12 @@ def _header(f: h5py.File, problems: list[str]) -> tuple[StoreDims, int] | None:
 
 
 def _check_backbone_dims(config: Any, dims: StoreDims, problems: list[str]) -> None:
-    from cavnet.extract.backbones import get_spec
+    from cavnet.extract.backbones import feature_dim
 
-    for name, width, what in ((config.visual, dims.visual_dim, "visual_dim"), (config.audio, dims.audio_dim,
-                                                                              "audio_dim")):
+    for modality, name, width, what in (("visual", config.visual, dims.visual_dim, "visual_dim"),
+                                        ("audio", config.audio, dims.audio_dim, "audio_dim")):
         try:
-            expected = get_spec(name).out_dim
+            expected = feature_dim(config, modality)
         except KeyError:
             continue  # a backbone this cavnet does not know: nothing to compare with
         if expected != width:

@@ -20,7 +20,7 @@ from typing import Callable
 
 from cavnet import __version__
 from cavnet.errors import CavnetError
-from cavnet.extract.backbones import get_spec
+from cavnet.extract.backbones import feature_dim
 from cavnet.extract import faults
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.device import decode_workers
@@ -180,7 +180,7 @@ def _run_locked(manifest: Manifest, config: ExtractConfig, opts: RunOptions, out
         from cavnet.pipelines.extract.tasks import run_shards
         run_shards(todo, config, opts, len(plan.todo), len(shards) - len(todo), echo, progress, on_shard)
     dims = StoreDims(config.sampling.clips, config.audio_sampling.segments,
-                     get_spec(config.visual).out_dim, get_spec(config.audio).out_dim)
+                     feature_dim(config, "visual"), feature_dim(config, "audio"))
     texts = embed_texts(plan.todo, config, opts.device)
     try:
         consolidate(out, [Path(s.path) for s in shards], plan.rows, dims, texts, config.to_json(), __version__,
