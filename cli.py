@@ -122,8 +122,9 @@ def probe(**p) -> None:
     from cavnet.pipelines.extract.options import RunOptions
     from cavnet.pipelines.probe import run_probe
 
-    m = corpus_from(p).load(_splits(p["split"]), p["limit"])
-    run_probe(m, build(RunOptions, p, device="cpu"), p["out"], echo=click.echo, progress=p["progress"])
+    corpus = corpus_from(p)
+    run_probe(corpus.load(_splits(p["split"]), p["limit"]), build(RunOptions, p, device="cpu"), p["out"],
+              echo=click.echo, progress=p["progress"], inputs=corpus.input_files())
 
 
 @main.command()
@@ -336,6 +337,10 @@ def bench(**p) -> None:
     cfg = build(BenchConfig, {**p, "sections": chosen, "work": str(p["work"]) if p["work"] else None,
                               "size": (int(dims[0]), int(dims[1])) if dims else None})
     json_out = p["json_out"]
+    if json_out:
+        from cavnet.extract.files.outputs import Output, check_outputs
+
+        check_outputs([Output(json_out, "--json")])  # before minutes of measuring
     save = (lambda r: write_json(r, json_out)) if json_out else None
     report = run_bench(cfg, echo=lambda m: click.echo(m, err=True), checkpoint=save)
     click.echo(render(report))

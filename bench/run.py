@@ -267,5 +267,7 @@ def checks(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1, default=str))
+    """The report as JSON at ``path``, written whole or not at all."""
+    from cavnet.extract.files.outputs import write_text
+
+    write_text(path, json.dumps(report, indent=1, default=str), "--json")

@@ -310,6 +310,19 @@ class Corpus:
         """Its manifest, restricted to ``splits`` and ``limit`` (see :func:`load_manifest`)."""
         return load_manifest(self.dataset, self.root, self.manifest, splits, limit)
 
+    def input_files(self) -> list[Path]:
+        """The files its manifest is read from (the Kinetics CSVs, the csv manifest): what no output of a
+        command that reads it may replace."""
+        if self.dataset == "csv":
+            return [Path(self.manifest)] if self.manifest is not None else []
+        root = self.root if self.root is not None else (SYNTH_DEFAULT if self.dataset == "synth" else None)
+        if root is None or not Path(root).is_dir():
+            return []
+        try:
+            return list(_find_k400_csvs(Path(root)))
+        except CavnetError:
+            return []
+
     def record(self) -> dict[str, str | None]:
         """What a run.json says about it: the dataset and the absolute paths."""
         return {"dataset": self.dataset, "root": str(Path(self.root).resolve()) if self.root else None,

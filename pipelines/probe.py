@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from cavnet.errors import CavnetError
+from cavnet.extract.files.outputs import Output, atomic, check_outputs
 from cavnet.extract.manifest import Manifest, ManifestRow
 from cavnet.extract.media.probe import ProbeRecord, probe_media
 from cavnet.extract.status import WORKER_CRASH
@@ -72,14 +73,11 @@ FIELDS = [f.name for f in dataclasses.fields(ProbeRecord)]
 
 
 def write_csv(records: Sequence[ProbeRecord], out: Path) -> None:
-    """One line per file, the columns of :class:`ProbeRecord`."""
-    try:
-        with open(out, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=FIELDS)
-            writer.writeheader()
-            writer.writerows(dataclasses.asdict(r) for r in records)
-    except OSError as exc:
-        raise CavnetError(f"cannot write {out}: {exc.strerror or exc}") from None
+    """One line per file, the columns of :class:`ProbeRecord` (written whole or not at all)."""
+    with atomic(out, "--out", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(dataclasses.asdict(r) for r in records)
 
 
 def _top(counter: Counter, limit: int = 8) -> str:
@@ -104,10 +102,13 @@ def summary(records: Sequence[ProbeRecord]) -> list[str]:
 
 
 def run_probe(manifest: Manifest, opts: RunOptions, out: Path | None, echo: Callable[[str], None] = print,
-              progress: bool = True) -> list[ProbeRecord]:
-    """Probe, write ``out`` (CSV) when given, echo the summary; returns the records."""
+              progress: bool = True, inputs: Sequence[Path] = ()) -> list[ProbeRecord]:
+    """Probe, write ``out`` (CSV) when given, echo the summary; returns the records. ``inputs``: the files
+    the manifest was read from, which ``out`` may not replace."""
     if out is not None and not out.parent.is_dir():
         raise CavnetError(f"--out {out}: folder {out.parent} does not exist")
+    if out is not None:
+        check_outputs([Output(out, "--out")], inputs=[*inputs, *(Path(r.path) for r in manifest.rows)])
     records = probe_records(manifest, opts, echo, progress)
     if out is not None:
         write_csv(records, out)

@@ -17,6 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from cavnet.errors import CavnetError
+from cavnet.extract.files.outputs import atomic
 from cavnet.extract.store.reader import FeatureStore
 
 FORMATS = ("npy", "parquet")
@@ -43,10 +44,10 @@ def pooled(features: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def export_npy(store: FeatureStore, out: Path) -> int:
-    """Write the per-video files of every row; returns the number of videos."""
+    """Write the per-video files of every row (each whole or not at all); returns the number of videos."""
     out.mkdir(parents=True, exist_ok=True)
     ids: set[str] = set()
-    with open(out / "videos.csv", "w", newline="", encoding="utf-8") as fh:
+    with atomic(out / "videos.csv", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["row", *_COLUMNS])
         for lo, b in _blocks(store):
@@ -58,7 +59,8 @@ def export_npy(store: FeatureStore, out: Path) -> int:
                 ids.add(vid)
                 for key, name in (("visual/clips", "visual"), ("visual/mask", "visual_mask"),
                                   ("audio/segments", "audio"), ("audio/mask", "audio_mask"), ("text/video", "text")):
-                    np.save(out / f"{vid}_{name}.npy", b[key][i])
+                    with atomic(out / f"{vid}_{name}.npy", mode="wb", sync=False) as npy:
+                        np.save(npy, b[key][i])
                 w.writerow([lo + i, *(meta[c] for c in _COLUMNS)])
     return store.num_videos
 
@@ -81,5 +83,6 @@ def export_parquet(store: FeatureStore, out: Path) -> int:
     arrays = {c: (pa.array([np.asarray(v, np.float32) for v in vals], type=pa.list_(pa.float32()))
                   if c in ("visual", "audio", "text") else pa.array(vals)) for c, vals in cols.items()}
     out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(arrays), out / "videos.parquet")
+    with atomic(out / "videos.parquet", mode="wb") as fh:
+        pq.write_table(pa.table(arrays), fh)
     return store.num_videos

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files.outputs import Output, atomic, check_outputs, claim_folder, writing
 from ..media.avwrite import write_video
 from .captions import caption, hard_caption
 from .hard import BLOCK_SECONDS, HardClass, hard_class_table
@@ -79,7 +80,7 @@ def _make_video(job: tuple[VideoSpec, str]) -> str:
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic(path, "OUT", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
@@ -149,6 +150,17 @@ def synth(out: str | Path, videos: int = 200, classes: int | None = None, seed: 
         raise ValueError(f"the hard task has its own {len(hard_class_table())} classes; do not pass classes")
     started = time.perf_counter()
     out = Path(out)
+    key = {"videos": videos, "classes": len(hard_class_table()) if task == "hard" else classes or 8, "seed": seed,
+           "task": task}
+    # a corpus folder of another command (a Kinetics copy: its CSVs) or another AV-Synth is never overwritten
+    check_outputs([Output(out, "OUT", folder=True)], command="synth", key=key, legacy=("classes.csv", "captions.csv"))
+    claim_folder(out, "synth", key, "OUT")
+    with writing(out, "OUT"):  # a full disk, a read-only or too long path: one line
+        return _write_corpus(out, videos, classes, seed, workers, task, started)
+
+
+def _write_corpus(out: Path, videos: int, classes: int | None, seed: int, workers: int, task: str,
+                  started: float) -> SynthSummary:
     for split in ("train", "val", "test"):
         (out / split).mkdir(parents=True, exist_ok=True)
     if task == "hard":
