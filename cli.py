@@ -160,6 +160,30 @@ def check(store: Path) -> None:
 
 
 @main.command()
+@click.option("--store", type=EXISTING, required=True, help="the feature store (STORE.h5)")
+@click.option("--add-set", "add", multiple=True,
+              help="add this label-text set (repeatable for built-in ones: name, clip-kinetics); without it: list")
+@click.option("--template", default=None, help="the new set: one prompt template with {label}")
+@click.option("--templates", type=EXISTING, default=None,
+              help="the new set: a file of templates, one per line, averaged (a prompt ensemble)")
+@click.option("--descriptions", type=EXISTING, default=None,
+              help="the new set: a CSV class,description (several rows per class are averaged)")
+@click.option("--replace", is_flag=True, help="write a set the store has already anew")
+@click.option("--device", default="cpu", show_default=True, help="where the sentence encoder runs")
+def text(store: Path, add: tuple[str, ...], template, templates, descriptions, replace: bool, device: str) -> None:
+    """List a store's label-text sets, or add one (embedded by the store's sentence encoder, no video
+    re-extracted); fuse-train, evaluate, predict and ablate pick one with --text-set(s)."""
+    from cavnet.pipelines.extract.text_sets import add_sets, list_sets
+
+    if not add:
+        if template or templates or descriptions or replace:
+            _fail("--template, --templates, --descriptions and --replace need --add-set NAME")
+        click.echo("\n".join(list_sets(store)))
+        return
+    add_sets(store, add, template, templates, descriptions, replace, device, click.echo)
+
+
+@main.command()
 @click.argument("store", type=EXISTING)
 @click.option("--format", "fmt", type=click.Choice(["npy", "parquet"]), default="npy", show_default=True,
               help="npy: {id}_{visual,audio,visual_mask,audio_mask,text}.npy per video; parquet: pooled features")
@@ -183,6 +207,8 @@ def export(store: Path, fmt: str, out: Path) -> None:
               help="first pretrain on this store's videos and captions (no labels needed), in OUT/pretrain")
 @click.option("--pretrain-epochs", type=click.IntRange(min=0), default=0, show_default=True,
               help="epochs of --pretrain-store (0: as many as --epochs)")
+@click.option("--allow-overlap", is_flag=True,
+              help="let --pretrain-store be the target store or share videos with its val/test splits")
 @click.option("--resume", is_flag=True, help="continue OUT/last.pt")
 @train_opt("stream", flag=True, help="read the store block by block instead of into RAM")
 @train_opt("tensorboard", flag=True, help="also log loss, accuracy, temperature and lr to OUT/tensorboard")
@@ -194,7 +220,8 @@ def fuse_train(**p) -> None:
 
     r = run_fuse_train(p["store"], p["out"], build(TrainConfig, p), model_overrides(p), init=p["init"],
                        resume=p["resume"], echo=click.echo, progress=p["progress"],
-                       pretrain_store=p["pretrain_store"], pretrain_epochs=p["pretrain_epochs"])
+                       pretrain_store=p["pretrain_store"], pretrain_epochs=p["pretrain_epochs"],
+                       allow_overlap=p["allow_overlap"])
     click.echo(f"best val top-1 {r.best['top1']:.1f} (epoch {r.best.get('epoch')}); checkpoints in {p['out']}")
 
 
@@ -281,6 +308,10 @@ def finetune(**p) -> None:
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="runs in parallel")
 @click.option("--pretrain-store", type=EXISTING, default=None,
               help="caption store of the external-pretraining row (without it the row is left out)")
+@click.option("--allow-overlap", is_flag=True,
+              help="let --pretrain-store be the target store or share videos with its val/test splits")
+@click.option("--text-sets", default=None,
+              help="comma-separated label-text sets of the store: every variant once per set (cavnet text)")
 @train_opt("device", default="cpu", help="runs share the machine: the CPU unless told otherwise")
 def ablate(**p) -> None:
     """Train every variant of the paper's table on one store; mean and std over seeds."""
@@ -290,7 +321,8 @@ def ablate(**p) -> None:
     out = p["out"]
     base = {"d_model": p["d_model"]} if p["d_model"] else {}
     rows = run_ablate(p["store"], out, p["preset"], p["seeds"], build(TrainConfig, p), p["workers"], click.echo,
-                      only=_splits(p["variants"]), base=base, pretrain_store=p["pretrain_store"])
+                      only=_splits(p["variants"]), base=base, pretrain_store=p["pretrain_store"],
+                      allow_overlap=p["allow_overlap"], text_sets=_splits(p["text_sets"]))
     click.echo((out / "results.md").read_text())
     click.echo(f"results in {out}/results.csv, results.md, results.png ({len(rows)} variants)")
 

@@ -125,24 +125,27 @@ MODEL_HELP = {
     "pool": "gate: gated pooling (eq. 7-8); mean: masked mean",
     "fusion": "cavnet: the paper's encoder; late: two-stream late fusion",
     "head": "text: contrastive head against label texts; linear: class logits",
-    "time_encoding": "shared: one clock for both streams (token times); none: the paper's content-only attention",
+    "time_encoding": "shared: one clock for both streams (token times); none: content-only cross-attention (eq. 4-5)",
     "gate": "token: a gate per token (eq. 7); set: one channel gate from the whole set",
     "text_proj": "a learnable projection of the sentence embeddings (identity at start), targets and prompts alike",
+    "loss": "clip: CLIP's N x K cross-entropy; paper: eq. 9 as written (2N-way denominator, both directions)",
     "d_model": "fusion width",
     "dropout": None,
 }
 
 
 def model_options(f):
-    from cavnet.fuse.config import (FUSION_PRESETS, FUSIONS, GATES, HEADS, MODALITIES, POOLS, TIME_ENCODINGS,
+    from cavnet.fuse.config import (FUSION_PRESETS, FUSIONS, GATES, HEADS, LOSSES, MODALITIES, POOLS,
+                                    TIME_ENCODINGS,
                                     FusionConfig)
 
     f = options(FusionConfig, MODEL_HELP, modalities={"choices": MODALITIES}, pool={"choices": POOLS},
                 fusion={"choices": FUSIONS}, head={"choices": HEADS}, time_encoding={"choices": TIME_ENCODINGS},
-                gate={"choices": GATES})(f)
+                gate={"choices": GATES}, loss={"choices": LOSSES})(f)
     return click.option("--preset", type=click.Choice(list(FUSION_PRESETS)), default="default", show_default=True,
-                        help="paper-literal: eq. 1-8 as written (one head, no residual, LayerNorm, FFN, positions "
-                             "or clock); the model options above apply on top where they differ from their defaults")(f)
+                        help="paper-literal: eq. 1-9 as written (one head, no residual, LayerNorm, FFN, positions, "
+                             "clock, biases or dropout; eq. 9's loss); the model options above apply on top where "
+                             "they differ from their defaults")(f)
 
 
 def model_overrides(p: dict) -> dict:
@@ -171,10 +174,12 @@ def train_options(f):
                                  "targets": "label: class prompts; video-text: each video's own text",
                                  "text_encoder_lr": TEXT_ENCODER_HELP,
                                  "eval_every": "score val every N epochs (0: after the last only)",
-                                 "checkpoint_every": "write last.pt / best.pt every N epochs (0: at the end)"},
+                                 "checkpoint_every": "write last.pt / best.pt every N epochs (0: at the end)",
+                                 "text_set": TEXT_SET_HELP},
                    targets={"choices": TARGETS})(f)
 
 
+TEXT_SET_HELP = "the store's label-text set the classes are embedded with (cavnet text lists them)"
 TEXT_ENCODER_HELP = "also fine-tune the sentence encoder itself at this lr (0: frozen text embeddings)"
 FINETUNE_HELP = {
     "end_to_end": "back-propagate into the backbones (else they stay frozen)",
@@ -207,7 +212,9 @@ def evaluate_options(f):
 
     return options(EvaluateOptions, {"split": None, "device": None, "batch_size": "videos per batch (--dataset)",
                                      "decode_workers": DECODE_WORKERS_HELP + " (--dataset)",
-                                     "top_k": "labels per video in the predictions CSV"},
+                                     "top_k": "labels per video in the predictions CSV",
+                                     "text_set": "score the classes with this label-text set [the one it "
+                                                 "trained with]"},
                    batch_size={"type": click.IntRange(min=1)}, decode_workers={"type": click.IntRange(min=0)},
                    top_k={"type": click.IntRange(min=1)})(f)
 
@@ -216,7 +223,9 @@ def predict_options(f):
     from cavnet.pipelines.options import PredictOptions
 
     return options(PredictOptions, {"top_k": "labels shown per file", "device": None,
-                                    "batch_size": "videos per batch", "decode_workers": DECODE_WORKERS_HELP},
+                                    "batch_size": "videos per batch", "decode_workers": DECODE_WORKERS_HELP,
+                                    "text_set": "score the classes with this label-text set of the checkpoint's "
+                                                "store [the one it trained with]"},
                    top_k={"type": click.IntRange(min=1)}, batch_size={"type": click.IntRange(min=1)},
                    decode_workers={"type": click.IntRange(min=0)})(f)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from cavnet.errors import CavnetError
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.manifest import Manifest
 from cavnet.extract.store.writer import TextTables
@@ -39,3 +42,86 @@ def video_strings(manifest: Manifest, prompts: list[str]) -> list[str]:
     """The string each video's text embedding embeds: its own text, else its class prompt, else "" (the
     zero row of a video with neither)."""
     return [r.text or (prompts[r.label] if r.label >= 0 else "") for r in manifest.rows]
+
+
+# ---- label-text sets (``cavnet text --add-set``; the store side is ``extract.store.text_sets``) ----------
+
+def clip_kinetics_templates() -> tuple[str, ...]:
+    """The 28 prompt templates CLIP used for Kinetics-700 (Radford et al. 2021, openai/CLIP data/prompts.md):
+    "a photo / video / example / demonstration of" x "{label}", "a person {label}", "a person using /
+    doing / during / performing / practicing {label}", each ending in a full stop."""
+    forms = ("{label}", "a person {label}") + tuple(f"a person {verb} {{label}}" for verb in
+                                                  ("using", "doing", "during", "performing", "practicing"))
+    return tuple(f"a {noun} of {form}." for noun in ("photo", "video", "example", "demonstration") for form in forms)
+
+
+# name -> (kind, templates) of the sets ``cavnet text --add-set NAME`` makes without a source option
+BUILTIN_TEXT_SETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "name": ("name", ("{label}",)),
+    "clip-kinetics": ("ensemble", clip_kinetics_templates()),
+}
+
+
+def template_texts(classes: tuple[str, ...] | list[str], templates: tuple[str, ...] | list[str]) -> list[list[str]]:
+    """Each class's texts: every template with the class name (underscores as spaces) for ``{label}``."""
+    for t in templates:
+        if "{label}" not in t:
+            raise CavnetError(f"template {t!r} has no {{label}}")
+    return [[t.replace("{label}", c.replace("_", " ")) for t in templates] for c in classes]
+
+
+def text_lines(path: Path, what: str) -> list[str]:
+    """The lines of a text file, stripped, blank lines and ``#`` comments skipped; one line naming ``what``
+    (e.g. "labels") when there is none."""
+    lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not lines:
+        raise CavnetError(f"{path}: no {what} (one per line)")
+    return lines
+
+
+def read_templates(path: Path) -> list[str]:
+    """One template per line of ``path`` (blank lines and ``#`` comments skipped), each with ``{label}``."""
+    return text_lines(path, "templates")
+
+
+def read_descriptions(path: Path, classes: tuple[str, ...] | list[str]) -> list[list[str]]:
+    """Per-class descriptions from a CSV ``class,description`` (a header row of those words is optional; a
+    class may have several rows, whose embeddings are averaged). A class is named as in the store, with
+    underscores and spaces alike. Every class needs one; an unknown class is refused, in one line."""
+    import csv
+
+    def key(name: str) -> str:  # "abseiling_rope" and "abseiling rope" are one class
+        return " ".join(name.replace("_", " ").split())
+
+    by_key = {key(c): c for c in classes}
+    found: dict[str, list[str]] = {c: [] for c in classes}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for k, row in enumerate(csv.reader(fh), start=1):
+            if not row or (k == 1 and [x.strip().lower() for x in row[:2]] == ["class", "description"]):
+                continue
+            if len(row) != 2 or not row[1].strip():
+                raise CavnetError(f"{path}, line {k}: expected 'class,description', got {row!r}")
+            name = row[0].strip()
+            if key(name) not in by_key:
+                raise CavnetError(f"{path}, line {k}: {name!r} is not a class of the store")
+            found[by_key[key(name)]].append(row[1].strip())
+    missing = [c for c, d in found.items() if not d]
+    if missing:
+        raise CavnetError(f"{path}: no description for {len(missing)} classes ({', '.join(missing[:3])}"
+                          + (", ..." if len(missing) > 3 else "") + ")")
+    return [found[c] for c in classes]
+
+
+def embed_class_texts(encoder: TextEncoder, texts: list[list[str]]) -> np.ndarray:
+    """(C, Dt) float32: for each class the mean of its texts' unit embeddings, normalised again (one text:
+    its embedding), as CLIP's prompt ensembles average."""
+    flat = [t for group in texts for t in group]
+    emb = encoder.encode(flat)
+    out = np.zeros((len(texts), encoder.dim), np.float32)
+    start = 0
+    for c, group in enumerate(texts):
+        mean = emb[start:start + len(group)].mean(axis=0)
+        out[c] = mean / np.linalg.norm(mean)
+        start += len(group)
+    return out

@@ -61,27 +61,29 @@ def video_files(paths: Sequence[str | Path]) -> list[Path]:
 
 def read_labels(path: Path) -> list[str]:
     """One label text per line; blank lines and ``#`` comments skipped."""
-    labels = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines()]
-    labels = [ln for ln in labels if ln and not ln.startswith("#")]
-    if not labels:
-        raise CavnetError(f"{path}: no labels (one label per line)")
-    return labels
+    from cavnet.extract.text_tables import text_lines
+
+    return text_lines(path, "labels")
 
 
 class Predictor:
     """A checkpoint ready to score video files. ``labels``: score against these texts zero-shot (head
-    ``text`` only) instead of the checkpoint's classes. ``decode_workers``: decode processes (None: the rule
-    of ``extract.device.decode_workers``)."""
+    ``text`` only) instead of the checkpoint's classes; ``text_set``: score its classes with another of its
+    store's label-text sets (``Checkpoint.class_table``). ``decode_workers``: decode processes (None: the
+    rule of ``extract.device.decode_workers``)."""
 
     def __init__(self, checkpoint: Checkpoint | str | Path, device: str = "auto",
-                 labels: Sequence[str] | None = None, batch_size: int = 8, decode_workers: int | None = None) -> None:
+                 labels: Sequence[str] | None = None, batch_size: int = 8, decode_workers: int | None = None,
+                 text_set: str | None = None) -> None:
         self.ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
         self.config = self.ckpt.extract_config()
         self.device = resolve_device(device)
         self.batch_size, self.decode_workers = batch_size, decode_workers_for(decode_workers, device)
+        if labels is not None and text_set is not None:
+            raise CavnetError("--labels and --text-set both say what to score against; give one")
         self.net = build_avnet(self.ckpt, self.device).eval()
         if labels is None:
-            self.labels, class_emb = list(self.ckpt.class_names), self.ckpt.class_embedding.float()
+            self.labels, class_emb = list(self.ckpt.class_names), self.ckpt.class_table(text_set)
         else:
             self.labels, class_emb = list(labels), self._embed_labels(list(labels))
         self.class_emb = class_emb.to(self.device)

@@ -30,7 +30,7 @@ from cavnet.finetune.data import RETRIES, ClipBatch, EpochSampler, VideoClips, e
 from cavnet.finetune.engine import EpochStats, run_steps, score_videos, targets_for
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.engine import TunedText
-from cavnet.fuse.loss import ContrastiveLoss
+from cavnet.fuse.loss import make_loss
 from cavnet.fuse.metrics import split_metrics
 from cavnet.fuse.run.folder import RunFolder
 from cavnet.fuse.run.harness import TrainingRun, load_tuned_text, require_text_head, temperature
@@ -69,7 +69,7 @@ class FinetuneRun(TrainingRun):
         self.net = build_avnet(init, device, cfg)
         self.loss_fn = None
         if init.head == "text":
-            self.loss_fn = ContrastiveLoss().to(device)
+            self.loss_fn = make_loss(init.fusion.loss).to(device)
             self.loss_fn.load_state_dict(init.loss)
         self.per = per = cfg.batch_size // env.world
         workers = decode_workers(cfg.decode_workers, cfg.device)
@@ -170,6 +170,7 @@ class FinetuneRun(TrainingRun):
         i, net = self.init, self.net
         return dict(model=net.fusion.state_dict(), fusion=i.fusion, class_names=i.class_names,
                     store_config=i.store_config, store_dims=i.store_dims, text_model=i.text_model, train=i.train,
+                    text_sets=i.text_sets if self.text is None else None,  # a tuned encoder: stale
                     kind="finetune", visual=net.visual.state_dict(), audio=net.audio.state_dict(),
                     finetune=self.cfg.to_dict(), init=self.cfg.init)
 

@@ -15,7 +15,7 @@ from cavnet.fuse.config import FusionConfig
 
 class MultiHeadAttention(nn.Module):
     """Eq. 1: B(S, T) = softmax((Wq S)(Wk T)^T / N_d)(Wv T), over ``heads`` heads, then an output projection
-    (``out_proj``; none is eq. 1 as written).
+    (``out_proj``; none is eq. 1 as written). ``bias=False``: no bias in W_q, W_k, W_v, W_o (eq. 1 has none).
 
     N_d = sqrt(head_dim). Keys where ``key_mask`` is False get weight exactly 0; a query with no valid key
     returns 0.
@@ -26,10 +26,10 @@ class MultiHeadAttention(nn.Module):
         d = config.d_model
         self.heads = config.heads
         self.head_dim = d // config.heads
-        self.w_q = nn.Linear(d, d)
-        self.w_k = nn.Linear(d, d)
-        self.w_v = nn.Linear(d, d)
-        self.w_o = nn.Linear(d, d) if config.out_proj else nn.Identity()
+        self.w_q = nn.Linear(d, d, bias=config.bias)
+        self.w_k = nn.Linear(d, d, bias=config.bias)
+        self.w_v = nn.Linear(d, d, bias=config.bias)
+        self.w_o = nn.Linear(d, d, bias=config.bias) if config.out_proj else nn.Identity()
         self.attn_drop = nn.Dropout(config.attn_dropout)
 
     def forward(self, s: torch.Tensor, t: torch.Tensor, key_mask: torch.Tensor,

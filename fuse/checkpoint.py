@@ -56,6 +56,8 @@ class Checkpoint:
     checkpoint it started from. state: where training stood (None in a checkpoint made for inference).
     text_encoder: the fine-tuned sentence encoder's state dict (``text_encoder_lr`` > 0; None when the text
     side was the frozen store embeddings). class_embedding then holds the class prompts embedded by it.
+    text_sets: every label-text set of the store it was trained on, name -> (C, Dt) (None in checkpoints
+    from before text sets, and when the encoder was tuned); ``class_table`` picks one.
     """
 
     model: dict[str, torch.Tensor]
@@ -74,6 +76,7 @@ class Checkpoint:
     finetune: dict[str, Any] | None = None
     init: str | None = None
     text_encoder: dict[str, torch.Tensor] | None = None
+    text_sets: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------------------------- on disk
     def to_state(self) -> dict[str, Any]:
@@ -90,6 +93,8 @@ class Checkpoint:
             d.update(visual=self.visual, audio=self.audio, finetune_config=self.finetune, init=self.init)
         if self.text_encoder is not None:
             d["text_encoder"] = self.text_encoder
+        if self.text_sets is not None:
+            d["text_sets"] = {k: v.cpu() for k, v in self.text_sets.items()}
         return d
 
     @classmethod
@@ -105,6 +110,10 @@ class Checkpoint:
             raise CavnetError(f"{source}: a fine-tune checkpoint without its backbone weights or config")
         if d.get("text_encoder") is not None and not isinstance(d["text_encoder"], dict):
             raise CavnetError(f"{source}: its text_encoder is not a state dict")
+        sets = d.get("text_sets")
+        if sets is not None and not (isinstance(sets, dict) and all(
+                torch.is_tensor(v) and tuple(v.shape) == tuple(d["class_embedding"].shape) for v in sets.values())):
+            raise CavnetError(f"{source}: its text_sets are not class tables of its class_embedding's shape")
         state = None
         if "optimizer" in d:
             state = TrainingState(d["optimizer"], d["scheduler"], int(d["epoch"]), dict(d.get("best", {})),
@@ -115,7 +124,8 @@ class Checkpoint:
                    store_config=d.get("store_config"), store_dims=dict(d.get("store_dims", {})),
                    text_model=d.get("text_model", ""), train=dict(d.get("train_config", {})),
                    loss=d.get("loss", {}), kind=kind, state=state, visual=d.get("visual"), audio=d.get("audio"),
-                   finetune=d.get("finetune_config"), init=d.get("init"), text_encoder=d.get("text_encoder"))
+                   finetune=d.get("finetune_config"), init=d.get("init"), text_encoder=d.get("text_encoder"),
+                   text_sets=sets)
 
     def save(self, path: Path) -> None:
         """Write atomically (tmp + rename), so a killed run never leaves half a checkpoint."""
@@ -150,6 +160,25 @@ class Checkpoint:
     def text_tuned(self) -> bool:
         """Whether the sentence encoder was fine-tuned (its weights are in ``text_encoder``)."""
         return self.text_encoder is not None
+
+    @property
+    def trained_text_set(self) -> str:
+        """The label-text set it was trained with (``default`` for checkpoints from before text sets)."""
+        return str(self.train.get("text_set", "default"))
+
+    def class_table(self, text_set: str | None = None) -> torch.Tensor:
+        """(C, Dt) class embeddings to score with: those it was trained with (``text_set`` None or that
+        set), or another set of its store's (``text_sets``); one line naming the sets it has otherwise."""
+        if text_set is None or text_set == self.trained_text_set:
+            return self.class_embedding.float()
+        if self.text_tuned:
+            raise CavnetError(f"--text-set {text_set}: this checkpoint tuned its sentence encoder, so only the "
+                              f"set it was trained with ({self.trained_text_set}) is in its text space")
+        if not self.text_sets or text_set not in self.text_sets:
+            have = sorted(self.text_sets or {self.trained_text_set: None})
+            raise CavnetError(f"--text-set {text_set}: the checkpoint holds the text sets {', '.join(have)} "
+                              "(sets added to a store after training: evaluate on the store)")
+        return self.text_sets[text_set].float()
 
     @property
     def backbones_trained(self) -> bool:

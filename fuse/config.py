@@ -18,13 +18,16 @@ FUSIONS = ("cavnet", "late")
 HEADS = ("text", "linear")
 TIME_ENCODINGS = ("shared", "none")
 GATES = ("token", "set")
+LOSSES = ("clip", "paper")
 
-# Named sets of FusionConfig fields. 'paper-literal' is eq. 1-8 as written: single-head B(S, T) with
-# N_d = sqrt(d_model), no output projection, residual, LayerNorm, feed-forward, positions or clock.
+# Named sets of FusionConfig fields. 'paper-literal' is eq. 1-9 as written: single-head B(S, T) with
+# N_d = sqrt(d_model), no output projection, residual, LayerNorm, feed-forward, positions or clock, no bias
+# in W_q, W_k, W_v, W_1, W_2, no dropout, and eq. 9's loss.
 FUSION_PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "paper-literal": {"heads": 1, "out_proj": False, "residual": False, "layer_norm": False, "mlp_ratio": 0.0,
-                      "pos_embed": False, "time_encoding": "none"},
+                      "pos_embed": False, "time_encoding": "none", "bias": False, "dropout": 0.0,
+                      "attn_dropout": 0.0, "input_dropout": 0.0, "modality_dropout": 0.0, "loss": "paper"},
 }
 
 
@@ -55,6 +58,9 @@ class FusionConfig(Config):
         fusion: 'cavnet' (the paper) or 'late' (two-stream baseline: masked mean of each stream's
             projected tokens, no attention, concatenated, then an MLP).
         head: 'text' projects z to text_dim for the contrastive loss; 'linear' gives C logits.
+        loss: head 'text' only: the contrastive loss; 'clip' is CLIP's N x K symmetric cross-entropy over the
+            batch's unique texts, 'paper' is eq. 9 as written (a 2N-way denominator over all the batch's
+            videos and texts but the anchor, both directions; ``fuse/loss.py``, docs/model.md "The loss").
         text_proj: head 'text' only: a learnable projection of the sentence embeddings, t + W t with W
             initialised to 0 (the identity), applied to training targets and class prompts alike.
         pos_embed: learned temporal position embedding per modality (CAV-Net fusion only).
@@ -62,11 +68,15 @@ class FusionConfig(Config):
         layer_norm: LayerNorms after the input projection, inside each attention layer, on X and before
             the head; False removes them all.
         out_proj: an output projection W_o after the attention heads; False is eq. 1 as written.
+        bias: bias terms in the linear maps the equations write, W_q, W_k, W_v (and W_o) of eq. 1 and W_1,
+            W_2 of eq. 7; False is eq. 1 and 7 as written. The layers the paper is silent on (the input
+            projection, the feed-forward, the head) keep theirs.
         time_encoding: 'shared' gives both streams one clock (CAV-Net fusion only; not in the paper): each
             token's time, the centre of its clip or segment as a fraction of the video, is added to its
             embedding as sinusoids (when, and so in which order), and every cross-attention head adds
             -s_h |t_q - t_k| to its scores with a learned slope s_h (what happens at the same time);
-            'none' is the paper's content-only fusion (docs/model.md, "Audio-visual synchrony").
+            'none' is content-only cross-attention, as eq. 4-5 write it; the model's other deviations stay
+            as configured (docs/model.md, "Audio-visual synchrony").
 
     Regularisation
         dropout: after the input projection, on each residual branch and before the head.
@@ -97,8 +107,10 @@ class FusionConfig(Config):
     residual: bool = True
     layer_norm: bool = True
     out_proj: bool = True
+    bias: bool = True
     gate: str = "token"
     text_proj: bool = False
+    loss: str = "clip"
     dropout: float = 0.1
     attn_dropout: float = 0.0
     input_dropout: float = 0.0
@@ -112,13 +124,14 @@ class FusionConfig(Config):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
                 raise CavnetError(f"FusionConfig.{name} must be a number in [0, 1), got {value!r}")
         for name in ("self_attn", "cross_attn", "gate_normalize", "pos_embed", "residual", "layer_norm", "out_proj",
-                     "text_proj"):
+                     "text_proj", "bias"):
             if not isinstance(getattr(self, name), bool):
                 raise CavnetError(f"FusionConfig.{name} must be True or False, got {getattr(self, name)!r}")
 
     def _check_choices(self) -> None:
         for name, allowed in (("modalities", MODALITIES), ("pool", POOLS), ("fusion", FUSIONS), ("head", HEADS),
-                              ("time_encoding", TIME_ENCODINGS), ("gate", GATES)):
+                              ("time_encoding", TIME_ENCODINGS), ("gate", GATES),
+                              ("loss", LOSSES)):
             value = getattr(self, name)
             if value not in allowed:
                 raise CavnetError(f"FusionConfig.{name} must be one of {', '.join(allowed)}; got {value!r}")

@@ -1,10 +1,13 @@
-"""Losses of stage two: the language-guided contrastive loss (paper eq. 9, the CLIP way) and plain
-cross-entropy for the linear-head baseline.
+"""The language-guided contrastive losses of stage two (head 'text'; head 'linear' is plain cross-entropy).
 
-ContrastiveLoss is CLIP's symmetric InfoNCE with two changes the design asks for: identical target texts
-(one ``groups`` id: the same class prompt, or the same caption) are one text, scored once, so the videos
-that share it are all its positives and never each other's negatives; and the temperature is learned as
-``logit_scale = log(1 / tau)``, initialised to log(1 / 0.07) and clamped at log(100).
+- ``ContrastiveLoss`` (``FusionConfig.loss='clip'``, the default): CLIP's symmetric InfoNCE, N x K logits
+  of the videos against the batch's unique texts.
+- ``PaperLoss`` (``loss='paper'``, the paper-literal preset): eq. 9 as written, a 2N-way denominator over
+  all 2N embeddings of the batch (its N videos and N texts) without the anchor, both directions.
+
+In both, identical target texts (one ``groups`` id: the same class prompt, or the same caption) are one
+text, so the videos that share it are its positives and never each other's negatives; and the temperature
+is learned as ``logit_scale = log(1 / tau)``, initialised to log(1 / 0.07) and clamped at log(100).
 """
 
 from __future__ import annotations
@@ -76,12 +79,51 @@ def unique_texts(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rank[inverse], first_sorted[order]
 
 
-class LinearHeadLoss(nn.Module):
-    """Cross-entropy for head 'linear': forward(logits (B, C), labels (B,) long) -> scalar."""
+class PaperLoss(ContrastiveLoss):
+    """Eq. 9 as written: each positive pair (z_i, t_i) scored against all 2N embeddings of the batch but
+    the anchor, in both directions, with the same learnable temperature as ``ContrastiveLoss``.
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
-        super().__init__()
-        self.label_smoothing = label_smoothing
+    forward(video (B, D), text (B, D), groups (B,) long) -> scalar. With E = [z_1..z_B, u_1..u_K] (the
+    videos and the batch's K unique texts; K = B when every text differs, so E is eq. 9's 2N embeddings):
+        L(z_i) = -log [ e^{s(z_i, u_i)/tau} / (e^{s(z_i, u_i)/tau} + sum_{e in E of another group} e^{s(z_i, e)/tau}) ]
+        L(u_i) = the same with the text u_i of pair i as the anchor and z_i as its positive
+        loss   = mean over the 2B terms
+    With distinct groups the denominator is exactly eq. 9's sum over k != i of the 2N embeddings: the
+    positive and the other 2(N - 1) as negatives. With shared groups (label targets: the videos of a class
+    carry the same prompt) an anchor's denominator holds its positive and the embeddings of other groups
+    only: the other videos of its class, and its class prompt's copies, are never its negatives (each is
+    the positive of its own term), as the design says ("videos of the same class are positives"). A
+    negative text shared by several videos counts once (unique texts, as in ``ContrastiveLoss``).
+    """
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+    def forward(self, video: torch.Tensor, text: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        if video.shape != text.shape or video.dim() != 2 or groups.shape != video.shape[:1]:
+            raise ValueError(
+                f"expected video (B, D), text (B, D), groups (B,); got {tuple(video.shape)}, "
+                f"{tuple(text.shape)}, {tuple(groups.shape)}"
+            )
+        own, first = unique_texts(groups)  # (B,), (K,)
+        b, k = video.shape[0], len(first)
+        z = F.normalize(video.float(), dim=-1)
+        u = F.normalize(text[first].float(), dim=-1)
+        emb = torch.cat([z, u])  # (B + K, D): the videos, then the unique texts
+        group_of = torch.cat([own, torch.arange(k, device=own.device)])  # (B + K,)
+        negative = group_of[None, :] != own[:, None]  # (B, B + K): the other groups' embeddings
+        sim_v = self.scale * z @ emb.T  # anchors z_i
+        sim_t = self.scale * u[own] @ emb.T  # anchors u_i, the text of pair i
+        positive = sim_v[torch.arange(b), b + own]  # s(z_i, u_i) / tau, the same from both sides
+        fill = torch.finfo(sim_v.dtype).min
+
+        def term(sim: torch.Tensor) -> torch.Tensor:
+            denominator = torch.cat([positive[:, None], sim.masked_fill(~negative, fill)], dim=1)
+            return torch.logsumexp(denominator, dim=1) - positive
+
+        return (term(sim_v).sum() + term(sim_t).sum()) / (2 * b)
+
+
+LOSSES = {"clip": ContrastiveLoss, "paper": PaperLoss}
+
+
+def make_loss(loss: str) -> ContrastiveLoss:
+    """The contrastive loss named by ``FusionConfig.loss`` ('clip' or 'paper'), temperature at 0.07."""
+    return LOSSES[loss]()

@@ -12,8 +12,9 @@
 
 Each B(S, T) (eq. 1) is multi-head scaled dot-product attention with N_d = sqrt(d_model / heads), wrapped
 pre-norm: S + Attn(LN(S), LN(T)) followed by S + FFN(LN(S)) (fuse/attention.py). The preset
-'paper-literal' (``FUSION_PRESETS``) removes heads, W_o, residuals, LayerNorms, FFN, positions and clock,
-leaving eq. 1-8 as written between the input projection and the head.
+'paper-literal' (``FUSION_PRESETS``) removes heads, W_o, residuals, LayerNorms, FFN, positions, clock, the
+biases of W_q, W_k, W_v, W_1, W_2 and dropout, leaving eq. 1-8 as written between the input projection
+and the head.
 
 Masking: padded tokens are zeroed at the input, masked as keys in every attention and given pooling
 weight 0, so neither their values nor their number changes the output. A video with no valid audio has
@@ -78,14 +79,15 @@ class GatePool(nn.Module):
     gate 'token': one scalar r_i = r(X_i) per token, weights r_i (with ``gate_normalize``
     r_i / sum_j r_j, a gated mean). gate 'set': one d-wide gate r(X) from the masked mean of the set,
     the same for every token, z = sum_i X_i * r(X) element-wise; the weights are then the mask (1 at
-    valid tokens; ``gate_normalize``: 1 / count) and the gate is per channel.
+    valid tokens; ``gate_normalize``: 1 / count) and the gate is per channel. ``bias=False``: W1, W2 without
+    bias, as eq. 7 writes them.
     """
 
     def __init__(self, config: FusionConfig) -> None:
         super().__init__()
         self.set = config.gate == "set"
-        self.w1 = nn.Linear(config.d_model, config.gate_hidden)
-        self.w2 = nn.Linear(config.gate_hidden, config.d_model if self.set else 1)
+        self.w1 = nn.Linear(config.d_model, config.gate_hidden, bias=config.bias)
+        self.w2 = nn.Linear(config.gate_hidden, config.d_model if self.set else 1, bias=config.bias)
         self.normalize = config.gate_normalize
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,7 +204,8 @@ class CAVNet(nn.Module):
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, std=0.02)
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
         elif isinstance(module, TokenEmbed) and module.pos is not None:
             nn.init.normal_(module.pos, std=0.02)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cavnet.configs import Config, check_choice, check_int, check_number
+from cavnet.errors import CavnetError
 
 TARGETS = ("label", "video-text")
 
@@ -19,7 +20,8 @@ class OptimConfig(Config):
     """AdamW with linear warm-up then cosine decay to zero.
 
     epochs: passes over the training split. batch_size: videos per optimizer step. lr: peak learning rate.
-    weight_decay: on matrices and kernels only (not biases, norms, position vectors or the temperature).
+    weight_decay: on every parameter of two or more dimensions: matrices, kernels and the learned position
+    tables (not biases, norms, the clock's slopes or the temperature; ``fuse.run.optim.param_groups``).
     warmup_epochs: linear warm-up length in epochs (fractions allowed). seed: weights, order, dropout.
     device: ``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``.
     text_encoder_lr: 0 keeps the text side frozen (the stored sentence embeddings); > 0 fine-tunes the
@@ -70,7 +72,8 @@ class TrainConfig(OptimConfig):
     it; stream: always stream chunk-aligned blocks from the store. checkpoint_every: write ``last.pt`` (and
     ``best.pt``, when val improved since the last write) every this many epochs and after the last; 0: only
     after the last; a killed run resumes from the last write. What is trained depends neither on it nor on
-    ``eval_every``.
+    ``eval_every``. text_set: the store's label-text set (``cavnet text``; ``default``: the extraction's
+    prompts) whose class embeddings are the label targets and score val; the checkpoint scores with it too.
     """
 
     targets: str = "label"
@@ -79,9 +82,15 @@ class TrainConfig(OptimConfig):
     memory_budget_gb: float = 0.0
     stream: bool = False
     checkpoint_every: int = 1
+    text_set: str = "default"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("--targets", self.targets, TARGETS)
+        if not isinstance(self.text_set, str) or not self.text_set:
+            raise CavnetError(f"--text-set must name a text set of the store, got {self.text_set!r}")
+        if self.tunes_text and self.text_set != "default":
+            raise CavnetError("--text-encoder-lr tunes the encoder on the default prompts; it cannot train "
+                              f"with --text-set {self.text_set}")
         check_number("memory_budget_gb", self.memory_budget_gb, 0.0)
         check_int("--checkpoint-every", self.checkpoint_every, 0)

@@ -49,9 +49,10 @@ COMPONENTS = (
     Variant("linear-head", "CAV-Net with a linear softmax head", "Components", {"head": "linear"}),
 )
 FIDELITY = (
-    Variant("paper-literal", "CAV-Net, eq. 1-8 as written (paper-literal)", "Fidelity",
+    Variant("paper-literal", "CAV-Net, eq. 1-9 as written (paper-literal)", "Fidelity",
             preset_overrides("paper-literal")),
     Variant("default", "CAV-Net, cavnet defaults", "Fidelity"),
+    Variant("paper-loss", "CAV-Net, cavnet defaults with eq. 9's loss", "Fidelity", {"loss": "paper"}),
     Variant("set-gate", "CAV-Net with a set-level gate (eq. 7 per set)", "Fidelity", {"gate": "set"}),
     Variant("text-proj", "CAV-Net with a trainable text projection", "Fidelity", {"text_proj": True}),
     Variant("external-pretrain", "CAV-Net + external caption pretraining", "Fidelity", external=True),
@@ -95,7 +96,7 @@ def _run_one(store: str, run_dir: str, variant: Variant, tcfg: TrainConfig, base
         init = pre.out / "last.pt"
     external = Path(pretrain_store) if variant.external and pretrain_store else None
     r = run_fuse_train(Path(store), out, tcfg, overrides, init=init, echo=quiet, progress=False,
-                       pretrain_store=external)
+                       pretrain_store=external, allow_overlap=True)  # run_ablate checked it once
     result = {"variant": variant.key, "seed": tcfg.seed, **{k: r.last[k] for k in METRICS},
               "best_top1": r.best["top1"], "epochs": r.last["epoch"]}
     (out / "result.json").write_text(json.dumps(result))
@@ -150,10 +151,13 @@ def has_video_texts(store_path: Path) -> bool:
 
 def run_ablate(store: Path, out: Path, preset: str, seeds: int, tcfg: TrainConfig, workers: int,
                echo: Callable[[str], None] = print, only: tuple[str, ...] | None = None,
-               base: dict[str, Any] | None = None, pretrain_store: Path | None = None) -> list[dict[str, Any]]:
+               base: dict[str, Any] | None = None, pretrain_store: Path | None = None,
+               allow_overlap: bool = False, text_sets: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """Train every variant of ``preset`` (or ``only`` those keys) over ``seeds`` seeds; writes
     results.csv/.md/.png in ``out``. ``base`` holds model settings shared by every variant (d_model ...);
-    ``pretrain_store`` is the caption store of the external-pretraining row (left out without one)."""
+    ``pretrain_store`` is the caption store of the external-pretraining row (left out without one), refused
+    when it overlaps the target's val/test videos unless ``allow_overlap`` (``check_pretrain_store``);
+    ``text_sets``: label-text sets of the store, every chosen variant trained once with each."""
     chosen = list(PRESETS[preset])
     if only:
         unknown = sorted(set(only) - {v.key for v in chosen})
@@ -161,6 +165,15 @@ def run_ablate(store: Path, out: Path, preset: str, seeds: int, tcfg: TrainConfi
             raise CavnetError(f"unknown variant(s) {', '.join(unknown)}; preset {preset} has "
                               + ", ".join(v.key for v in chosen))
         chosen = [v for v in chosen if v.key in only]
+    if text_sets:
+        from cavnet.extract.store.reader import FeatureStore
+
+        with FeatureStore(store) as s:
+            chosen = per_text_set(chosen, text_sets, s.text_sets(), store)
+    if pretrain_store is not None and not allow_overlap and any(v.external for v in chosen):
+        from cavnet.pipelines.fuse_train import check_pretrain_store
+
+        check_pretrain_store(store, pretrain_store, tcfg.val_split)
     from cavnet.fuse.run.folder import hold_run_folder
 
     with hold_run_folder(out, what="ablate folder"):
@@ -217,6 +230,21 @@ def tower_note(store_path: Path) -> str | None:
             return (f"the store's text model is {s.config.text_model.split(':')[0].upper()}'s text tower: "
                     "'CAV-Net + fine-tuned sentence encoder' is left out")
     return None
+
+
+def per_text_set(variants: list[Variant], sets: tuple[str, ...], have: list[str], store: Path) -> list[Variant]:
+    """Each variant once per label-text set (``have``: the sets of ``store``): key ``KEY@SET``, its label
+    naming the set, the set its training's ``text_set``. A set the store lacks is refused in one line, and so
+    is a fine-tuned sentence encoder on a set other than ``default`` (it tunes the default prompts)."""
+    missing = [t for t in sets if t not in have]
+    if missing:
+        raise CavnetError(f"{store} has no text set {missing[0]!r}; it has {', '.join(have)} (cavnet text --add-set)")
+    tuned = [v.key for v in variants if v.train.get("text_encoder_lr") and any(t != "default" for t in sets)]
+    if tuned:
+        raise CavnetError(f"variant {tuned[0]} tunes the sentence encoder on the default prompts: leave it out "
+                          "of --text-sets other than default")
+    return [replace(v, key=f"{v.key}@{t}", label=f"{v.label}, label texts '{t}'", train={**v.train, "text_set": t})
+            for v in variants for t in sets]
 
 
 def _run_jobs(jobs: list[tuple], workers: int, echo: Callable[[str], None]) -> list[dict[str, Any]]:

@@ -33,8 +33,10 @@ from cavnet.pipelines.options import EvaluateOptions
 def evaluate_command(checkpoint: Path, out_dir: Path | None, opts: EvaluateOptions, store: Path | None = None,
                      corpus: Corpus | None = None, progress: bool = False) -> dict[str, Any]:
     """``cavnet evaluate``: from a store's features, or (``corpus`` given) from raw videos. With
-    ``out_dir``: metrics.json, predictions_{split}.csv, run.json, per-class accuracy and confusion matrix."""
-    split = opts.split
+    ``out_dir``: metrics.json, predictions_{split}.csv, run.json, per-class accuracy and confusion matrix.
+    ``opts.text_set``: the label-text set to score the classes with (None: the one the checkpoint trained
+    with; from the store, or from the checkpoint's copies of its store's sets on raw videos)."""
+    split, text_set = opts.split, opts.text_set
     if store is not None and corpus is not None:
         raise CavnetError("give either --store or --dataset to evaluate on, not both")
     if store is None and corpus is None:
@@ -51,8 +53,9 @@ def evaluate_command(checkpoint: Path, out_dir: Path | None, opts: EvaluateOptio
         raise CavnetError(f"{checkpoint} fine-tuned its backbones, so a store's features do not fit it: "
                           "evaluate it on the videos (--dataset k400 --root PATH)")
     else:
-        sc, names, table, record = _score_store(ckpt, dev, store, split, progress)
-    result = {"split": split, "checkpoint": str(Path(checkpoint).resolve()), **split_metrics(sc, len(names)),
+        sc, names, table, record = _score_store(ckpt, dev, store, split, progress, text_set)
+    result = {"split": split, "text_set": text_set or ckpt.trained_text_set,
+              "checkpoint": str(Path(checkpoint).resolve()), **split_metrics(sc, len(names)),
               "random_weights": random_weights_note(ckpt.extract_config()) if ckpt.store_config else None}
     if out_dir is not None:
         try:
@@ -78,7 +81,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _score_store(ckpt: Checkpoint, dev: torch.device, store_path: Path, split: str,
-                 progress: bool) -> tuple[Scores, list[str], tuple, dict[str, Any]]:
+                 progress: bool, text_set: str | None = None) -> tuple[Scores, list[str], tuple, dict[str, Any]]:
     """Scores of the split's usable labelled rows, the predictions table (ids, labels, statuses, scores)
     and the run record with the store's path and fingerprint."""
     from tqdm import tqdm
@@ -91,8 +94,9 @@ def _score_store(ckpt: Checkpoint, dev: torch.device, store_path: Path, split: s
         if len(index) == 0:
             raise CavnetError(f"{store_path}: split {split!r} has no usable labelled videos")
         # a tuned sentence encoder embedded the class prompts anew: the checkpoint holds those embeddings
-        class_emb = (ckpt.class_embedding.float() if ckpt.text_tuned
-                     else torch.from_numpy(store.class_embedding)).to(dev)
+        name = text_set or ckpt.trained_text_set
+        class_emb = (ckpt.class_table(text_set) if ckpt.text_tuned
+                     else torch.from_numpy(store.text_set(name).embedding)).to(dev)
         split_data = open_split(store, index, "label", device=dev)
         batches = tqdm(split_data.batches(512), total=-(-len(index) // 512), desc=f"evaluate {split}",
                        unit="batch", disable=not progress, leave=False)
@@ -124,7 +128,8 @@ def _score_videos(ckpt: Checkpoint, dev: torch.device, corpus: Corpus, opts: Eva
     workers = decode_workers(opts.decode_workers, opts.device)
     loader = tqdm(eval_loader(rows, config, dev, env, opts.batch_size, workers), desc=f"evaluate {split}",
                   unit="batch", disable=not progress or not env.main, leave=False)
-    sc = score_videos(build_avnet(ckpt, dev), loader, ckpt.class_embedding.float().to(dev), ckpt.head, dev, env)
+    sc = score_videos(build_avnet(ckpt, dev), loader, ckpt.class_table(opts.text_set).to(dev), ckpt.head, dev,
+                      env)
     if len(sc.labels) == 0:
         raise CavnetError(f"no video of split {split!r} could be decoded ({sc.statuses})")
     scores = np.full((len(rows), len(m.classes)), np.nan, np.float32)

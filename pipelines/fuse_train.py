@@ -6,6 +6,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from cavnet.errors import CavnetError
 from cavnet.extract.device import resolve_device
 from cavnet.extract.provenance import random_weights_note
@@ -19,16 +21,20 @@ from cavnet.fuse.run.fusion import FusionRun, TrainResult, fusion_config_for
 def run_fuse_train(store_path: Path, out: Path, tcfg: TrainConfig, model_overrides: dict[str, Any],
                    init: Path | None = None, resume: bool = False, echo: Callable[[str], None] = print,
                    progress: bool = True, pretrain_store: Path | None = None,
-                   pretrain_epochs: int = 0) -> TrainResult:
+                   pretrain_epochs: int = 0, allow_overlap: bool = False) -> TrainResult:
     """Train CAV-Net on ``store_path``; writes config.json, metrics.jsonl, last.pt, best.pt, curves.png.
 
     ``pretrain_store``: first a contrastive video-text pretraining on that store (captions or titles, no
     labels needed; every usable row) for ``pretrain_epochs`` (0: as many as ``tcfg.epochs``) in
-    ``out/pretrain``, then training on ``store_path`` from its weights and temperature."""
+    ``out/pretrain``, then training on ``store_path`` from its weights and temperature. It is refused when
+    it is the target store or holds videos of the target's val/test splits (``check_pretrain_store``),
+    unless ``allow_overlap``."""
     device = resolve_device(tcfg.device)
     if pretrain_store is not None:
         if init is not None:
             raise CavnetError("--init and --pretrain-store both give the starting weights; pass one")
+        if not allow_overlap:
+            check_pretrain_store(store_path, pretrain_store, tcfg.val_split)
         init = pretrain(pretrain_store, out / "pretrain", replace(tcfg, epochs=pretrain_epochs or tcfg.epochs,
                                                                   targets="video-text"),
                         model_overrides, resume, echo, progress)
@@ -47,6 +53,27 @@ def run_fuse_train(store_path: Path, out: Path, tcfg: TrainConfig, model_overrid
 
         plot_curves(out / "metrics.jsonl", out / "curves.png")
     return result
+
+
+EVAL_SPLITS = ("val", "test")
+
+
+def check_pretrain_store(target: Path, pretrain: Path, val_split: str = "val") -> None:
+    """Refuse caption pretraining that would see what the target is scored on: the target store itself, or
+    a store holding any video (by id) of the target's val/test splits (``val_split`` included); one line
+    naming how many. Pretraining reads every row of its store, whatever its split."""
+    if Path(target).resolve() == Path(pretrain).resolve():
+        raise CavnetError(f"--pretrain-store {pretrain} is the target store itself: caption pretraining would "
+                          "train on its val and test captions; pass another store (or --allow-overlap)")
+    with FeatureStore(target) as t, FeatureStore(pretrain) as p:
+        rows = t.rows()
+        held_out = set(rows.ids[np.isin(rows.splits, (val_split, *EVAL_SPLITS))].tolist())
+        shared = sorted(held_out & set(p.rows().ids.tolist()))
+    if shared:
+        shown = ", ".join(shared[:3]) + (", ..." if len(shared) > 3 else "")
+        raise CavnetError(f"--pretrain-store {pretrain} holds {len(shared)} videos of the val/test splits of "
+                          f"{target} ({shown}): caption pretraining would train on their captions; remove them "
+                          "from it (or pass --allow-overlap)")
 
 
 def pretrain(store_path: Path, out: Path, tcfg: TrainConfig, model_overrides: dict[str, Any], resume: bool,

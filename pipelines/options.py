@@ -13,13 +13,15 @@ from cavnet.configs import Config, check_int
 class EvaluateOptions(Config):
     """How ``cavnet evaluate`` scores a checkpoint: ``split``; ``device``; for raw videos ``batch_size``
     (videos per batch) and ``decode_workers`` (None: ``extract.device.decode_workers``'s rule); ``top_k``
-    labels per video in the predictions CSV."""
+    labels per video in the predictions CSV; ``text_set``: the label-text set to score the classes with
+    (None: the one the checkpoint trained with)."""
 
     split: str = "val"
     device: str = "auto"
     batch_size: int = 8
     decode_workers: int | None = None
     top_k: int = 5
+    text_set: str | None = None
 
     def __post_init__(self) -> None:
         check_int("--batch-size", self.batch_size, 1)
@@ -32,12 +34,14 @@ class EvaluateOptions(Config):
 @dataclass(frozen=True)
 class PredictOptions(Config):
     """How ``cavnet predict`` scores files: ``top_k`` labels per file, ``device``, ``batch_size`` videos per
-    batch, ``decode_workers`` (None: ``extract.device.decode_workers``'s rule)."""
+    batch, ``decode_workers`` (None: ``extract.device.decode_workers``'s rule), ``text_set``: score the
+    classes with this label-text set of the checkpoint's store (None: the one it trained with)."""
 
     top_k: int = 5
     device: str = "auto"
     batch_size: int = 8
     decode_workers: int | None = None
+    text_set: str | None = None
 
     def __post_init__(self) -> None:
         check_int("--top-k", self.top_k, 1)

@@ -13,10 +13,12 @@ from cavnet.pipelines.options import PredictOptions
 
 
 def predict(paths: Sequence[str | Path], checkpoint: str | Path, k: int = 5, labels: Sequence[str] | None = None,
-            device: str = "auto", batch_size: int = 8, decode_workers: int | None = None) -> list[Prediction]:
+            device: str = "auto", batch_size: int = 8, decode_workers: int | None = None,
+            text_set: str | None = None) -> list[Prediction]:
     """Top-``k`` labels of each video file (folders expanded) by ``checkpoint``; ``labels``: other label
-    texts, scored zero-shot. A file that does not decode is returned with its status and no labels."""
-    return Predictor(checkpoint, device, labels, batch_size, decode_workers).predict(paths, k)
+    texts, scored zero-shot; ``text_set``: another label-text set of the checkpoint's. A file that does not
+    decode is returned with its status and no labels."""
+    return Predictor(checkpoint, device, labels, batch_size, decode_workers, text_set).predict(paths, k)
 
 
 def predict_command(paths: Sequence[Path], checkpoint: Path, opts: PredictOptions, labels_file: Path | None,
@@ -24,7 +26,7 @@ def predict_command(paths: Sequence[Path], checkpoint: Path, opts: PredictOption
     """``cavnet predict``: one line per file on stdout, the full table in ``json_out`` / ``csv_out``."""
     labels = read_labels(labels_file) if labels_file is not None else None
     k = opts.top_k
-    preds = predict(paths, checkpoint, k, labels, opts.device, opts.batch_size, opts.decode_workers)
+    preds = predict(paths, checkpoint, k, labels, opts.device, opts.batch_size, opts.decode_workers, opts.text_set)
     for p in preds:
         shown = "  ".join(f"{name} {score:.3f}" for name, score in zip(p.labels, p.scores))
         echo(f"{p.path}\t{p.status}\t{shown}")

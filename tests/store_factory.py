@@ -19,10 +19,12 @@ def make_store(path: Path, videos: int = 96, classes: int = 4, dims: StoreDims =
                text_dim: int = 24, seed: int = 0, noise: float = 0.5, no_audio_every: int = 0,
                broken_every: int = 0, splits: tuple[str, ...] = ("train", "train", "val"),
                shard_size: int = 32, captions: bool = False, labelled: bool = True,
-               strings: bool = True) -> Manifest:
+               strings: bool = True, id_prefix: str = "vid", text_model: str = "test-text-model") -> Manifest:
     """A consolidated store of ``videos`` rows; returns its manifest. ``captions``: each video's own text
     is its own (its class prompt's embedding plus noise), as for a caption corpus; ``labelled=False``
-    writes label -1 everywhere; ``strings=False`` writes a store from before stored texts (no text/string)."""
+    writes label -1 everywhere; ``strings=False`` writes a store from before stored texts (no text/string);
+    ``id_prefix`` starts every video id (another prefix: a corpus of other videos); ``text_model``: the
+    sentence encoder fingerprint the store records."""
     rng = np.random.default_rng(seed)
     pairs = [(c // 2, ((c // 2) + c % 2) % (classes // 2)) for c in range(classes)]
     vproto = rng.normal(size=(classes // 2, dims.visual_dim)).astype(np.float32)
@@ -38,7 +40,8 @@ def make_store(path: Path, videos: int = 96, classes: int = 4, dims: StoreDims =
         if broken_every and i % broken_every == broken_every - 1:
             status, nv, na = "decode_error", 0, 0
         text = f"video {i} of class {label}" if captions else f"class {label}"
-        rows.append(ManifestRow(f"vid{i:05d}", f"/data/{split}/vid{i:05d}.mp4", label if labelled else -1, text,
+        rows.append(ManifestRow(f"{id_prefix}{i:05d}", f"/data/{split}/{id_prefix}{i:05d}.mp4",
+                                label if labelled else -1, text,
                                 split))
         visual = vproto[vp] + noise * rng.normal(size=(nv, dims.visual_dim)).astype(np.float32)
         audio = aproto[ap] + noise * rng.normal(size=(na, dims.audio_dim)).astype(np.float32)
@@ -63,7 +66,7 @@ def make_store(path: Path, videos: int = 96, classes: int = 4, dims: StoreDims =
     # the strings embedded: each video's caption (``captions``), else its class prompt
     own = [f"video {i} of class {i % classes}" if captions else prompts[i % classes] if labelled else ""
            for i in range(videos)]
-    texts = TextTables([r for r in manifest.classes], prompts, class_emb, video_text, "test-text-model",
+    texts = TextTables([r for r in manifest.classes], prompts, class_emb, video_text, text_model,
                        own if strings else None)
     consolidate(path, shards, manifest, dims, texts, config.to_json(), "test")
     return manifest

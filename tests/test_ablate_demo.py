@@ -127,7 +127,7 @@ def test_fidelity_rows_run_with_an_external_caption_store(tmp_path):
 
     store, captions = tmp_path / "s.h5", tmp_path / "c.h5"
     make_store(store, videos=48, classes=4, text_dim=384)  # 384: the default sentence encoder's (text-encoder row)
-    make_store(captions, videos=24, classes=6, captions=True, labelled=False, seed=3, text_dim=384)
+    make_store(captions, videos=24, classes=6, captions=True, labelled=False, seed=3, text_dim=384, id_prefix="cap")
     tcfg = TrainConfig(epochs=1, batch_size=16, device="cpu")
     msgs = []
     rows = run_ablate(store, tmp_path / "a", "fidelity", 1, tcfg, 1, msgs.append, base={"d_model": 16, "heads": 2},
@@ -135,7 +135,10 @@ def test_fidelity_rows_run_with_an_external_caption_store(tmp_path):
     assert [r["variant"] for r in rows] == [v.key for v in FIDELITY]
     assert (tmp_path / "a" / "runs" / "external-pretrain" / "seed0" / "pretrain" / "last.pt").exists()
     lit = json.loads((tmp_path / "a" / "runs" / "paper-literal" / "seed0" / "config.json").read_text())["fusion"]
-    assert lit["residual"] is False and lit["heads"] == 1  # the preset beats the shared base
+    assert lit["residual"] is False and lit["heads"] == 1 and lit["loss"] == "paper"  # the preset beats the base
+    paper_loss = json.loads((tmp_path / "a" / "runs" / "paper-loss" / "seed0" / "config.json").read_text())["fusion"]
+    assert paper_loss == {**json.loads((tmp_path / "a" / "runs" / "default" / "seed0" / "config.json").read_text())[
+        "fusion"], "loss": "paper"}  # the default model, eq. 9's loss
     tuned = json.loads((tmp_path / "a" / "runs" / "text-encoder" / "seed0" / "config.json").read_text())["train"]
     assert tuned["text_encoder_lr"] == 1e-5 and (tmp_path / "a" / "runs" / "default" / "seed0" / "config.json").exists()
     from cavnet.errors import CavnetError

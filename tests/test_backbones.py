@@ -12,7 +12,7 @@ import torch
 
 from cavnet.extract.backbones import create_backbone, get_spec, list_backbones
 from cavnet.extract.backbones.audio_cnn import VGGish
-from cavnet.extract.backbones.resnext3d import RESNEXT3D_101, ResNeXt3D
+from cavnet.extract.backbones.resnext3d import RESNEXT3D_101, Bottleneck, ResNeXt3D, ResNeXt3DConfig
 from cavnet.extract.backbones.weights import WeightsError, file_sha256, load_weights
 
 # (T, H, W) per visual backbone; the default is the real 16 x 112 x 112. 152 is the slowest on CPU, and its
@@ -98,6 +98,122 @@ def test_vggish_keys_and_strict_input() -> None:
     assert model.state_dict()["embeddings.0.weight"].shape == (4096, 512 * 6 * 4)
     with pytest.raises(ValueError, match="96, 64"):
         model(torch.empty(1, 1, 100, 64, device="meta"))
+
+
+def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def test_resnext3d_layer_shapes_put_the_stride_in_the_grouped_conv() -> None:
+    """Every layer's output shape on an odd-sized clip, computed from Hara et al.'s definition (stem 7x7x7
+    stride (1, 2, 2) pad 3; max-pool 3 stride 2 pad 1; per stage a 1x1x1 conv1, the 3x3x3 grouped conv2
+    pad 1 carrying the stage stride (1, 2, 2, 2), a 1x1x1 conv3, and a strided 1x1x1 projection where the
+    shape changes). With the stride on conv1 instead, conv1's outputs would already be halved."""
+    cfg = ResNeXt3DConfig(blocks=(1, 1, 1, 1), widths=(8, 16, 32, 64), cardinality=4, stem_channels=8)
+    model = ResNeXt3D(cfg).eval()
+    shapes = {}
+    for name, module in model.named_modules():
+        if isinstance(module, (torch.nn.Conv3d, torch.nn.MaxPool3d)):
+            module.register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape[1:])))
+    t, h = 15, 57
+    t, h = _conv_out(t, 7, 1, 3), _conv_out(h, 7, 2, 3)
+    want = {"conv1": (8, t, h, h)}
+    t, h = _conv_out(t, 3, 2, 1), _conv_out(h, 3, 2, 1)
+    want["maxpool"] = (8, t, h, h)
+    in_ch = 8
+    for k, (width, stride) in enumerate(zip(cfg.widths, (1, 2, 2, 2)), start=1):
+        want[f"layer{k}.0.conv1"] = (width, t, h, h)  # the input's size: no stride here
+        t, h = _conv_out(t, 3, stride, 1), _conv_out(h, 3, stride, 1)
+        want[f"layer{k}.0.conv2"] = (width, t, h, h)
+        want[f"layer{k}.0.conv3"] = want[f"layer{k}.0.downsample.0"] = (2 * width, t, h, h)
+        in_ch = 2 * width
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 15, 57, 57))
+    assert shapes == want
+    assert want["layer4.0.conv3"] == (128, 1, 2, 2) and out.shape == (1, in_ch)
+
+
+def test_resnext3d_bottleneck_forward_by_hand() -> None:
+    """One strided bottleneck in eval mode against its definition written with plain ops: conv1 -> BN ->
+    ReLU, grouped 3x3x3 conv2 (stride 2, each group of channels convolved on its own) -> BN -> ReLU, conv3
+    -> BN, plus the BN'd strided projection of the input, then ReLU."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    block = Bottleneck(8, 8, cardinality=4, expansion=2, stride=2).eval()
+    with torch.no_grad():
+        for m in block.modules():
+            if isinstance(m, torch.nn.BatchNorm3d):
+                m.weight.uniform_(0.5, 1.5), m.bias.normal_(), m.running_mean.normal_(), m.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 8, 5, 7, 7)
+
+    def bn(y, m):
+        shape = (1, -1, 1, 1, 1)
+        return (y - m.running_mean.view(shape)) / torch.sqrt(m.running_var.view(shape) + m.eps) * \
+            m.weight.view(shape) + m.bias.view(shape)
+
+    def grouped(y, weight, groups):
+        per_in, per_out = y.shape[1] // groups, weight.shape[0] // groups
+        return torch.cat([F.conv3d(y[:, g * per_in:(g + 1) * per_in], weight[g * per_out:(g + 1) * per_out],
+                                   stride=2, padding=1) for g in range(groups)], dim=1)
+
+    with torch.no_grad():
+        y = torch.relu(bn(F.conv3d(x, block.conv1.weight), block.bn1))
+        y = torch.relu(bn(grouped(y, block.conv2.weight, 4), block.bn2))
+        y = bn(F.conv3d(y, block.conv3.weight), block.bn3)
+        shortcut = bn(F.conv3d(x, block.downsample[0].weight, stride=2), block.downsample[1])
+        torch.testing.assert_close(block(x), torch.relu(y + shortcut), atol=1e-5, rtol=1e-5)
+
+
+def _vggish_by_the_release(x: torch.Tensor, tf: dict[str, torch.Tensor]) -> torch.Tensor:
+    """VGGish as the TensorFlow release defines it (vggish_slim.py), channels-last throughout, with weights
+    in TensorFlow's layout (conv kernels HWIO, fc (in, out)): 3x3 SAME convs + ReLU, 2x2 stride-2 max-pools,
+    flatten the (6, 4, 512) map, fc1 4096 ReLU twice, fc2 128 with no activation.  (B, 96, 64) -> (B, 128)."""
+    import torch.nn.functional as F
+
+    net = x[..., None]  # (B, 96, 64, 1): NHWC
+    for block in (["conv1"], ["conv2"], ["conv3_1", "conv3_2"], ["conv4_1", "conv4_2"]):
+        for name in block:  # SAME padding of a 3x3 stride-1 conv is 1 on each side
+            net = F.conv2d(net.permute(0, 3, 1, 2), tf[name].permute(3, 2, 0, 1), tf[name + "/b"], padding=1)
+            net = torch.relu(net.permute(0, 2, 3, 1))
+        b, h, w, c = net.shape  # 2x2 stride-2 max-pool (SAME adds nothing to even sizes)
+        net = net.reshape(b, h // 2, 2, w // 2, 2, c).amax(dim=(2, 4))
+    net = net.reshape(net.shape[0], -1)  # (B, 6 * 4 * 512) in (h, w, c) order
+    for name in ("fc1_1", "fc1_2"):
+        net = torch.relu(net @ tf[name] + tf[name + "/b"])
+    return net @ tf["fc2"] + tf["fc2/b"]
+
+
+def test_vggish_forward_is_the_release_definition() -> None:
+    """Random weights in the release's layout, converted as torchvggish converted the release (kernels
+    HWIO -> OIHW, fc transposed, the fc1 rows kept in channels-last order), give the same embedding in
+    cavnet's VGGish as in the release's channels-last forward written above."""
+    g = torch.Generator().manual_seed(0)
+    convs = [("conv1", 1, 64), ("conv2", 64, 128), ("conv3_1", 128, 256), ("conv3_2", 256, 256),
+             ("conv4_1", 256, 512), ("conv4_2", 512, 512)]
+    fcs = [("fc1_1", 512 * 6 * 4, 4096), ("fc1_2", 4096, 4096), ("fc2", 4096, 128)]
+    tf = {}
+    for name, cin, cout in convs:
+        tf[name] = torch.randn(3, 3, cin, cout, generator=g) * (2.0 / (9 * cin)) ** 0.5
+        tf[name + "/b"] = torch.randn(cout, generator=g) * 0.1
+    for name, cin, cout in fcs:
+        tf[name] = torch.randn(cin, cout, generator=g) * (2.0 / cin) ** 0.5
+        tf[name + "/b"] = torch.randn(cout, generator=g) * 0.1
+    state = {}
+    for (name, _, _), index in zip(convs, (0, 3, 6, 8, 11, 13)):
+        state[f"features.{index}.weight"] = tf[name].permute(3, 2, 0, 1)
+        state[f"features.{index}.bias"] = tf[name + "/b"]
+    for (name, _, _), index in zip(fcs, (0, 2, 4)):
+        state[f"embeddings.{index}.weight"], state[f"embeddings.{index}.bias"] = tf[name].T, tf[name + "/b"]
+    with torch.device("meta"):
+        model = VGGish()
+    model.load_state_dict(state, assign=True)
+    x = torch.randn(2, 96, 64, generator=g)
+    with torch.no_grad():
+        want = _vggish_by_the_release(x, tf)
+        got = model.eval()(x[:, None])
+    assert (want < 0).any()  # the embedding is pre-activation: a final ReLU would show
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------

@@ -184,8 +184,39 @@ def test_preset_paper_literal_through_the_cli(store, tmp_path):
     assert r.exit_code == 0, r.output
     fusion = torch.load(run / "last.pt", weights_only=True)["fusion_config"]
     assert (fusion["heads"], fusion["residual"], fusion["layer_norm"], fusion["out_proj"], fusion["mlp_ratio"],
-            fusion["pos_embed"], fusion["time_encoding"], fusion["gate"], fusion["d_model"]) == (
-        1, False, False, False, 0.0, False, "none", "set", 16)
+            fusion["pos_embed"], fusion["time_encoding"], fusion["gate"], fusion["d_model"], fusion["bias"],
+            fusion["dropout"], fusion["loss"]) == (1, False, False, False, 0.0, False, "none", "set", 16, False, 0.0,
+                                                   "paper")
+
+
+def test_pretrain_store_may_not_hold_the_targets_val_or_test_videos(store, tmp_path, monkeypatch):
+    """--pretrain-store is refused, in one line naming the count, when it is the target store or shares
+    video ids with its val/test splits (their captions would be trained on); --allow-overlap lets it be."""
+    from cavnet.pipelines.fuse_train import check_pretrain_store
+
+    overlapping, apart = tmp_path / "overlap.h5", tmp_path / "apart.h5"
+    make_store(overlapping, videos=12, classes=4, captions=True, labelled=False, seed=5)  # vid00000..vid00011
+    make_store(apart, videos=12, classes=4, captions=True, labelled=False, seed=5, id_prefix="cap")
+    with FeatureStore(store) as s:
+        rows = s.rows()
+        held_out = int(np.isin(rows.ids, [f"vid{i:05d}" for i in range(12)])[rows.splits == "val"].sum())
+    assert held_out == 4  # every third video of the target is in val
+    with pytest.raises(CavnetError, match=f"holds {held_out} videos of the val/test splits"):
+        check_pretrain_store(store, overlapping)
+    check_pretrain_store(store, apart)  # other videos: fine
+    cmd = ["fuse-train", "--store", str(store), "--out", str(tmp_path / "r"), "--epochs", "1", "--d-model", "16",
+           "--device", "cpu", "--no-progress", "--pretrain-store", str(store)]
+    r = CliRunner().invoke(main, cmd)
+    assert r.exit_code == 2 and "is the target store itself" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+    import cavnet.pipelines.fuse_train as fuse_train
+
+    def reached(*_a, **_k):
+        raise CavnetError("pretraining reached")
+
+    monkeypatch.setattr(fuse_train, "pretrain", reached)
+    r = CliRunner().invoke(main, cmd + ["--allow-overlap"])
+    assert r.exit_code == 2 and "pretraining reached" in r.output
 
 
 def test_caption_pretraining_on_another_store_then_labels_starts_from_its_weights_and_temperature(
@@ -198,7 +229,7 @@ def test_caption_pretraining_on_another_store_then_labels_starts_from_its_weight
     from cavnet.fuse.run.fusion import FusionRun, fusion_config_for
 
     captions = tmp_path / "captions.h5"
-    make_store(captions, videos=40, classes=6, captions=True, labelled=False, seed=5)
+    make_store(captions, videos=40, classes=6, captions=True, labelled=False, seed=5, id_prefix="cap")
     seen = {}
     original = FusionRun.start_from
 

@@ -1,4 +1,5 @@
-"""Contrastive loss (paper eq. 9, CLIP style, over the batch's unique texts) and the linear-head cross-entropy."""
+"""The contrastive losses: CLIP style over the batch's unique texts (the default), and eq. 9 as written
+(``loss='paper'``), each against a derivation by hand with Python loops."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cavnet.fuse.loss import ContrastiveLoss, LinearHeadLoss, unique_texts
+from cavnet.fuse.loss import ContrastiveLoss, PaperLoss, make_loss, unique_texts
 
 
 def hand_loss(video: list[list[float]], text: list[list[float]], groups: list[int], scale: float) -> float:
@@ -129,6 +130,88 @@ def test_shape_errors():
         ContrastiveLoss(init_temperature=0.0)
 
 
-def test_linear_head_loss_is_cross_entropy():
-    logits, labels = torch.randn(4, 6), torch.tensor([0, 5, 2, 2])
-    torch.testing.assert_close(LinearHeadLoss()(logits, labels), F.cross_entropy(logits, labels))
+# ---- eq. 9 as written (loss='paper') -------------------------------------------------------------------
+
+def _unit(x: list[float]) -> list[float]:
+    norm = math.sqrt(sum(a * a for a in x))
+    return [a / norm for a in x]
+
+
+def _sim(a: list[float], b: list[float]) -> float:
+    return sum(p * q for p, q in zip(_unit(a), _unit(b)))
+
+
+def eq9_by_hand(video: list[list[float]], text: list[list[float]], tau: float) -> float:
+    """Eq. 9 read literally: the 2N embeddings e_1..e_2N are the N videos then the N texts; pair i is
+    (z_i, t_i). L_{i,j} = -log(exp(sim(e_i, e_j)/tau) / sum_{k=1..2N} 1[k != i] exp(sim(e_i, e_k)/tau)),
+    over both (i, j) and (j, i) of every positive pair; the final loss is their mean."""
+    n = len(video)
+    e = list(video) + list(text)
+    total = 0.0
+    for i in range(n):
+        for anchor, positive in ((i, n + i), (n + i, i)):  # (i, j) and (j, i)
+            den = sum(math.exp(_sim(e[anchor], e[k]) / tau) for k in range(2 * n) if k != anchor)
+            total += -math.log(math.exp(_sim(e[anchor], e[positive]) / tau) / den)
+    return total / (2 * n)
+
+
+def eq9_grouped_by_hand(video, text, groups, tau: float) -> float:
+    """cavnet's rule for shared texts, in loops over the 2N embeddings: an anchor's denominator holds its
+    positive and every embedding of another group, a text shared by several rows counted once; the other
+    embeddings of its own group (same class) are left out: never negatives."""
+    n = len(video)
+    e, g = list(video) + list(text), list(groups) + list(groups)
+    total = 0.0
+    for i in range(n):
+        for anchor, positive in ((i, n + i), (n + i, i)):
+            den = math.exp(_sim(e[anchor], e[positive]) / tau)
+            seen_texts = set()
+            for k in range(2 * n):
+                if g[k] == g[anchor]:
+                    continue
+                if k >= n:  # a text: once per group
+                    if g[k] in seen_texts:
+                        continue
+                    seen_texts.add(g[k])
+                den += math.exp(_sim(e[anchor], e[k]) / tau)
+            total += -math.log(math.exp(_sim(e[anchor], e[positive]) / tau) / den)
+    return total / (2 * n)
+
+
+def test_paper_loss_is_eq9_by_hand():
+    torch.manual_seed(5)
+    v, t = torch.randn(5, 4), torch.randn(5, 4)
+    loss = PaperLoss()(v, t, torch.arange(5))
+    assert loss.item() == pytest.approx(eq9_by_hand(v.tolist(), t.tolist(), 0.07), rel=1e-5)
+    assert loss.item() != pytest.approx(ContrastiveLoss()(v, t, torch.arange(5)).item(), rel=1e-3)  # not CLIP's
+
+
+def test_paper_loss_with_shared_texts_follows_the_rule_by_hand():
+    torch.manual_seed(6)
+    groups = [3, 1, 3, 0, 1, 3]
+    v, t = torch.randn(6, 4), torch.randn(4, 4)[groups]  # rows of a group carry one text
+    loss = PaperLoss()(v, t, torch.tensor(groups))
+    assert loss.item() == pytest.approx(eq9_grouped_by_hand(v.tolist(), t.tolist(), groups, 0.07), rel=1e-5)
+
+
+def test_paper_loss_never_makes_a_class_its_own_negative():
+    """Two classes, two videos each, every video on its class prompt and the classes orthogonal: a perfect
+    embedding. Read literally, eq. 9 counts the class-mate and its copy of the prompt as negatives and
+    cannot go below log 3 at any temperature; cavnet's reading goes to 0."""
+    video = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    crit = PaperLoss()
+    with torch.no_grad():
+        crit.logit_scale.fill_(math.log(100.0))
+    loss = crit(video, video.clone(), torch.tensor([0, 0, 1, 1]))
+    assert loss.item() < 1e-3
+    assert eq9_by_hand(video.tolist(), video.tolist(), 0.01) > math.log(3) - 1e-3
+
+
+def test_paper_loss_learns_its_temperature_and_is_what_the_config_names():
+    crit = make_loss("paper")
+    assert isinstance(crit, PaperLoss) and type(make_loss("clip")) is ContrastiveLoss
+    assert crit.scale.item() == pytest.approx(1 / 0.07, rel=1e-5)
+    v = torch.randn(4, 8, requires_grad=True)
+    crit(v, torch.randn(4, 8), torch.tensor([0, 1, 1, 2])).backward()
+    assert crit.logit_scale.grad.abs().item() > 0 and v.grad.abs().sum() > 0
+    assert crit(v[:1], torch.randn(1, 8), torch.tensor([0])).item() == pytest.approx(0.0, abs=1e-6)  # no negatives

@@ -131,7 +131,8 @@ def _replace(f: h5py.File, name: str, data: np.ndarray) -> None:
 def test_a_sound_store_passes(good):
     r = CliRunner().invoke(main, ["check", str(good)])
     assert (r.exit_code, r.output) == (0, f"{good}: ok; format 1, 12 videos (ok 8, no_audio 3, decode_error 1); "
-                                          "n=2 clips x 256, m=2 segments x 128, text 8, 4 classes\n"
+                                          "n=2 clips x 256, m=2 segments x 128, text 8, 4 classes; text sets "
+                                          "default\n"
                                           "random weights: features from randomly initialised visual resnext3d-tiny "
                                           "and audio audio-cnn-tiny (no pretrained weights), so accuracies say "
                                           "nothing about pretrained features; see docs/backbones.md\n")

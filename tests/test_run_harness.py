@@ -40,6 +40,25 @@ def test_decay_split_names_groups_and_skips_frozen_and_vectors():
         ("fusion.decay", 1, 0.05), ("fusion.no_decay", 1, 0.0)]
 
 
+def test_the_real_models_optimiser_decays_matrices_and_position_tables_only():
+    """fuse-train's AdamW groups, read from the optimiser build_training makes for the default model: the
+    position tables are decayed with the matrices (docs/model.md, OptimConfig); biases, LayerNorms, the
+    clock's slopes and the temperature are not."""
+    from cavnet.fuse.run.fusion import build_training
+
+    fcfg = FusionConfig(visual_dim=8, audio_dim=4, text_dim=6, d_model=8, heads=2, gate_hidden=4, max_len=4)
+    model, loss_fn, optimizer, _ = build_training(fcfg, TrainConfig(weight_decay=0.05), 4, torch.device("cpu"))
+    name_of = {id(p): n for n, p in [*model.named_parameters(), ("logit_scale", loss_fn.logit_scale)]}
+    groups = {g["name"]: ({name_of[id(p)] for p in g["params"]}, g["weight_decay"]) for g in optimizer.param_groups}
+    assert set(groups) == {"fusion.decay", "fusion.no_decay"}
+    (decay, wd), (no_decay, no_wd) = groups["fusion.decay"], groups["fusion.no_decay"]
+    assert (wd, no_wd) == (0.05, 0.0) and not decay & no_decay and decay | no_decay == set(name_of.values())
+    assert {"embed_v.pos", "embed_a.pos", "embed_v.proj.weight", "self_v.attn.w_q.weight", "cross_a.ff.fc1.weight",
+            "gate.w1.weight", "head.weight"} <= decay
+    assert {"embed_v.proj.bias", "embed_v.ln.weight", "self_v.ln_q.bias", "cross_v.time_bias.log_slope",
+            "gate.w2.bias", "ln_head.weight", "logit_scale"} <= no_decay
+
+
 def test_trim_keeps_lines_up_to_the_checkpoint_and_drops_torn_ones(tmp_path):
     log = tmp_path / "metrics.jsonl"
     log.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n{"epo')

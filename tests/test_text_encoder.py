@@ -207,14 +207,43 @@ def test_tuning_changes_the_encoder_and_the_checkpoint_carries_it(store, tuned):
     assert json.loads(r.output)["top1"] == pytest.approx(result.best["top1"])
 
 
-def test_lr_0_is_the_stored_embedding_run_bit_for_bit(store, tmp_path):
-    a = run_fuse_train(store, tmp_path / "a", _tcfg(), SMALL, **QUIET)
-    b = run_fuse_train(store, tmp_path / "b", _tcfg(text_encoder_lr=0.0), SMALL, **QUIET)
-    assert a.last == {**b.last, "seconds": a.last["seconds"]}
-    ca, cb = (torch.load(tmp_path / x / "last.pt", weights_only=True) for x in "ab")
-    assert "text_encoder" not in cb and all(torch.equal(ca["model"][k], cb["model"][k]) for k in ca["model"])
+class _StoredEmbeddings(SentenceEncoder):
+    """An "encoder" that gives exactly the store's class embeddings for their prompts and cannot drift
+    (its one weight enters with a factor 0: a zero gradient, and AdamW keeps a zero weight at zero)."""
+
+    def __init__(self, prompts: list[str], embedding: torch.Tensor) -> None:
+        inner = torch.nn.Module()
+        inner.zero = torch.nn.Parameter(torch.zeros(()))
+        super().__init__(inner)
+        self.prompts, self.embedding = prompts, embedding
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        return self.embedding[[self.prompts.index(t) for t in texts]] + 0.0 * self.model.zero
+
+
+def test_lr_0_is_the_stored_embedding_run_bit_for_bit(store, tmp_path, monkeypatch):
+    """text_encoder_lr 0 loads no sentence encoder (loading one fails here), and its run is bit for bit the
+    run of the tuned-text path (lr > 0) with an encoder that returns exactly the stored embeddings and never
+    changes: two configurations that differ only by the path the text targets take."""
+    import cavnet.extract.text as text_module
+    import cavnet.fuse.run.fusion as trainer
+    from cavnet.fuse.engine import TunedText
+
     with FeatureStore(store) as s:
-        assert torch.equal(cb["class_embedding"], torch.from_numpy(s.class_embedding))
+        prompts, stored = s.class_prompts(), torch.from_numpy(s.class_embedding)
+
+    def no_loading(*_a, **_k):
+        raise AssertionError("text_encoder_lr 0 loaded a sentence encoder")
+
+    monkeypatch.setattr(text_module, "_load", no_loading)
+    frozen = run_fuse_train(store, tmp_path / "frozen", _tcfg(), SMALL, **QUIET)
+    monkeypatch.setattr(trainer, "tuned_text", lambda *_a: TunedText(_StoredEmbeddings(prompts, stored), prompts, {}))
+    path = run_fuse_train(store, tmp_path / "path", _tcfg(text_encoder_lr=1e-4), SMALL, **QUIET)
+    assert frozen.last == {**path.last, "seconds": frozen.last["seconds"]}
+    ca, cb = (torch.load(tmp_path / x / "last.pt", weights_only=True) for x in ("frozen", "path"))
+    assert "text_encoder" not in ca and set(cb["text_encoder"]) == {"zero"}  # the other run did take the path
+    assert all(torch.equal(ca["model"][k], cb["model"][k]) for k in ca["model"])
+    assert torch.equal(ca["class_embedding"], stored) and torch.equal(cb["class_embedding"], stored)
 
 
 class _Killed(Exception):

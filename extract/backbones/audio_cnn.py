@@ -2,7 +2,10 @@
 
 - ``vggish``: the VGGish network (Hershey et al., ICASSP 2017) up to its 128-d embedding, strict 96 x 64
   input. Module names ``features`` / ``embeddings`` follow the torchvggish port, so its released
-  state dict ``vggish-10086976.pth`` loads as is. The feature is the float embedding after the last ReLU.
+  state dict ``vggish-10086976.pth`` loads as is. The feature is the embedding layer's pre-activation
+  output, as the TensorFlow release defines it (``vggish_slim.py``: the 128-d ``fc2`` has no activation;
+  its README: "the embedding value is pre-activation"). torchvggish's port puts a ReLU there, which zeroes
+  the negative half of the embedding (its issue #24); cavnet follows the release.
 - ``vggish-pca``: the same network followed by the release's post-processing (PCA with whitening, clipped
   to [-2, 2], quantised to 0..255), i.e. the 8-bit embeddings AudioSet published; the PCA parameters come
   from ``vggish_pca_params-970ea276.pth`` beside the weights file.
@@ -47,7 +50,9 @@ def _check_examples(x: torch.Tensor, frames: int | None, mels: int | None, name:
 
 
 class VGGish(nn.Module):
-    """VGGish embedding network: ``(B, 1, 96, 64)`` log-mel -> ``(B, 128)``.
+    """VGGish embedding network: ``(B, 1, 96, 64)`` log-mel -> ``(B, 128)``, the release's definition: four
+    blocks of 3x3 convolutions (64; 128; 256 x 2; 512 x 2), each + ReLU, a 2x2 max-pool after each block,
+    the map flattened channels-last, fc 4096 -> ReLU -> 4096 -> ReLU -> 128 (no activation).
 
     Strict about its input size: the first fully connected layer was trained on the 512 x 6 x 4 map of a
     96 x 64 example, so other sizes raise ``ValueError`` instead of being pooled to fit.
@@ -70,7 +75,7 @@ class VGGish(nn.Module):
         self.embeddings = nn.Sequential(
             nn.Linear(512 * 6 * 4, 4096), nn.ReLU(inplace=True),
             nn.Linear(4096, 4096), nn.ReLU(inplace=True),
-            nn.Linear(4096, 128), nn.ReLU(inplace=True),
+            nn.Linear(4096, 128),  # the embedding: pre-activation, as in the release
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

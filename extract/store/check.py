@@ -3,8 +3,9 @@
 Checked: the format version and root attributes; every dataset's presence, shape and dtype against the
 recorded config and dims; statuses known and adding up to ``num_videos``; unique ids; labels in range;
 masks against statuses (failed videos have none, usable ones a clip, ``no_audio`` no audio, masks are
-prefixes, padding is zero); every feature finite; class embeddings unit length; no shard folder or tmp
-file left beside the store (a consolidated store has none).
+prefixes, padding is zero); every feature finite; class embeddings unit length; every label-text set
+against the class table (``extract.store.text_sets.check_text_sets``); no shard folder or tmp file left
+beside the store (a consolidated store has none).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class CheckResult:
             counts = ", ".join(f"{k} {v}" for k, v in f["statuses"].items())
             return [f"{self.path}: ok; format {FORMAT_VERSION}, {f['videos']} videos ({counts}); "
                     f"n={f['clips']} clips x {f['visual_dim']}, m={f['segments']} segments x {f['audio_dim']}, "
-                    f"text {f['text_dim']}, {f['classes']} classes"] + [f["random_weights"]] * bool(f["random_weights"])
+                    f"text {f['text_dim']}, {f['classes']} classes; text sets "
+                    f"{', '.join(f.get('text_sets', ['default']))}"] + [f["random_weights"]] * bool(f["random_weights"])
         return [f"{self.path}: {len(self.problems)} problem(s)"] + [f"  - {p}" for p in self.problems]
 
 
@@ -234,7 +236,11 @@ def _check_file(path: Path, result: CheckResult) -> None:
         counts = _check_rows(f, n, result.problems)
         _check_masks(f, result.problems)
         _check_values(f, result.problems)
-        result.facts = {"videos": n, "statuses": counts, "clips": dims.clips, "segments": dims.segments,
+        from cavnet.extract.store.text_sets import check_text_sets
+
+        sets = check_text_sets(f, result.problems)
+        result.facts = {"text_sets": sets, "videos": n, "statuses": counts, "clips": dims.clips,
+                        "segments": dims.segments,
                         "visual_dim": dims.visual_dim, "audio_dim": dims.audio_dim,
                         "text_dim": f["text/video"].shape[1], "classes": f["classes/name"].shape[0],
                         "random_weights": random_weights_note(f.attrs["config"])}

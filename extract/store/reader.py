@@ -157,6 +157,19 @@ class FeatureStore:
         """The class prompts that ``classes/embedding`` embeds, in class order."""
         return list(strings(self._f["classes/prompt"]))
 
+    def text_sets(self) -> list[str]:
+        """The names of the store's label-text sets: ``default`` (the extraction's prompts) first."""
+        from cavnet.extract.store.text_sets import set_names
+
+        return set_names(self._f)
+
+    def text_set(self, name: str = "default"):
+        """The label-text set ``name`` (``extract.store.text_sets.TextSet``: per-class texts and the (C, Dt)
+        embedding); ``StoreError`` naming the store's sets when it has no such set."""
+        from cavnet.extract.store.text_sets import read_set
+
+        return read_set(self._f, name, self.path)
+
     def read(self, index: np.ndarray) -> Features:
         """Rows ``index`` (sorted, unique) as float32 arrays; contiguous runs are read as slices."""
         index = np.asarray(index, dtype=np.int64)

@@ -193,7 +193,8 @@ def consolidate(out: Path, shards: Sequence[Path], manifest: Manifest, dims: Sto
     first (in its order, with their labels and splits as the new corpus says), then the new videos, which
     the shards hold (shard row ``i`` is manifest row ``len(base) + i``); ``texts.video_embedding`` then
     covers only the new videos, the base's texts are copied (``text/string`` is written only when the
-    base has it too, else the grown store, like its base, predates stored texts).
+    base has it too, else the grown store, like its base, predates stored texts; the base's text sets are
+    kept when the class table stays the same).
     """
     n = len(manifest)
     chunk_rows = max(1, min(64, n))
@@ -229,6 +230,9 @@ def consolidate(out: Path, shards: Sequence[Path], manifest: Manifest, dims: Sto
         seen = np.zeros(n, bool)
         if base is not None:
             _copy_base(f, base, manifest, seen)
+            from cavnet.extract.store.text_sets import copy_text_sets  # it imports this module
+
+            copy_text_sets(base, f)
         for shard in shards:
             _copy_shard(f, read_shard(shard), manifest, seen, n_base)
         if not seen.all():

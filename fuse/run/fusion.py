@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from cavnet.errors import CavnetError
 from cavnet.extract.store.reader import FeatureStore
@@ -18,7 +19,7 @@ from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.config import FusionConfig
 from cavnet.fuse.data import InMemorySplit, StreamedSplit, open_split, text_groups
 from cavnet.fuse.engine import TunedText, score, train_one_epoch
-from cavnet.fuse.loss import ContrastiveLoss
+from cavnet.fuse.loss import make_loss
 from cavnet.fuse.metrics import accuracy_metrics
 from cavnet.fuse.model import CAVNet, SentenceEncoder
 from cavnet.fuse.run.folder import RunFolder
@@ -92,13 +93,13 @@ def _check_split(store: FeatureStore, index: np.ndarray, split: str, need_two_cl
 
 def build_training(fcfg: FusionConfig, tcfg: TrainConfig, steps: int, device: torch.device,
                    text: SentenceEncoder | None = None
-                   ) -> tuple[CAVNet, ContrastiveLoss | None, torch.optim.Optimizer, Any]:
-    """Model (seeded by ``tcfg.seed``), loss (head 'text'), AdamW and its warm-up + cosine schedule over
-    ``steps`` per epoch; ``text``: a sentence encoder to fine-tune, in a group of its own at
+                   ) -> tuple[CAVNet, nn.Module | None, torch.optim.Optimizer, Any]:
+    """Model (seeded by ``tcfg.seed``), loss (head 'text': ``fcfg.loss``), AdamW and its warm-up + cosine
+    schedule over ``steps`` per epoch; ``text``: a sentence encoder to fine-tune, in a group of its own at
     ``tcfg.text_encoder_lr``."""
     torch.manual_seed(tcfg.seed)
     model = CAVNet(fcfg).to(device)
-    loss_fn = ContrastiveLoss().to(device) if fcfg.head == "text" else None
+    loss_fn = make_loss(fcfg.loss).to(device) if fcfg.head == "text" else None
     params = list(model.parameters()) + (list(loss_fn.parameters()) if loss_fn is not None else [])
     parts = [("fusion", params, tcfg.lr)]
     if text is not None:
@@ -121,7 +122,11 @@ class FusionRun(TrainingRun):
         if pretrain and (fcfg.head != "text" or tcfg.targets != "video-text"):
             raise CavnetError("caption pretraining needs head 'text' and video-text targets")
         self.splits = Splits.open_pretrain(store, tcfg) if pretrain else Splits.open(store, tcfg, fcfg, device)
-        self.class_embedding = torch.from_numpy(store.class_embedding).to(device)
+        table = store.text_set("default" if pretrain else tcfg.text_set)  # pretraining scores no classes
+        self.class_embedding = torch.from_numpy(table.embedding).to(device)
+        # every label-text set of the store, for evaluate / predict --text-set (stale once the encoder is tuned)
+        self.text_sets = None if tcfg.tunes_text else {
+            n: torch.from_numpy(store.text_set(n).embedding) for n in store.text_sets()}
         self.steps_per_epoch = steps_per_epoch(len(self.splits.train), tcfg.batch_size)
         self.text = tuned_text(store, self.splits.train.index, tcfg, fcfg, device) if tcfg.tunes_text else None
         self.model, self.loss_fn, self.optimizer, self.scheduler = build_training(
@@ -138,7 +143,7 @@ class FusionRun(TrainingRun):
         s = self.store
         return dict(model=self.model.state_dict(), fusion=self.fcfg, class_names=list(s.class_names),
                     store_config=s.config.to_json(), store_dims=dataclasses.asdict(s.dims), text_model=s.text_model,
-                    train=self.tcfg.to_dict())
+                    train=self.tcfg.to_dict(), text_sets=self.text_sets)
 
     def check_resumable(self, ckpt: Checkpoint) -> list[str]:
         ckpt.check_matches_store(dataclasses.asdict(self.store.dims), self.store.text_dim,

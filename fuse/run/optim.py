@@ -16,9 +16,10 @@ Parts = Iterable[tuple[str, Iterable[nn.Parameter], float]]
 
 
 def param_groups(parts: Parts, weight_decay: float) -> list[dict]:
-    """AdamW groups for ``(name, parameters, lr)`` parts, each split into ``name.decay`` (matrices and
-    kernels) and ``name.no_decay`` (biases, norms, position vectors, the temperature); frozen parameters
-    and empty groups are left out."""
+    """AdamW groups for ``(name, parameters, lr)`` parts, each split into ``name.decay`` (every parameter of
+    two or more dimensions: matrices, kernels, the learned position tables) and ``name.no_decay`` (vectors
+    and scalars: biases, norms, the clock's slopes, the temperature); frozen parameters and empty groups
+    are left out."""
     groups = []
     for name, params, lr in parts:
         trainable = [p for p in params if p.requires_grad]
