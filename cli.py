@@ -7,6 +7,7 @@ Bad input ends with one line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -18,6 +19,7 @@ from cavnet.cli_groups import (DECODE_WORKERS_HELP, EXISTING, OUT, backbone_opti
                                run_opt, run_options, train_opt, train_options)
 from cavnet.cli_options import build
 from cavnet.errors import CavnetError
+from cavnet.extract.files.terminal import safe_line
 
 
 
@@ -25,12 +27,13 @@ class _Group(click.Group):
     """Maps usage errors and ``CavnetError`` to ``cavnet: error: ...`` and exit code 2."""
 
     def main(self, args=None, prog_name=None, **kwargs):  # type: ignore[override]
+        warnings.showwarning = _show_warning  # one escaped line per warning, not Python's two
         try:
             return super().main(args=args, prog_name=prog_name, standalone_mode=False, **kwargs)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.exceptions.Abort:
-            click.echo("cavnet: aborted", err=True)
+            echo("cavnet: aborted", err=True)
             sys.exit(130)
         except click.exceptions.ClickException as exc:
             _fail(exc.format_message())
@@ -39,8 +42,18 @@ class _Group(click.Group):
 
 
 def _fail(message: str) -> None:
-    click.echo("cavnet: error: " + " ".join(str(message).split()), err=True)
+    echo("cavnet: error: " + " ".join(str(message).split()), err=True)
     sys.exit(2)
+
+
+def echo(message: object = "", err: bool = False) -> None:
+    """Every line the CLI prints: names from the disk (paths, labels, captions) with their control characters
+    escaped, so a file name cannot set the terminal's title or clear its screen."""
+    click.echo(safe_line(message), err=err)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    echo(f"warning: {message}", err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -70,7 +83,7 @@ def synth(out: Path, videos: int, task: str, classes: int | None, seed: int, wor
         _fail("--classes applies to the easy task; the hard task has its own 16 classes")
     s = make(out, videos=videos, classes=classes, seed=seed, workers=workers, task=task)
     splits = ", ".join(f"{k} {v}" for k, v in s.splits.items())
-    click.echo(f"AV-Synth ({task}): {s.videos} videos ({splits}), {s.classes} classes, {s.no_audio} without audio, "
+    echo(f"AV-Synth ({task}): {s.videos} videos ({splits}), {s.classes} classes, {s.no_audio} without audio, "
                f"{s.broken} broken on purpose, in {s.seconds:.1f} s -> {s.out}")
 
 
@@ -99,16 +112,16 @@ def extract(**p) -> None:
     for modality, got, arch in (("visual", config.visual, config.encoder.visual_arch),
                                 ("audio", config.audio, config.encoder.audio_arch)):
         if p[modality] != got:
-            click.echo(f"note: --{modality} {p[modality]}: the folder is a {arch}; recorded as {got}", err=True)
+            echo(f"note: --{modality} {p[modality]}: the folder is a {arch}; recorded as {got}", err=True)
     opts = build(RunOptions, p)
     from cavnet.extract.provenance import random_weights_note
     if random_weights_note(config):
-        click.echo("warning: " + random_weights_note(config), err=True)
-    s = run_extract(m, config, opts, p["out"], echo=click.echo, progress=p["progress"])
+        echo("warning: " + random_weights_note(config), err=True)
+    s = run_extract(m, config, opts, p["out"], echo=echo, progress=p["progress"])
     if s.already_done:
-        click.echo(f"{p['out']}: already complete ({s.videos} videos); nothing to do")
+        echo(f"{p['out']}: already complete ({s.videos} videos); nothing to do")
     counts = ", ".join(f"{k} {v}" for k, v in s.counts.items())
-    click.echo(f"{p['out']}: {s.videos} videos in {s.seconds:.1f} s ({counts}); "
+    echo(f"{p['out']}: {s.videos} videos in {s.seconds:.1f} s ({counts}); "
                f"shards run {s.shards_run}, reused {s.shards_skipped}")
 
 
@@ -124,7 +137,7 @@ def probe(**p) -> None:
 
     corpus = corpus_from(p)
     run_probe(corpus.load(_splits(p["split"]), p["limit"]), build(RunOptions, p, device="cpu"), p["out"],
-              echo=click.echo, progress=p["progress"], inputs=corpus.input_files())
+              echo=echo, progress=p["progress"], inputs=corpus.input_files())
 
 
 @main.command()
@@ -142,10 +155,10 @@ def prepare(**p) -> None:
 
     source = PrepareSource(p["dataset"], p["root"], p["manifest"])
     m = source.load(_splits(p["split"]), p["limit"])
-    s = run_prepare(m, source, build(PrepareConfig, p), build(RunOptions, p, device="cpu"), p["out"], echo=click.echo,
+    s = run_prepare(m, source, build(PrepareConfig, p), build(RunOptions, p, device="cpu"), p["out"], echo=echo,
                     progress=p["progress"], dry_run=p["dry_run"])
     if s is not None:
-        click.echo("\n".join(s.lines(source.extract_hint(p["out"]))))
+        echo("\n".join(s.lines(source.extract_hint(p["out"]))))
 
 
 @main.command()
@@ -155,7 +168,7 @@ def check(store: Path) -> None:
     from cavnet.extract.store.check import check_store
 
     result = check_store(store)
-    click.echo("\n".join(result.lines()))
+    echo("\n".join(result.lines()))
     sys.exit(0 if result.ok else 1)
 
 
@@ -178,9 +191,9 @@ def text(store: Path, add: tuple[str, ...], template, templates, descriptions, r
     if not add:
         if template or templates or descriptions or replace:
             _fail("--template, --templates, --descriptions and --replace need --add-set NAME")
-        click.echo("\n".join(list_sets(store)))
+        echo("\n".join(list_sets(store)))
         return
-    add_sets(store, add, template, templates, descriptions, replace, device, click.echo)
+    add_sets(store, add, template, templates, descriptions, replace, device, echo)
 
 
 @main.command()
@@ -193,7 +206,7 @@ def export(store: Path, fmt: str, out: Path) -> None:
     from cavnet.pipelines.export import export_store
 
     n = export_store(store, out, fmt)
-    click.echo(f"{store}: {n} videos exported as {fmt} to {out}")
+    echo(f"{store}: {n} videos exported as {fmt} to {out}")
 
 
 # ----------------------------------------------------------------------------------------------- stage two
@@ -219,10 +232,10 @@ def fuse_train(**p) -> None:
     from cavnet.pipelines.fuse_train import run_fuse_train
 
     r = run_fuse_train(p["store"], p["out"], build(TrainConfig, p), model_overrides(p), init=p["init"],
-                       resume=p["resume"], echo=click.echo, progress=p["progress"],
+                       resume=p["resume"], echo=echo, progress=p["progress"],
                        pretrain_store=p["pretrain_store"], pretrain_epochs=p["pretrain_epochs"],
                        allow_overlap=p["allow_overlap"])
-    click.echo(f"best val top-1 {r.best['top1']:.1f} (epoch {r.best.get('epoch')}); checkpoints in {p['out']}")
+    echo(f"best val top-1 {r.best['top1']:.1f} (epoch {r.best.get('epoch')}); checkpoints in {p['out']}")
 
 
 @main.command()
@@ -246,10 +259,10 @@ def evaluate(**p) -> None:
     r = evaluate_command(p["checkpoint"], out, build(EvaluateOptions, p), store=p["store"], corpus=corpus_from(p),
                          progress=p["progress"] and not p["as_json"])
     if p["as_json"]:
-        click.echo(json.dumps(r, indent=2))
+        echo(json.dumps(r, indent=2))
         return
-    echo_metrics(r, click.echo)
-    click.echo(f"per-class accuracy and confusion matrix in {out}")
+    echo_metrics(r, echo)
+    echo(f"per-class accuracy and confusion matrix in {out}")
 
 
 @main.command()
@@ -266,9 +279,9 @@ def predict(**p) -> None:
     from cavnet.pipelines.predict import predict_command
 
     preds = predict_command(p["paths"], p["checkpoint"], build(PredictOptions, p), p["labels"], p["json_out"],
-                            p["csv_out"], click.echo)
+                            p["csv_out"], echo)
     bad = sum(not x.labels for x in preds)
-    click.echo(f"{len(preds)} files, {len(preds) - bad} predicted, {bad} not decodable", err=True)
+    echo(f"{len(preds)} files, {len(preds) - bad} predicted, {bad} not decodable", err=True)
 
 
 @main.command()
@@ -287,10 +300,10 @@ def finetune(**p) -> None:
     from cavnet.pipelines.finetune import run_finetune
 
     cfg = build(FinetuneConfig, {**p, "init": str(p["init"]), "augment": AugmentConfig(enabled=p["augment"])})
-    r = run_finetune(cfg, corpus_from(p), p["out"], resume=p["resume"], eval_init=p["eval_init"], echo=click.echo,
+    r = run_finetune(cfg, corpus_from(p), p["out"], resume=p["resume"], eval_init=p["eval_init"], echo=echo,
                      progress=p["progress"])
     if r.best.get("top1", -1) >= 0:
-        click.echo(f"best val top-1 {r.best['top1']:.1f} (epoch {r.best.get('epoch')}); checkpoints in {p['out']}")
+        echo(f"best val top-1 {r.best['top1']:.1f} (epoch {r.best.get('epoch')}); checkpoints in {p['out']}")
 
 
 @main.command()
@@ -320,11 +333,11 @@ def ablate(**p) -> None:
 
     out = p["out"]
     base = {"d_model": p["d_model"]} if p["d_model"] else {}
-    rows = run_ablate(p["store"], out, p["preset"], p["seeds"], build(TrainConfig, p), p["workers"], click.echo,
+    rows = run_ablate(p["store"], out, p["preset"], p["seeds"], build(TrainConfig, p), p["workers"], echo,
                       only=_splits(p["variants"]), base=base, pretrain_store=p["pretrain_store"],
                       allow_overlap=p["allow_overlap"], text_sets=_splits(p["text_sets"]))
-    click.echo((out / "results.md").read_text())
-    click.echo(f"results in {out}/results.csv, results.md, results.png ({len(rows)} variants)")
+    echo((out / "results.md").read_text())
+    echo(f"results in {out}/results.csv, results.md, results.png ({len(rows)} variants)")
 
 
 @main.command()
@@ -342,9 +355,9 @@ def demo(**p) -> None:
     from cavnet.pipelines.demo.run import run_demo
 
     p.update({k: v if p[k] is None else p[k] for k, v in TASK_DEFAULTS[p["task"]].items()})
-    report = run_demo(p["out"], build(DemoConfig, p), echo=click.echo, progress=p["progress"])
-    click.echo(report.read_text())
-    click.echo(f"report: {report}")
+    report = run_demo(p["out"], build(DemoConfig, p), echo=echo, progress=p["progress"])
+    echo(report.read_text())
+    echo(f"report: {report}")
 
 
 @main.command()
@@ -374,11 +387,11 @@ def bench(**p) -> None:
 
         check_outputs([Output(json_out, "--json")])  # before minutes of measuring
     save = (lambda r: write_json(r, json_out)) if json_out else None
-    report = run_bench(cfg, echo=lambda m: click.echo(m, err=True), checkpoint=save)
-    click.echo(render(report))
+    report = run_bench(cfg, echo=lambda m: echo(m, err=True), checkpoint=save)
+    echo(render(report))
     if save:
         save(report)
-        click.echo(f"report: {json_out}")
+        echo(f"report: {json_out}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import string
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +142,19 @@ class EncoderConfig(Config):
         check_number("--audio-window", self.audio_window, 0.0)
 
 
+def check_template(what: str, template: str) -> None:
+    """A label prompt: text with ``{label}`` and no other field (``{{`` and ``}}`` are literal braces)."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise CavnetError(f"{what} {template!r} is not a template: {exc} (write a literal brace as {{{{ or }}}})") \
+            from None
+    if "label" not in fields or set(fields) != {"label"}:
+        others = sorted(set(fields) - {"label"})
+        raise CavnetError(f"{what} {template!r} must contain {{label}}" + (
+            f" and no other field ({', '.join('{' + f + '}' for f in others)})" if others else ""))
+
+
 @dataclass(frozen=True)
 class ExtractConfig(Config):
     """Everything that determines the content of a feature store."""
@@ -168,6 +182,7 @@ class ExtractConfig(Config):
     def __post_init__(self) -> None:
         check_choice("--precision", self.precision, PRECISIONS)
         check_choice("--decoder", self.decoder, DECODERS)
+        check_template("--prompt", self.prompt_template)
 
     def content_key(self) -> dict[str, Any]:
         """The fields that decide the numbers in the store (weight files may move or be renamed; their

@@ -7,6 +7,7 @@ is a row with ``exists=False``, so the extraction can record it as ``missing_fil
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CavnetError
+from .files.inputs import read_text
 from .manifest import Manifest, ManifestRow
 
 log = logging.getLogger(__name__)
@@ -49,15 +51,22 @@ def k400_video_id(youtube_id: str, time_start: int, time_end: int) -> str:
 
 
 def _read_table(path: Path, header_only: bool = False) -> tuple[list[str], list[dict[str, str]]]:
-    """Header (lower-cased, stripped) and rows of a CSV file; raises DatasetError if it cannot be read."""
+    """Header (lower-cased, stripped) and rows of a CSV file, read through the text-input door (a regular
+    UTF-8 file of bounded size); raises DatasetError if it cannot be read or names a column twice."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = [h.strip().lower() for h in next(reader, [])]
-            rows = [] if header_only else [dict(zip(header, (v.strip() for v in values)))
-                                           for values in reader if any(values)]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DatasetError(f"{path}: cannot read CSV ({e.__class__.__name__}: {e})") from None
+        reader = csv.reader(io.StringIO(read_text(path, "CSV"), newline=""))
+        header = [h.strip().lower() for h in next(reader, [])]
+        twice = sorted({h for h in header if h and header.count(h) > 1})
+        if twice:
+            raise DatasetError(f"{path}: the header names column(s) {','.join(twice)} twice; keep one of each")
+        rows = [] if header_only else [dict(zip(header, (v.strip() for v in values)))
+                                       for values in reader if any(values)]
+    except csv.Error as e:
+        raise DatasetError(f"{path}: cannot read CSV ({e})") from None
+    except DatasetError:
+        raise
+    except CavnetError as e:
+        raise DatasetError(str(e)) from None
     return header, rows
 
 
@@ -96,11 +105,7 @@ def _find_k400_csvs(root: Path) -> list[Path]:
              for p in sorted(folder.glob("*.csv"))]
     k400 = []
     for p in found:
-        try:
-            header, _ = _read_table(p, header_only=True)
-        except DatasetError as e:
-            log.warning("skipping %s", e)
-            continue
+        header, _ = _read_table(p, header_only=True)  # an unreadable CSV stops here: it may hold a split
         if _is_k400_header(header):
             k400.append(p)
         elif set(header) & {"youtube_id", "time_start", "time_end"}:
@@ -205,14 +210,17 @@ def read_k400(root: str | Path, splits: Sequence[str] | None = None,
 
     files = index_video_files(root)
     captions = _read_captions(root)
-    seen: set[str] = set()
+    across: list[tuple[str, str, str]] = []
+    seen: dict[str, str] = {}
     duplicates = 0
     rows = []
     for video_id, label, split in ordered:
         if video_id in seen:
             duplicates += 1
+            if seen[video_id] != split:
+                across.append((video_id, seen[video_id], split))
             continue
-        seen.add(video_id)
+        seen[video_id] = split
         if wanted is not None and split not in wanted:
             continue
         candidates = files.get(video_id)
@@ -222,10 +230,20 @@ def read_k400(root: str | Path, splits: Sequence[str] | None = None,
     if duplicates:
         warnings.warn(f"{root}: {duplicates} duplicate video id(s) in the CSVs, kept the first of each",
                       stacklevel=2)
+    warn_shared(root, across)
     missing = sum(not r.exists for r in rows)
     log.info("k400 %s: %d videos, %d classes, %d missing files, %d duplicates",
              root, len(rows), len(classes), missing, duplicates)
     return Manifest(rows=tuple(rows), classes=classes)
+
+
+def warn_shared(source: Path, shared: list[tuple[str, str, str]]) -> None:
+    """Warn, once, about videos listed in two splits (a train video scored as val is a leak): ``shared`` holds
+    (video, split it was kept in, split it was also listed in)."""
+    if shared:
+        video, kept, other = shared[0]
+        warnings.warn(f"{source}: {len(shared)} video(s) listed in two splits (e.g. {video} in {kept} and {other}); "
+                      f"each kept in its first split only, so no video is both trained and scored on", stacklevel=3)
 
 
 def _unique_id(stem: str, used: set[str]) -> str:
@@ -254,6 +272,8 @@ def read_csv_manifest(path: str | Path, root: str | Path | None = None) -> Manif
     classes = tuple(sorted({r["label"] for r in table if r.get("label")}))
     class_id = {name: i for i, name in enumerate(classes)}
     used: set[str] = set()
+    split_of: dict[str, str] = {}
+    shared: list[tuple[str, str, str]] = []
     rows = []
     for line, r in enumerate(table, start=2):
         check_fields(r, path, line)
@@ -261,11 +281,15 @@ def read_csv_manifest(path: str | Path, root: str | Path | None = None) -> Manif
             raise DatasetError(f"{path}:{line}: empty path")
         file = Path(r["path"]).expanduser()
         file = file if file.is_absolute() else base / file
-        label = r.get("label", "")
+        label, split = r.get("label", ""), normalise_split(r.get("split") or "train")
+        first = split_of.setdefault(os.path.normpath(file), split)
+        if first != split:
+            shared.append((str(file), first, split))
+            continue
         rows.append(ManifestRow(video_id=_unique_id(file.stem, used), path=str(file),
                                 label=class_id.get(label, -1), label_name=label,
-                                split=normalise_split(r.get("split") or "train"), text=r.get("text", ""),
-                                exists=file.is_file()))
+                                split=split, text=r.get("text", ""), exists=file.is_file()))
+    warn_shared(path, shared)
     return Manifest(rows=tuple(rows), classes=classes)
 
 

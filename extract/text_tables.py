@@ -8,6 +8,7 @@ import numpy as np
 
 from cavnet.errors import CavnetError
 from cavnet.extract.config import ExtractConfig
+from cavnet.extract.files.inputs import read_text, text_lines as read_lines
 from cavnet.extract.manifest import Manifest
 from cavnet.extract.store.writer import TextTables
 from cavnet.extract.text import TextEncoder
@@ -73,8 +74,7 @@ def template_texts(classes: tuple[str, ...] | list[str], templates: tuple[str, .
 def text_lines(path: Path, what: str) -> list[str]:
     """The lines of a text file, stripped, blank lines and ``#`` comments skipped; one line naming ``what``
     (e.g. "labels") when there is none."""
-    lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines()]
-    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    lines = read_lines(path, f"--{what}")
     if not lines:
         raise CavnetError(f"{path}: no {what} (one per line)")
     return lines
@@ -90,22 +90,23 @@ def read_descriptions(path: Path, classes: tuple[str, ...] | list[str]) -> list[
     class may have several rows, whose embeddings are averaged). A class is named as in the store, with
     underscores and spaces alike. Every class needs one; an unknown class is refused, in one line."""
     import csv
+    import io
 
     def key(name: str) -> str:  # "abseiling_rope" and "abseiling rope" are one class
         return " ".join(name.replace("_", " ").split())
 
     by_key = {key(c): c for c in classes}
     found: dict[str, list[str]] = {c: [] for c in classes}
-    with open(path, newline="", encoding="utf-8") as fh:
-        for k, row in enumerate(csv.reader(fh), start=1):
-            if not row or (k == 1 and [x.strip().lower() for x in row[:2]] == ["class", "description"]):
-                continue
-            if len(row) != 2 or not row[1].strip():
-                raise CavnetError(f"{path}, line {k}: expected 'class,description', got {row!r}")
-            name = row[0].strip()
-            if key(name) not in by_key:
-                raise CavnetError(f"{path}, line {k}: {name!r} is not a class of the store")
-            found[by_key[key(name)]].append(row[1].strip())
+    rows = csv.reader(io.StringIO(read_text(path, "--descriptions"), newline=""))
+    for k, row in enumerate(rows, start=1):
+        if not row or (k == 1 and [x.strip().lower() for x in row[:2]] == ["class", "description"]):
+            continue
+        if len(row) != 2 or not row[1].strip():
+            raise CavnetError(f"{path}, line {k}: expected 'class,description', got {row!r}")
+        name = row[0].strip()
+        if key(name) not in by_key:
+            raise CavnetError(f"{path}, line {k}: {name!r} is not a class of the store")
+        found[by_key[key(name)]].append(row[1].strip())
     missing = [c for c, d in found.items() if not d]
     if missing:
         raise CavnetError(f"{path}: no description for {len(missing)} classes ({', '.join(missing[:3])}"

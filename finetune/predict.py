@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -106,40 +106,55 @@ class Predictor:
             encoder.model.load_state_dict(self.ckpt.text_encoder)
         return torch.from_numpy(encoder.encode(class_prompts(tuple(labels), self.config.prompt_template)))
 
-    @torch.no_grad()
-    def scores(self, paths: Sequence[str | Path]) -> tuple[np.ndarray, list[str]]:
-        """Softmax scores (N, C) of the files (NaN rows for those that do not decode) and their statuses."""
-        files = [str(p) for p in paths]
+    def _batches(self, files: Sequence[str]) -> Iterator[tuple[list[int], list[str], np.ndarray | None]]:
+        """Per decoded batch, in order: the files' positions, their statuses and the softmax scores
+        (len(positions), C) of the usable ones (NaN rows for the others; None when none is usable)."""
         rows = [ManifestRow(Path(p).stem, p, -1, "", "", exists=Path(p).exists()) for p in files]
-        out = np.full((len(rows), len(self.labels)), np.nan, np.float32)
-        statuses = [MISSING_FILE] * len(rows)
         if not rows:
-            return out, statuses
+            return
         loader = make_loader(VideoClips(rows, self.config), self.batch_size, self.decode_workers, self.device,
                              indices=range(len(rows)))
         for batch in loader:
-            for pos, status in zip(batch.positions.tolist(), batch.statuses):
-                statuses[pos] = status
-            keep = batch.valid
+            positions, keep = batch.positions.tolist(), batch.valid
             if not keep.any():
+                yield positions, list(batch.statuses), None
                 continue
-            b = batch.to(self.device)
-            k = keep.to(self.device)
-            emb = self.net(b.clips[k], b.vmask[k], b.examples[k], b.amask[k]).float()
-            # through the fusion's text side (its text projection, when it has one), as evaluate scores
-            logits = emb if self.ckpt.head == "linear" else self.scale * self.net.fusion.score_classes(
-                emb, self.class_emb)
-            out[batch.positions[keep].numpy()] = logits.softmax(dim=-1).cpu().numpy()
+            with torch.no_grad():
+                b, k = batch.to(self.device), keep.to(self.device)
+                emb = self.net(b.clips[k], b.vmask[k], b.examples[k], b.amask[k]).float()
+                # through the fusion's text side (its text projection, when it has one), as evaluate scores
+                logits = emb if self.ckpt.head == "linear" else self.scale * self.net.fusion.score_classes(
+                    emb, self.class_emb)
+            probs = np.full((len(positions), len(self.labels)), np.nan, np.float32)
+            probs[keep.numpy()] = logits.softmax(dim=-1).cpu().numpy()
+            yield positions, list(batch.statuses), probs
+
+    def scores(self, paths: Sequence[str | Path]) -> tuple[np.ndarray, list[str]]:
+        """Softmax scores (N, C) of the files (NaN rows for those that do not decode) and their statuses."""
+        files = [str(p) for p in paths]
+        out = np.full((len(files), len(self.labels)), np.nan, np.float32)
+        statuses = [MISSING_FILE] * len(files)
+        for positions, batch_statuses, probs in self._batches(files):
+            for i, (pos, status) in enumerate(zip(positions, batch_statuses)):
+                statuses[pos] = status
+                if probs is not None:
+                    out[pos] = probs[i]
         return out, statuses
+
+    def stream(self, paths: Sequence[str | Path], k: int = 5) -> Iterator[Prediction]:
+        """The predictions of every file (folders expanded) as their batches are done, in order; a consumer
+        that stops (Ctrl-C) keeps those already yielded."""
+        files = video_files(paths)
+        for positions, statuses, probs in self._batches([str(f) for f in files]):
+            for i, (pos, status) in enumerate(zip(positions, statuses)):
+                yield self._prediction(files[pos], status, None if probs is None else probs[i], k)
+
+    def _prediction(self, f: Path, status: str, row: np.ndarray | None, k: int) -> Prediction:
+        p = Prediction(f.stem, str(f), status)
+        if row is not None and status in USABLE and not np.isnan(row).any():
+            p.labels, p.scores = top_k(row, self.labels, k)
+        return p
 
     def predict(self, paths: Sequence[str | Path], k: int = 5) -> list[Prediction]:
         """Top-``k`` labels of every file (folders expanded), in order; bad files keep their status."""
-        files = video_files(paths)
-        scores, statuses = self.scores(files)
-        out = []
-        for f, row, status in zip(files, scores, statuses):
-            p = Prediction(f.stem, str(f), status)
-            if status in USABLE and not np.isnan(row).any():
-                p.labels, p.scores = top_k(row, self.labels, k)
-            out.append(p)
-        return out
+        return list(self.stream(paths, k))

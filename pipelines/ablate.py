@@ -10,11 +10,12 @@ import csv
 import json
 import math
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from cavnet.errors import CavnetError
+from cavnet.extract.files.outputs import atomic, write_json, write_text
 from cavnet.fuse.config import preset_overrides
 from cavnet.fuse.train_config import TrainConfig
 
@@ -91,6 +92,9 @@ def _run_one(store: str, run_dir: str, variant: Variant, tcfg: TrainConfig, base
     tcfg = replace(tcfg, eval_every=0, checkpoint_every=0, **variant.train)
     init = None
     if variant.pretrain:
+        from cavnet.fuse.run.folder import claim_run_folder
+
+        claim_run_folder(out, "fuse-train")  # its pretrain/ sub-folder comes first
         pre = run_fuse_train(Path(store), out / "pretrain", replace(tcfg, targets="video-text"),
                              overrides, echo=quiet, progress=False)
         init = pre.out / "last.pt"
@@ -99,7 +103,7 @@ def _run_one(store: str, run_dir: str, variant: Variant, tcfg: TrainConfig, base
                        pretrain_store=external, allow_overlap=True)  # run_ablate checked it once
     result = {"variant": variant.key, "seed": tcfg.seed, **{k: r.last[k] for k in METRICS},
               "best_top1": r.best["top1"], "epochs": r.last["epoch"]}
-    (out / "result.json").write_text(json.dumps(result))
+    write_json(out / "result.json", result)
     return result
 
 
@@ -119,7 +123,7 @@ def _run_baseline(store: Path, out: Path, variant: Variant, tcfg: TrainConfig) -
     result = {"variant": variant.key, "seed": tcfg.seed, **{k: m[k] for k in METRICS}, "best_top1": m["top1"],
               "epochs": 0}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "result.json").write_text(json.dumps(result))
+    write_json(out / "result.json", result)
     return result
 
 
@@ -176,7 +180,9 @@ def run_ablate(store: Path, out: Path, preset: str, seeds: int, tcfg: TrainConfi
         check_pretrain_store(store, pretrain_store, tcfg.val_split)
     from cavnet.fuse.run.folder import hold_run_folder
 
-    with hold_run_folder(out, what="ablate folder"):
+    key = ablate_key(store, tcfg, base, pretrain_store)
+    with hold_run_folder(out, what="ablate folder", command="ablate", key=key,
+                         inputs=[store] + ([pretrain_store] if pretrain_store else [])):
         return _ablate(store, out, chosen, seeds, tcfg, workers, echo, base, preset, pretrain_store)
 
 
@@ -205,9 +211,9 @@ def _ablate(store: Path, out: Path, chosen: list[Variant], seeds: int, tcfg: Tra
     for v in variants:
         for s in range(seeds if v.kind == "fusion" else 1):  # the frozen-encoder rows do not depend on a seed
             run_dir = out / "runs" / v.key / f"seed{s}"
-            done = run_dir / "result.json"
-            if done.exists():
-                results.append(json.loads(done.read_text()))
+            done = done_result(run_dir / "result.json")
+            if done is not None:
+                results.append(done)
             else:
                 jobs.append((str(store), str(run_dir), v, replace(tcfg, seed=tcfg.seed + s), dict(base or {}),
                              str(pretrain_store) if pretrain_store else None))
@@ -218,6 +224,33 @@ def _ablate(store: Path, out: Path, chosen: list[Variant], seeds: int, tcfg: Tra
     write_results(out, rows)
     write_run_record(out, {**record, "ended": now()})
     return rows
+
+
+def ablate_key(store: Path, tcfg: TrainConfig, base: dict[str, Any] | None,
+               pretrain_store: Path | None) -> dict[str, Any]:
+    """What an ablate folder's runs are runs of: the store's (and pretrain store's) content fingerprint, the
+    training settings that change the numbers (not the device or logging) and the shared model settings.
+    A folder holding other runs is refused, so their numbers are never reported as these."""
+    from cavnet.extract.store.reader import FeatureStore
+    from cavnet.fuse.run.fusion import FusionRun
+
+    def fingerprint(path: Path) -> str:
+        with FeatureStore(path) as s:
+            return s.fingerprint()
+
+    train = {k: v for k, v in asdict(tcfg).items() if k not in FusionRun.resume_free}
+    return {"store": fingerprint(store), "train": train, "model": dict(sorted((base or {}).items())),
+            "pretrain_store": fingerprint(pretrain_store) if pretrain_store else None}
+
+
+def done_result(path: Path) -> dict[str, Any] | None:
+    """A run's finished ``result.json``; None when it is absent or torn (a kill while it was written: the run
+    is done again)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "variant" in data else None
 
 
 def tower_note(store_path: Path) -> str | None:
@@ -299,11 +332,11 @@ def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
     if not rows:
         raise CavnetError("no results to write")
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "results.csv", "w", newline="") as fh:
+    with atomic(out / "results.csv", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    (out / "results.md").write_text(results_table(rows))
+    write_text(out / "results.md", results_table(rows))
     plot_results([r["label"] for r in rows], [r["top1_mean"] for r in rows], [r["top1_std"] for r in rows],
                  out / "results.png")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,13 +19,13 @@ from cavnet.errors import CavnetError
 from cavnet.extract.datasets import Corpus
 from cavnet.extract.device import decode_workers, resolve_device
 from cavnet.extract.provenance import random_weights_note
-from cavnet.extract.store.fsfault import check_writable, describe
+from cavnet.extract.files.outputs import atomic, write_json
 from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.data import open_split
 from cavnet.fuse.engine import score
 from cavnet.fuse.metrics import Scores, confusion, prediction_rows, split_metrics
-from cavnet.fuse.run.folder import now, run_record, write_run_record
+from cavnet.fuse.run.folder import hold_run_folder, now, run_record, write_run_record
 from cavnet.pipelines.options import EvaluateOptions
 
 
@@ -36,14 +35,21 @@ def evaluate_command(checkpoint: Path, out_dir: Path | None, opts: EvaluateOptio
     ``out_dir``: metrics.json, predictions_{split}.csv, run.json, per-class accuracy and confusion matrix.
     ``opts.text_set``: the label-text set to score the classes with (None: the one the checkpoint trained
     with; from the store, or from the checkpoint's copies of its store's sets on raw videos)."""
-    split, text_set = opts.split, opts.text_set
     if store is not None and corpus is not None:
         raise CavnetError("give either --store or --dataset to evaluate on, not both")
     if store is None and corpus is None:
         raise CavnetError("give --store STORE.h5, or --dataset with --root / --manifest to evaluate on raw videos")
-    if out_dir is not None:
-        # before any scoring
-        check_writable(out_dir / "per_class.csv", (f"per_class_{split}.csv", f"confusion_{split}.csv"), "--out")
+    inputs = [Path(checkpoint)] + ([Path(store)] if store is not None else []) + (
+        corpus.input_files() if corpus is not None else [])
+    if out_dir is None:
+        return _evaluate(checkpoint, None, opts, store, corpus, progress)
+    with hold_run_folder(out_dir, what="--out", command="evaluate", inputs=inputs):  # before any scoring
+        return _evaluate(checkpoint, out_dir, opts, store, corpus, progress)
+
+
+def _evaluate(checkpoint: Path, out_dir: Path | None, opts: EvaluateOptions, store: Path | None,
+              corpus: Corpus | None, progress: bool) -> dict[str, Any]:
+    split, text_set = opts.split, opts.text_set
     ckpt = Checkpoint.load(checkpoint)
     dev = resolve_device(opts.device)
     record = run_record()
@@ -58,15 +64,12 @@ def evaluate_command(checkpoint: Path, out_dir: Path | None, opts: EvaluateOptio
               "checkpoint": str(Path(checkpoint).resolve()), **split_metrics(sc, len(names)),
               "random_weights": random_weights_note(ckpt.extract_config()) if ckpt.store_config else None}
     if out_dir is not None:
-        try:
-            write_reports(out_dir, split, sc.scores, sc.labels, names)
-            ids, labels, statuses, scores = table
-            _write_csv(out_dir / f"predictions_{split}.csv", prediction_rows(ids, scores, names, opts.top_k, statuses,
-                                                                              labels))
-        except OSError as exc:
-            raise CavnetError(describe(exc, Path(exc.filename or out_dir), f"writing --out {out_dir} failed")) from None
+        write_reports(out_dir, split, sc.scores, sc.labels, names)
+        ids, labels, statuses, scores = table
+        _write_csv(out_dir / f"predictions_{split}.csv", prediction_rows(ids, scores, names, opts.top_k, statuses,
+                                                                          labels))
         result["reports"] = str(out_dir)
-        (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+        write_json(out_dir / "metrics.json", result)
         where = corpus.record() if corpus is not None else {"dataset": None, "root": None}
         write_run_record(out_dir, {**record, "ended": now(), "checkpoint": result["checkpoint"],
                                    "dataset": where["dataset"], "root": where["root"]})
@@ -74,7 +77,7 @@ def evaluate_command(checkpoint: Path, out_dir: Path | None, opts: EvaluateOptio
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with atomic(path, newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["id", "label", "status", "top_k", "scores"])
         w.writeheader()
         w.writerows(rows)
@@ -144,13 +147,13 @@ def write_reports(out_dir: Path, split: str, scores: np.ndarray, labels: np.ndar
 
     out_dir.mkdir(parents=True, exist_ok=True)
     m = confusion(scores, labels, len(names))
-    with open(out_dir / f"per_class_{split}.csv", "w", newline="") as fh:
+    with atomic(out_dir / f"per_class_{split}.csv", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["class", "name", "videos", "correct", "accuracy"])
         for c, name in enumerate(names):
             total = int(m[c].sum())
             w.writerow([c, name, total, int(m[c, c]), f"{100.0 * m[c, c] / total:.2f}" if total else ""])
-    with open(out_dir / f"confusion_{split}.csv", "w", newline="") as fh:
+    with atomic(out_dir / f"confusion_{split}.csv", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["true\\pred"] + names)
         for c, name in enumerate(names):

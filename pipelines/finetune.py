@@ -18,7 +18,7 @@ def run_finetune(cfg: FinetuneConfig, corpus: Corpus, out: Path, resume: bool = 
     """Fine-tune ``cfg.init`` on ``corpus``, writing the run folder ``out``."""
     env, device = fd.setup(cfg.device)
     try:
-        with hold_run_folder(out, env.main):
+        with hold_run_folder(out, env.main, command="finetune", inputs=[Path(cfg.init)]):
             run = FinetuneRun(cfg, env, device, corpus, out, echo, progress)
             return run.fit(resume, eval_init)
     finally:

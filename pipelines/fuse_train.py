@@ -13,7 +13,7 @@ from cavnet.extract.device import resolve_device
 from cavnet.extract.provenance import random_weights_note
 from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint
-from cavnet.fuse.run.folder import hold_run_folder
+from cavnet.fuse.run.folder import claim_run_folder, hold_run_folder
 from cavnet.fuse.train_config import TrainConfig
 from cavnet.fuse.run.fusion import FusionRun, TrainResult, fusion_config_for
 
@@ -30,16 +30,18 @@ def run_fuse_train(store_path: Path, out: Path, tcfg: TrainConfig, model_overrid
     it is the target store or holds videos of the target's val/test splits (``check_pretrain_store``),
     unless ``allow_overlap``."""
     device = resolve_device(tcfg.device)
+    inputs = (store_path, init, pretrain_store)
     if pretrain_store is not None:
         if init is not None:
             raise CavnetError("--init and --pretrain-store both give the starting weights; pass one")
         if not allow_overlap:
             check_pretrain_store(store_path, pretrain_store, tcfg.val_split)
+        claim_run_folder(out, "fuse-train", inputs=inputs)  # before its pretrain/ sub-folder is written
         init = pretrain(pretrain_store, out / "pretrain", replace(tcfg, epochs=pretrain_epochs or tcfg.epochs,
                                                                   targets="video-text"),
                         model_overrides, resume, echo, progress)
     init_ckpt = Checkpoint.load(init) if init is not None else None
-    with FeatureStore(store_path) as store, hold_run_folder(out):
+    with FeatureStore(store_path) as store, hold_run_folder(out, command="fuse-train", inputs=inputs):
         note = random_weights_note(store.config)
         if note:
             echo(note)

@@ -1,13 +1,18 @@
 """predict, wired: a checkpoint scores video files (or folders of them); the results are printed and,
-on request, written as JSON or CSV. Also the library's ``cavnet.predict``."""
+on request, written as JSON or CSV. Also the library's ``cavnet.predict``.
+
+The outputs are checked before any file is decoded (writable, not one of the inputs); the CSV is written
+row by row as the batches are done, so Ctrl-C keeps every row finished (the JSON too, whole)."""
 
 from __future__ import annotations
 
 import csv
-import json
+import io
 from pathlib import Path
 from typing import Callable, Sequence
 
+from cavnet.extract.files.outputs import Output, RowWriter, check_outputs, write_json
+from cavnet.extract.files.terminal import shown
 from cavnet.finetune.predict import Prediction, Predictor, read_labels
 from cavnet.pipelines.options import PredictOptions
 
@@ -23,27 +28,45 @@ def predict(paths: Sequence[str | Path], checkpoint: str | Path, k: int = 5, lab
 
 def predict_command(paths: Sequence[Path], checkpoint: Path, opts: PredictOptions, labels_file: Path | None,
                     json_out: Path | None, csv_out: Path | None, echo: Callable[[str], None]) -> list[Prediction]:
-    """``cavnet predict``: one line per file on stdout, the full table in ``json_out`` / ``csv_out``."""
+    """``cavnet predict``: one line per file on stdout (names escaped), the full table in ``json_out`` /
+    ``csv_out``. On Ctrl-C the files done so far are kept in both and the interrupt goes on."""
+    inputs = [*map(Path, paths), Path(checkpoint)] + ([Path(labels_file)] if labels_file else [])
+    outputs = [Output(Path(p), what) for p, what in ((json_out, "--json"), (csv_out, "--csv")) if p is not None]
+    check_outputs(outputs, inputs, "predict")
     labels = read_labels(labels_file) if labels_file is not None else None
     k = opts.top_k
-    preds = predict(paths, checkpoint, k, labels, opts.device, opts.batch_size, opts.decode_workers, opts.text_set)
-    for p in preds:
-        shown = "  ".join(f"{name} {score:.3f}" for name, score in zip(p.labels, p.scores))
-        echo(f"{p.path}\t{p.status}\t{shown}")
-    if json_out is not None:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps([p.to_dict() for p in preds], indent=2))
-    if csv_out is not None:
-        write_csv(csv_out, preds, k)
+    predictor = Predictor(checkpoint, opts.device, labels, opts.batch_size, opts.decode_workers, opts.text_set)
+    preds: list[Prediction] = []
+    table = RowWriter(csv_out, "--csv") if csv_out is not None else None
+    try:
+        if table is not None:
+            table.write(csv_line(header(k)), row=False)
+        for p in predictor.stream(paths, k):
+            preds.append(p)
+            scores = "  ".join(f"{shown(name)} {score:.3f}" for name, score in zip(p.labels, p.scores))
+            echo(f"{shown(p.path)}\t{p.status}\t{scores}")
+            if table is not None:
+                table.write(csv_line(csv_row(p, k)))
+    finally:
+        if table is not None:
+            table.__exit__(None, None, None)
+        if json_out is not None:
+            write_json(json_out, [p.to_dict() for p in preds], "--json")
     return preds
 
 
-def write_csv(path: Path, preds: list[Prediction], k: int) -> None:
-    """Columns id, path, status, label_1, score_1, ... label_k, score_k (empty for a file that failed)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "path", "status"] + [f"{c}_{i}" for i in range(1, k + 1) for c in ("label", "score")])
-        for p in preds:
-            pairs = [v for name, s in zip(p.labels, p.scores) for v in (name, f"{s:.4f}")]
-            w.writerow([p.id, p.path, p.status] + pairs + [""] * (2 * k - len(pairs)))
+def header(k: int) -> list[str]:
+    """Columns id, path, status, label_1, score_1, ... label_k, score_k."""
+    return ["id", "path", "status"] + [f"{c}_{i}" for i in range(1, k + 1) for c in ("label", "score")]
+
+
+def csv_row(p: Prediction, k: int) -> list[str]:
+    """One file's row (label and score cells empty for a file that failed)."""
+    pairs = [v for name, s in zip(p.labels, p.scores) for v in (name, f"{s:.4f}")]
+    return [p.id, p.path, p.status] + pairs + [""] * (2 * k - len(pairs))
+
+
+def csv_line(cells: list[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf).writerow(cells)
+    return buf.getvalue()

@@ -83,17 +83,23 @@ def check_outputs(outputs: Sequence[Output], inputs: Sequence[Path] = (), comman
     (checked against its marker); ``legacy``: names whose presence marks a folder this command wrote before
     folders carried markers (accepted once, then marked by :func:`claim_folder`)."""
     for out in outputs:
-        path = Path(out.path)
-        for src in map(Path, inputs):
-            if _same(path, src):
-                raise CavnetError(f"{out.what} {path} is an input of this command ({src}); write elsewhere")
-        if out.folder:
-            _check_folder(Output(path, out.what, True), command, key, legacy)
-            check_writable(path / MARKER, (), what=out.what)
-        else:
-            if path.is_dir():
-                raise CavnetError(f"{out.what} {path} is a folder; give a file name")
-            check_writable(path, (), what=out.what)
+        with writing(out.path, out.what):  # e.g. a name too long for the filesystem, already at exists()
+            _check_output(out, inputs, command, key, legacy)
+
+
+def _check_output(out: Output, inputs: Sequence[Path], command: str, key: dict[str, Any] | None,
+                  legacy: Sequence[str]) -> None:
+    path = Path(out.path)
+    for src in map(Path, inputs):
+        if _same(path, src):
+            raise CavnetError(f"{out.what} {path} is an input of this command ({src}); write elsewhere")
+    if out.folder:
+        _check_folder(Output(path, out.what, True), command, key, legacy)
+        check_writable(path / MARKER, (), what=out.what)
+    else:
+        if path.is_dir():
+            raise CavnetError(f"{out.what} {path} is a folder; give a file name")
+        check_writable(path, (), what=out.what)
 
 
 def claim_folder(folder: Path, command: str, key: dict[str, Any] | None = None, what: str = "--out") -> None:

@@ -16,11 +16,12 @@ import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 
 from cavnet.errors import CavnetError
+from cavnet.extract.files.outputs import Output, check_outputs, claim_folder
 from cavnet.extract.store.fsfault import CAUSES, as_os_error, check_writable, describe
 from cavnet.extract.store.lock import output_lock
 from cavnet.fuse.checkpoint import Checkpoint
@@ -154,15 +155,23 @@ def _board(folder: Path) -> Any:
 
 
 @contextlib.contextmanager
-def hold_run_folder(out: Path, main: bool = True, what: str = "run folder") -> Iterator[None]:
+def hold_run_folder(out: Path, main: bool = True, what: str = "run folder", command: str | None = None,
+                    key: dict[str, Any] | None = None, inputs: Sequence[Path] = ()) -> Iterator[None]:
     """For the whole run: ``out`` checked writable, its single-writer lock held (a second run on it is
     refused), and a filesystem failure while writing reported as one line naming the path and cause.
-    Processes other than the main one write nothing and take no lock."""
+    With ``command``, through the outputs door first: ``out`` must be empty, or carry the marker of the same
+    ``command`` (and ``key``, when given), or be a run folder of an older cavnet (config.json and run.json),
+    and must not be one of ``inputs``; it is then marked as ``command``'s. Processes other than the main one
+    write nothing and take no lock."""
     if not main:
         yield
         return
+    if command is not None:
+        claim_run_folder(out, command, key, inputs, mark=False)
     check_writable(Path(out) / "config.json", ("metrics.jsonl.tmp", "best.pt.tmp"), what="--out")
     with output_lock(Path(out), what):
+        if command is not None:
+            claim_folder(Path(out), command, key)
         try:
             yield
         except OSError as exc:
@@ -174,6 +183,22 @@ def hold_run_folder(out: Path, main: bool = True, what: str = "run folder") -> I
                 raise
             raise CavnetError(describe(as_os_error(exc, Path(out) / "last.pt"), Path(out),
                                        f"writing {what} {out} failed")) from None
+
+
+# per command, the names that mark a folder it wrote before folders carried the outputs marker
+LEGACY = {"fuse-train": ("config.json", "run.json"), "finetune": ("config.json", "run.json"),
+          "evaluate": ("metrics.json", "run.json"), "ablate": ("run.json", "runs")}
+
+
+def claim_run_folder(out: Path, command: str, key: dict[str, Any] | None = None, inputs: Sequence[Path] = (),
+                     mark: bool = True) -> None:
+    """Refuse ``out`` unless it is empty, ``command``'s (with ``key``) or an older cavnet's run folder, and
+    not one of ``inputs``; with ``mark``, create it and mark it as ``command``'s now (before a run that
+    writes sub-folders into it, such as fuse-train's ``pretrain/``)."""
+    check_outputs([Output(Path(out), "--out", folder=True)], [Path(p) for p in inputs if p is not None], command,
+                  key, legacy=LEGACY.get(command, ()))
+    if mark:
+        claim_folder(Path(out), command, key)
 
 
 def trim_jsonl(path: Path, key: str, upto: int) -> None:
