@@ -41,11 +41,11 @@ def evaluate_command(checkpoint: Path, out_dir: Path | None, opts: EvaluateOptio
         raise CavnetError("give either --store or --dataset to evaluate on, not both")
     if store is None and corpus is None:
         raise CavnetError("give --store STORE.h5, or --dataset with --root / --manifest to evaluate on raw videos")
+    dev = resolve_device(opts.device)  # a device this machine lacks, a checkpoint that does not fit:
+    ckpt = Checkpoint.load(checkpoint)  # refused before --out is made
     if out_dir is not None:
         # before any scoring
         check_writable(out_dir / "per_class.csv", (f"per_class_{split}.csv", f"confusion_{split}.csv"), "--out")
-    ckpt = Checkpoint.load(checkpoint)
-    dev = resolve_device(opts.device)
     record = run_record()
     if corpus is not None:
         sc, names, table = _score_videos(ckpt, dev, corpus, opts, progress)
