@@ -55,12 +55,13 @@ class FinetuneRun(TrainingRun):
     log_unscored = False  # metrics.jsonl holds the scored epochs; steps.jsonl every step
 
     def __init__(self, cfg: FinetuneConfig, env: fd.DistEnv, device: torch.device, corpus: Corpus, out: Path,
-                 echo: Callable[[str], None] = print, progress: bool = True) -> None:
+                 echo: Callable[[str], None] = print, progress: bool = True, init: Checkpoint | None = None) -> None:
+        """``init``: ``cfg.init`` already loaded (and so checked) by the caller."""
         if cfg.batch_size % env.world:
             raise CavnetError(f"--batch-size {cfg.batch_size} does not split over {env.world} processes")
         self.cfg, self.env, self.device = cfg, env, device
         self.echo, self.progress = (echo if env.main else (lambda _: None)), progress and env.main
-        self.init = init = Checkpoint.load(cfg.init)
+        self.init = init = init if init is not None else Checkpoint.load(cfg.init)
         config = init.extract_config(cfg.init)
         self.manifest, train_rows, self.val_rows, kind = _corpus(cfg, env, init, corpus)
         self.text = _tuned_text(cfg, env, device, init, config, self.manifest.classes)  # draws no numbers
