@@ -26,7 +26,7 @@ C = TypeVar("C", bound="Config")
 # real number is finite, seeds are what numpy and torch both accept, devices are named one way.
 MAX_INT = 2**31 - 1
 MAX_SEED = 2**32 - 1
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 MAX_WORKERS = 1024  # processes of one kind on one machine (Dask workers, decode processes, parallel runs)
 MAX_BATCH = 1 << 20  # videos per batch
 MAX_EPOCHS = 100_000
@@ -112,14 +112,14 @@ def check_seed(name: str, value: Any) -> None:
 
 
 def check_device(name: str, value: Any, allowed: tuple[str, ...] = DEVICES) -> None:
-    """A device name of ``allowed`` (``cuda:N`` when ``cuda`` is allowed): the syntax only, so a config read
-    on another machine still loads; ``extract.device.resolve_device`` checks that it exists here."""
+    """A device name of ``allowed`` (``cuda:N``: any CUDA index): the syntax only, so a config read on another
+    machine still loads; ``extract.device.resolve_device`` checks that it exists here."""
     text = value if isinstance(value, str) else ""
     kind, _, index = text.partition(":")
-    ok = text in allowed or (kind == "cuda" and "cuda" in allowed and index.isdigit() and index.isascii()
-                             and int(index) < 1024)
+    ok = text in allowed and text != "cuda:N" or (kind == "cuda" and "cuda:N" in allowed and index.isdigit()
+                                                  and index.isascii() and int(index) < 1024)
     if not ok:
-        names = ", ".join(allowed + (("cuda:N",) if "cuda" in allowed else ()))
+        names = ", ".join(allowed)
         shown = value if isinstance(value, str) else repr(value)
         raise CavnetError(f"{name} {shown}: not a device cavnet runs on ({names})")
 

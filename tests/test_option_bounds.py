@@ -92,3 +92,50 @@ def test_bad_option_is_one_line_exit_2_and_writes_nothing(files, tmp_path, comma
     assert len(lines) == 1 and lines[0].startswith("cavnet: error:"), r.stderr
     assert "Traceback" not in r.output
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def _configs():
+    from cavnet.bench.run import BenchConfig
+    from cavnet.extract.config import AudioSampling, ClipSampling, EncoderConfig, PrepareConfig
+    from cavnet.finetune.config import FinetuneConfig
+    from cavnet.fuse.config import FusionConfig
+    from cavnet.fuse.train_config import TrainConfig
+    from cavnet.pipelines.demo.config import DemoConfig
+    from cavnet.pipelines.extract.options import RunOptions
+    from cavnet.pipelines.options import EvaluateOptions, PredictOptions
+
+    inf, nan = float("inf"), float("nan")
+    return [(TrainConfig, {"lr": inf}), (TrainConfig, {"lr": nan}), (TrainConfig, {"seed": 2**64}),
+            (TrainConfig, {"warmup_epochs": inf}), (TrainConfig, {"device": "meta"}),
+            (TrainConfig, {"epochs": True}), (FinetuneConfig, {"init": "x", "backbone_lr": nan}),
+            (FinetuneConfig, {"init": "x", "device": "mps"}), (EvaluateOptions, {"device": "cuda:x"}),
+            (PredictOptions, {"batch_size": 2**40}), (RunOptions, {"workers": 10**6}), (RunOptions, {"limit": 0}),
+            (BenchConfig, {"seconds": inf}), (BenchConfig, {"device": "cuda:0"}), (DemoConfig, {"lr": nan}),
+            (FusionConfig, {"visual_dim": 8, "audio_dim": 8, "d_model": 10**7}),
+            (FusionConfig, {"visual_dim": 8, "audio_dim": 8, "d_model": 65536, "heads": 4}),
+            (FusionConfig, {"visual_dim": 8, "audio_dim": 8, "mlp_ratio": inf}),
+            (FusionConfig, {"visual_dim": 8, "audio_dim": 8, "d_model": 30, "heads": 4}),
+            (AudioSampling, {"segments": 10**6}), (ClipSampling, {"clips": 10**6}),
+            (EncoderConfig, {"audio_window": nan}), (PrepareConfig, {"keyframe_seconds": inf})]
+
+
+@pytest.mark.parametrize("index", range(len(_configs())))
+def test_the_python_api_is_checked_by_the_same_rule(index):
+    from cavnet.errors import CavnetError
+
+    cls, fields = _configs()[index]
+    with pytest.raises(CavnetError):
+        cls(**fields)
+
+
+@pytest.mark.parametrize("device", ["meta", "mps", "cuda:7", "cuda:-1", "xla", "cpu:0", ""])
+def test_resolve_device_refuses_what_this_machine_lacks(device):
+    import torch
+
+    from cavnet.errors import CavnetError
+    from cavnet.extract.device import resolve_device
+
+    if device == "cuda:7" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    with pytest.raises(CavnetError, match="--device"):
+        resolve_device(device)

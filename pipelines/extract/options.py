@@ -33,7 +33,7 @@ class RunOptions(Config):
         if self.limit is not None:
             check_int("--limit", self.limit, 1)
         check_int("window", self.window, 0, 1 << 16)
-        check_device("--device", self.device)
+        check_device("--device", self.device, ("auto", "cpu", "cuda"))
         if self.scheduler is not None:
             from cavnet.pipelines.extract.cluster import scheduler_address
 
