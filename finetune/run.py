@@ -117,6 +117,9 @@ class FinetuneRun(TrainingRun):
                               f"({', '.join(sorted(set(batch.statuses)))}) even after {RETRIES} other videos were "
                               "tried in their place: check the corpus")
         loss = self._loss(batch)
+        if self.loss_fn is None and self.env.active:  # a per-process loss: every process stops at the same step
+            if fd.mean(float(not bool(torch.isfinite(loss.detach()).all())), self.env, self.device) > 0:
+                loss = loss + float("nan")
         optimizer_step(loss, self.optimizer, self.scheduler, self.loss_fn)
         value = float(loss.detach())
         return fd.mean(value, self.env, self.device) if self.loss_fn is None else value
