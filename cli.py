@@ -18,6 +18,7 @@ from cavnet.cli_groups import (DECODE_WORKERS_HELP, EXISTING, OUT, backbone_opti
                                finetune_options, model_options, model_overrides, predict_options, prepare_options,
                                run_opt, run_options, train_opt, train_options)
 from cavnet.cli_options import build
+from cavnet.configs import MAX_SEED, MAX_WORKERS, check_device
 from cavnet.errors import CavnetError
 from cavnet.extract.files.terminal import safe_line
 
@@ -69,12 +70,13 @@ def _splits(value: str | None) -> tuple[str, ...] | None:
 # ----------------------------------------------------------------------------------------------- stage one
 @main.command()
 @click.argument("out", type=OUT)
-@click.option("--videos", default=200, show_default=True, type=click.IntRange(min=4))
+@click.option("--videos", default=200, show_default=True, type=click.IntRange(min=4, max=100_000))
 @click.option("--task", type=click.Choice(["easy", "hard"]), default="easy", show_default=True,
               help="easy: classes are pairs present throughout; hard: timed events (docs/results.md)")
-@click.option("--classes", default=None, type=click.IntRange(min=4), help="classes of the easy task  [default: 8]")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--classes", default=None, type=click.IntRange(min=4, max=1000),
+              help="classes of the easy task  [default: 8]")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0, max=MAX_SEED))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1, max=MAX_WORKERS))
 def synth(out: Path, videos: int, task: str, classes: int | None, seed: int, workers: int) -> None:
     """Write the AV-Synth corpus (Kinetics-400 layout) to OUT."""
     from cavnet.extract.synth import synth as make
@@ -188,6 +190,7 @@ def text(store: Path, add: tuple[str, ...], template, templates, descriptions, r
     re-extracted); fuse-train, evaluate, predict and ablate pick one with --text-set(s)."""
     from cavnet.pipelines.extract.text_sets import add_sets, list_sets
 
+    check_device("--device", device)
     if not add:
         if template or templates or descriptions or replace:
             _fail("--template, --templates, --descriptions and --replace need --add-set NAME")
@@ -311,14 +314,15 @@ def finetune(**p) -> None:
 @click.option("--out", type=OUT, required=True, help="folder for runs and results")
 @click.option("--preset", type=click.Choice(["paper", "components", "fidelity", "encoders", "all"]), default="all",
               show_default=True, help="encoders: the frozen encoder's zero-shot and linear probe, and CAV-Net on top")
-@click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1, max=1000))
 @click.option("--variants", default=None, help="comma-separated subset of the preset's variant keys")
 @train_opt("epochs")
 @train_opt("batch_size")
 @train_opt("lr")
 @train_opt("seed", help="first seed")
 @click.option("--d-model", type=click.IntRange(min=8), default=None, help="fusion width of every variant [256]")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="runs in parallel")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1, max=MAX_WORKERS),
+              help="runs in parallel")
 @click.option("--pretrain-store", type=EXISTING, default=None,
               help="caption store of the external-pretraining row (without it the row is left out)")
 @click.option("--allow-overlap", is_flag=True,

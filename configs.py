@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from typing import Any, TypeVar
@@ -20,6 +21,15 @@ from typing import Any, TypeVar
 from cavnet.errors import CavnetError
 
 C = TypeVar("C", bound="Config")
+
+# The one rule for numeric options: every count has a ceiling (MAX_INT unless a field says less), every
+# real number is finite, seeds are what numpy and torch both accept, devices are named one way.
+MAX_INT = 2**31 - 1
+MAX_SEED = 2**32 - 1
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+MAX_WORKERS = 1024  # processes of one kind on one machine (Dask workers, decode processes, parallel runs)
+MAX_BATCH = 1 << 20  # videos per batch
+MAX_EPOCHS = 100_000
 
 
 class Config:
@@ -76,18 +86,42 @@ def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise CavnetError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
 
 
-def check_int(name: str, value: Any, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise CavnetError(f"{name} must be an integer >= {minimum}, not {value!r}")
+def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    """An integer (not a bool) in ``[minimum, maximum]`` (``maximum`` None: ``MAX_INT``)."""
+    top = MAX_INT if maximum is None else maximum
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= top:
+        raise CavnetError(f"{name} must be an integer >= {minimum} and <= {top}, not {value!r}")
 
 
-def check_number(name: str, value: Any, minimum: float, positive: bool = False, below: float | None = None) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= minimum
-    ok = ok and (not positive or value > 0) and (below is None or value < below)
+def check_number(name: str, value: Any, minimum: float, positive: bool = False, below: float | None = None,
+                 maximum: float | None = None) -> None:
+    """A finite number (never inf or NaN) >= ``minimum`` (> 0 with ``positive``), < ``below``, <= ``maximum``."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and value >= minimum and (not positive or value > 0) and (below is None or value < below)
+    ok = ok and (maximum is None or value <= maximum)
     if not ok:
         bounds = f"> {minimum}" if positive else f">= {minimum}"
         bounds += f" and < {below}" if below is not None else ""
-        raise CavnetError(f"{name} must be a number {bounds}, not {value!r}")
+        bounds += f" and <= {maximum}" if maximum is not None else ""
+        raise CavnetError(f"{name} must be a number {bounds}, finite, not {value!r}")
+
+
+def check_seed(name: str, value: Any) -> None:
+    """A seed numpy and torch both take: an integer from 0 to 2**32 - 1."""
+    check_int(name, value, 0, MAX_SEED)
+
+
+def check_device(name: str, value: Any, allowed: tuple[str, ...] = DEVICES) -> None:
+    """A device name of ``allowed`` (``cuda:N``: any CUDA index): the syntax only, so a config read on another
+    machine still loads; ``extract.device.resolve_device`` checks that it exists here."""
+    text = value if isinstance(value, str) else ""
+    kind, _, index = text.partition(":")
+    ok = text in allowed and text != "cuda:N" or (kind == "cuda" and "cuda:N" in allowed and index.isdigit()
+                                                  and index.isascii() and int(index) < 1024)
+    if not ok:
+        names = ", ".join(allowed)
+        shown = value if isinstance(value, str) else repr(value)
+        raise CavnetError(f"{name} {shown}: not a device cavnet runs on ({names})")
 
 
 def check_bool(name: str, value: Any) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cavnet import __version__
-from cavnet.configs import Config
+from cavnet.configs import MAX_BATCH, MAX_WORKERS, Config, check_device, check_int, check_number
 from cavnet.errors import CavnetError
 
 SECTIONS = ("decode", "backbone", "extract", "store")
@@ -52,6 +52,16 @@ class BenchConfig(Config):
     sections: tuple[str, ...] = SECTIONS
     work: str | None = None
     size: tuple[int, int] | None = None  # the corpus' frame size (W, H) [340x256]
+
+    def __post_init__(self) -> None:
+        check_device("--device", self.device, ("auto", "cpu", "cuda"))
+        for name, low, top in (("videos", 1, 100_000), ("workers", 1, MAX_WORKERS), ("decode_workers", 0, MAX_WORKERS),
+                               ("repeats", 1, 1000), ("batch_clips", 1, 1 << 16), ("store_rows", 1, 1 << 24),
+                               ("fuse_batch", 2, MAX_BATCH)):
+            if getattr(self, name) is not None:
+                check_int("--" + name.replace("_", "-"), getattr(self, name), low, top)
+        if self.seconds is not None:
+            check_number("--seconds", self.seconds, 1.0, maximum=3600.0)
 
 
 def resolve(cfg: BenchConfig, gpus: int) -> BenchConfig:

@@ -19,6 +19,7 @@ X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 DECODERS = ("pyav", "torchcodec")  # torchcodec: the optional extra (cavnet[torchcodec]), NVDEC on CUDA workers
 CLIP_EMBEDDINGS = ("projected", "pooled")
 DB_AMIN = 1e-10  # librosa's power_to_db floor
+MAX_CLIP_SIDE = 4096  # clips, segments, frames and pixels per side: a store row must stay allocatable
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class ClipSampling(Config):
 
     def __post_init__(self) -> None:
         for name in ("clips", "frames", "short_side", "size"):
-            check_int("--" + name.replace("_", "-"), getattr(self, name), 1)
+            check_int("--" + name.replace("_", "-"), getattr(self, name), 1, MAX_CLIP_SIDE)
         if self.resize is None and self.size > self.short_side:
             raise CavnetError(f"crop size {self.size} is larger than the short side {self.short_side}")
 
@@ -107,7 +108,7 @@ class AudioSampling(Config):
     segments: int = 10
 
     def __post_init__(self) -> None:
-        check_int("--segments", self.segments, 1)
+        check_int("--segments", self.segments, 1, MAX_CLIP_SIDE)
 
 
 @dataclass(frozen=True)
@@ -137,9 +138,9 @@ class EncoderConfig(Config):
     extractor: str = ""
 
     def __post_init__(self) -> None:
-        check_int("--frame-subset", self.frame_subset, 0)
+        check_int("--frame-subset", self.frame_subset, 0, MAX_CLIP_SIDE)
         check_choice("--clip-embedding", self.clip_embedding, CLIP_EMBEDDINGS)
-        check_number("--audio-window", self.audio_window, 0.0)
+        check_number("--audio-window", self.audio_window, 0.0, maximum=3600.0)
 
 
 def check_template(what: str, template: str) -> None:
@@ -207,9 +208,9 @@ class PrepareConfig(Config):
     audio_bitrate: int = 128000
 
     def __post_init__(self) -> None:
-        check_int("--short-side", self.short_side, 16)
+        check_int("--short-side", self.short_side, 16, 8192)
         check_int("--crf", self.crf, 0)
-        check_int("--audio-bitrate", self.audio_bitrate, 8000)
+        check_int("--audio-bitrate", self.audio_bitrate, 8000, 2_000_000)
         check_choice("--preset", self.preset, X264_PRESETS)
         check_number("--keyframe-seconds", self.keyframe_seconds, 0.0, positive=True, below=60.0)
         if self.crf > 51:

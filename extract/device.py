@@ -7,19 +7,25 @@ import os
 
 import torch
 
+from cavnet.configs import check_device
 from cavnet.errors import CavnetError
 
 
 def resolve_device(device: str) -> torch.device:
-    """``'auto'`` | ``'cpu'`` | ``'cuda'`` | ``'cuda:N'`` -> a ``torch.device`` that exists here."""
+    """``'auto'`` | ``'cpu'`` | ``'cuda'`` | ``'cuda:N'`` -> a ``torch.device`` that exists here; anything
+    else (``meta``, ``mps``, a CUDA index this machine lacks, garbage) is one ``CavnetError``. The one rule
+    of every command: configs check the name (``configs.check_device``), this checks the machine."""
+    check_device("--device", device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CavnetError(f"--device {device}: no CUDA device is available here")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise CavnetError(f"--device {device}: not a device name (auto, cpu, cuda, cuda:N)") from None
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CavnetError(f"--device {device}: no CUDA device is available here")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise CavnetError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                              f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    return torch.device(device)
 
 
 def gpu_count() -> int:

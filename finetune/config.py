@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cavnet.configs import Config, check_bool, check_choice, check_int, check_number
+from cavnet.configs import MAX_WORKERS, Config, check_bool, check_choice, check_int, check_number
 from cavnet.errors import CavnetError
-from cavnet.fuse.train_config import OptimConfig
+from cavnet.fuse.train_config import MAX_LR, OptimConfig
 
 FREEZE_STAGES = ("none", "stem", "layer1", "layer2", "layer3", "layer4")
 AMP_MODES = ("auto", "off", "bf16")
@@ -88,9 +88,9 @@ class FinetuneConfig(OptimConfig):
             raise CavnetError("--init: a fuse-train or fine-tune checkpoint to start from is required")
         check_choice("--freeze-until", self.freeze_until, FREEZE_STAGES)
         check_choice("--amp", self.amp, AMP_MODES)
-        check_number("--backbone-lr", self.backbone_lr, 0.0)
+        check_number("--backbone-lr", self.backbone_lr, 0.0, maximum=MAX_LR)
         if self.decode_workers is not None:
-            check_int("--decode-workers", self.decode_workers, 0)
+            check_int("--decode-workers", self.decode_workers, 0, MAX_WORKERS)
         for name in ("save_every", "max_steps"):
             check_int("--" + name.replace("_", "-"), getattr(self, name), 0)
         for name in ("end_to_end", "freeze_audio", "freeze_bn", "grad_checkpoint"):

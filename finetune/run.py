@@ -55,12 +55,13 @@ class FinetuneRun(TrainingRun):
     log_unscored = False  # metrics.jsonl holds the scored epochs; steps.jsonl every step
 
     def __init__(self, cfg: FinetuneConfig, env: fd.DistEnv, device: torch.device, corpus: Corpus, out: Path,
-                 echo: Callable[[str], None] = print, progress: bool = True) -> None:
+                 echo: Callable[[str], None] = print, progress: bool = True, init: Checkpoint | None = None) -> None:
+        """``init``: ``cfg.init`` already loaded (and so checked) by the caller."""
         if cfg.batch_size % env.world:
             raise CavnetError(f"--batch-size {cfg.batch_size} does not split over {env.world} processes")
         self.cfg, self.env, self.device = cfg, env, device
         self.echo, self.progress = (echo if env.main else (lambda _: None)), progress and env.main
-        self.init = init = Checkpoint.load(cfg.init)
+        self.init = init = init if init is not None else Checkpoint.load(cfg.init)
         config = init.extract_config(cfg.init)
         self.manifest, train_rows, self.val_rows, kind = _corpus(cfg, env, init, corpus)
         self.text = _tuned_text(cfg, env, device, init, config, self.manifest.classes)  # draws no numbers
@@ -116,6 +117,9 @@ class FinetuneRun(TrainingRun):
                               f"({', '.join(sorted(set(batch.statuses)))}) even after {RETRIES} other videos were "
                               "tried in their place: check the corpus")
         loss = self._loss(batch)
+        if self.loss_fn is None and self.env.active:  # a per-process loss: every process stops at the same step
+            if fd.mean(float(not bool(torch.isfinite(loss.detach()).all())), self.env, self.device) > 0:
+                loss = loss + float("nan")
         optimizer_step(loss, self.optimizer, self.scheduler, self.loss_fn)
         value = float(loss.detach())
         return fd.mean(value, self.env, self.device) if self.loss_fn is None else value

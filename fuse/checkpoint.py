@@ -23,6 +23,79 @@ from cavnet.fuse.model import CAVNet
 
 KINDS = ("fuse-train", "finetune")
 _REQUIRED = ("model", "fusion_config", "class_names", "class_embedding")
+_TENSOR_MAPS = ("model", "loss", "visual", "audio", "text_encoder", "text_sets")
+
+
+def misfit(source: str, reason: str) -> CavnetError:
+    """The one refusal of a checkpoint that reads but cannot be trusted."""
+    return CavnetError(f"checkpoint {source} does not fit: {reason}")
+
+
+def non_finite(tensors: dict[str, Any], prefix: str = "") -> str | None:
+    """The first floating tensor of ``tensors`` (nested dicts walked) holding NaN or inf, by its key."""
+    for key, value in tensors.items():
+        if isinstance(value, dict):
+            bad = non_finite(value, f"{prefix}{key}.")
+            if bad:
+                return bad
+        elif torch.is_tensor(value) and (value.is_floating_point() or value.is_complex()) \
+                and not bool(torch.isfinite(value).all()):
+            return prefix + str(key)
+    return None
+
+
+def expected_shapes(fusion: FusionConfig) -> dict[str, tuple[int, ...]]:
+    """The state dict shapes ``fusion`` implies, from a model built on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        model = CAVNet(fusion)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_fit(d: dict[str, Any], source: str) -> None:
+    """Refuse (``misfit``) a checkpoint dict whose fields have the wrong types, whose config is out of bounds,
+    whose fusion weights differ from the shapes the config implies, or holding a non-finite tensor."""
+    names = d["class_names"]
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise misfit(source, "class_names is not a list of strings")
+    emb = d["class_embedding"]
+    if not torch.is_tensor(emb) or emb.dim() != 2 or emb.shape[0] != len(names) or not emb.is_floating_point():
+        raise misfit(source, f"class_embedding is not a ({len(names)}, Dt) float tensor")
+    for key in _TENSOR_MAPS:
+        value = d.get(key)
+        if value is not None and not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
+            raise misfit(source, f"{key} is not a mapping of named tensors")
+    for key in ("store_dims", "train_config", "best"):
+        if d.get(key) is not None and not isinstance(d[key], dict):
+            raise misfit(source, f"{key} is not a mapping")
+    for key in ("epoch", "epoch_step", "step"):
+        if key in d and (not isinstance(d[key], int) or isinstance(d[key], bool) or d[key] < 0):
+            raise misfit(source, f"{key} is not a count")
+    for key in ("optimizer", "scheduler"):
+        if key in d and not isinstance(d[key], dict):
+            raise misfit(source, f"{key} is not a state dict")
+    for key in ("store_config", "text_model", "init"):
+        if d.get(key) is not None and not isinstance(d[key], str):
+            raise misfit(source, f"{key} is not a string")
+    try:
+        fusion = FusionConfig.from_dict(d["fusion_config"], "fusion_config")
+    except CavnetError as exc:
+        raise misfit(source, str(exc)) from None
+    if fusion.head == "text" and emb.shape[1] != fusion.text_dim:
+        raise misfit(source, f"class_embedding is {emb.shape[1]}-d, its fusion_config says text_dim {fusion.text_dim}")
+    want = expected_shapes(fusion)
+    model = d["model"]
+    got = {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in model.items()}
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    if missing or extra:
+        raise misfit(source, f"its weights do not match its fusion_config (missing {missing[:3] or 'none'}, "
+                             f"unexpected {extra[:3] or 'none'})")
+    wrong = [k for k in want if got[k] != want[k]]
+    if wrong:
+        raise misfit(source, f"weight {wrong[0]} is {got[wrong[0]]}, its fusion_config implies {want[wrong[0]]}")
+    bad = non_finite({k: d.get(k) for k in (*_TENSOR_MAPS, "class_embedding")
+                      if isinstance(d.get(k), dict) or torch.is_tensor(d.get(k))})
+    if bad:
+        raise misfit(source, f"{bad} holds NaN or inf")
 
 
 @dataclass
@@ -99,10 +172,13 @@ class Checkpoint:
 
     @classmethod
     def from_state(cls, d: dict[str, Any], source: str) -> "Checkpoint":
-        """Validate and type a dict read from disk; any inconsistency is one ``CavnetError`` naming ``source``."""
+        """Validate and type a dict read from disk; any inconsistency is one ``CavnetError`` naming ``source``:
+        the fields' types, the config's size (before any allocation), the weights' shapes against the shapes
+        the config implies and the finiteness of every tensor (``check_fit``)."""
         missing = [k for k in _REQUIRED if k not in d]
         if missing:
             raise CavnetError(f"{source}: not a cavnet checkpoint (no {', '.join(missing)})")
+        check_fit(d, source)
         kind = d.get("kind", "fuse-train")
         if kind not in KINDS:
             raise CavnetError(f"{source}: unknown checkpoint kind {kind!r}")
@@ -119,7 +195,7 @@ class Checkpoint:
             state = TrainingState(d["optimizer"], d["scheduler"], int(d["epoch"]), dict(d.get("best", {})),
                                   d["rng"], int(d.get("epoch_step", 0)), int(d.get("step", 0)),
                                   d.get("cuda_rng", torch.zeros(0, dtype=torch.uint8)))
-        return cls(model=d["model"], fusion=FusionConfig.from_dict(d["fusion_config"], f"{source} fusion_config"),
+        return cls(model=d["model"], fusion=FusionConfig.from_dict(d["fusion_config"], "fusion_config"),
                    class_names=list(d["class_names"]), class_embedding=d["class_embedding"],
                    store_config=d.get("store_config"), store_dims=dict(d.get("store_dims", {})),
                    text_model=d.get("text_model", ""), train=dict(d.get("train_config", {})),
@@ -130,6 +206,11 @@ class Checkpoint:
     def save(self, path: Path) -> None:
         """Write atomically (tmp + rename), so a killed run never leaves half a checkpoint."""
         path = Path(path)
+        bad = non_finite({"model": self.model, "loss": self.loss, "visual": self.visual or {},
+                          "audio": self.audio or {}, "text_encoder": self.text_encoder or {}})
+        if bad:
+            raise CavnetError(f"{path}: not written, the weight {bad} holds NaN or inf (training diverged; "
+                              "the last checkpoint written is kept)")
         tmp = path.with_name(path.name + ".tmp")
         try:
             torch.save(self.to_state(), tmp)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cavnet.configs import Config
+from cavnet.configs import Config, check_int, check_number
 from cavnet.errors import CavnetError
 
 MODALITIES = ("av", "v", "a")
@@ -19,6 +19,8 @@ HEADS = ("text", "linear")
 TIME_ENCODINGS = ("shared", "none")
 GATES = ("token", "set")
 LOSSES = ("clip", "paper")
+MAX_WIDTH = 1 << 20  # any one size of the fusion (inputs, width, classes, tokens)
+MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32 weights (AdamW keeps two more copies): a typo, not a model
 
 # Named sets of FusionConfig fields. 'paper-literal' is eq. 1-9 as written: single-head B(S, T) with
 # N_d = sqrt(d_model), no output projection, residual, LayerNorm, feed-forward, positions or clock, no bias
@@ -150,8 +152,23 @@ class FusionConfig(Config):
                 raise CavnetError(f"FusionConfig.{name} must be a non-negative integer, got {value!r}")
         if self.d_model % self.heads:
             raise CavnetError(f"FusionConfig.d_model ({self.d_model}) must be divisible by heads ({self.heads})")
-        if not isinstance(self.mlp_ratio, (int, float)) or isinstance(self.mlp_ratio, bool) or self.mlp_ratio < 0:
-            raise CavnetError(f"FusionConfig.mlp_ratio must be a number >= 0, got {self.mlp_ratio!r}")
+        check_number("FusionConfig.mlp_ratio", self.mlp_ratio, 0.0, maximum=64.0)
+        for name in ("visual_dim", "audio_dim", "text_dim", "d_model", "gate_hidden", "max_len", "num_classes"):
+            check_int(f"FusionConfig.{name}", getattr(self, name), 0, MAX_WIDTH)
+        if self.parameter_bound() > MAX_PARAMETERS:
+            raise CavnetError(f"FusionConfig: d_model {self.d_model} (inputs {self.visual_dim}/{self.audio_dim}, "
+                              f"mlp_ratio {self.mlp_ratio}) makes about {self.parameter_bound() / 1e9:.1f} G "
+                              f"parameters, more than the {MAX_PARAMETERS / 1e9:.1f} G a fusion may have")
+
+    def parameter_bound(self) -> int:
+        """An upper bound of the fusion's parameter count (every optional layer counted), from the sizes
+        alone: a config is refused on it before any tensor is allocated."""
+        d, ff = self.d_model, int(self.mlp_ratio * self.d_model)
+        embed = (self.visual_dim + self.audio_dim + 2 * self.max_len + 4) * d
+        block = 4 * d * d + 2 * d * ff + ff + 9 * d + self.heads  # w_q, w_k, w_v, w_o, the FFN, norms, clock
+        gate = 2 * d * self.gate_hidden + self.gate_hidden + d + 1
+        head = 2 * d * d + d * max(self.text_dim, self.num_classes) + self.text_dim * (self.text_dim + 1) + 4 * d
+        return embed + 4 * block + gate + head
 
     @property
     def out_dim(self) -> int:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cavnet.configs import Config, check_choice, check_int, check_number
+from cavnet.configs import (MAX_BATCH, MAX_EPOCHS, Config, check_bool, check_choice, check_device, check_int,
+                            check_number, check_seed)
 from cavnet.errors import CavnetError
 
 TARGETS = ("label", "video-text")
+MAX_LR = 10.0  # learning rates (and weight decay) above this diverge at once: refused as a typo
 
 
 @dataclass(frozen=True)
@@ -43,14 +45,16 @@ class OptimConfig(Config):
     eval_every: int = 1
 
     def __post_init__(self) -> None:
-        check_int("--epochs", self.epochs, 1)
-        check_int("--batch-size", self.batch_size, 2)
-        check_number("--lr", self.lr, 0.0, positive=True)
-        check_number("--weight-decay", self.weight_decay, 0.0)
-        check_number("--warmup-epochs", self.warmup_epochs, 0.0)
-        check_int("--seed", self.seed, 0)
-        check_number("--text-encoder-lr", self.text_encoder_lr, 0.0)
-        check_int("--eval-every", self.eval_every, 0)
+        check_int("--epochs", self.epochs, 1, MAX_EPOCHS)
+        check_int("--batch-size", self.batch_size, 2, MAX_BATCH)
+        check_number("--lr", self.lr, 0.0, positive=True, maximum=MAX_LR)
+        check_number("--weight-decay", self.weight_decay, 0.0, maximum=MAX_LR)
+        check_number("--warmup-epochs", self.warmup_epochs, 0.0, maximum=MAX_EPOCHS)
+        check_seed("--seed", self.seed)
+        check_number("--text-encoder-lr", self.text_encoder_lr, 0.0, maximum=MAX_LR)
+        check_int("--eval-every", self.eval_every, 0, MAX_EPOCHS)
+        check_device("--device", self.device)
+        check_bool("--tensorboard", self.tensorboard)
 
     def warmup_steps(self, steps_per_epoch: int) -> int:
         """The warm-up in optimizer steps (it may outlast a short run: the learning rate then never peaks)."""
@@ -93,4 +97,5 @@ class TrainConfig(OptimConfig):
             raise CavnetError("--text-encoder-lr tunes the encoder on the default prompts; it cannot train "
                               f"with --text-set {self.text_set}")
         check_number("memory_budget_gb", self.memory_budget_gb, 0.0)
-        check_int("--checkpoint-every", self.checkpoint_every, 0)
+        check_int("--checkpoint-every", self.checkpoint_every, 0, MAX_EPOCHS)
+        check_bool("--stream", self.stream)

@@ -162,6 +162,13 @@ def run_ablate(store: Path, out: Path, preset: str, seeds: int, tcfg: TrainConfi
     ``pretrain_store`` is the caption store of the external-pretraining row (left out without one), refused
     when it overlaps the target's val/test videos unless ``allow_overlap`` (``check_pretrain_store``);
     ``text_sets``: label-text sets of the store, every chosen variant trained once with each."""
+    from cavnet.extract.device import resolve_device
+    from cavnet.extract.store.reader import FeatureStore
+    from cavnet.fuse.run.fusion import fusion_config_for
+
+    resolve_device(tcfg.device)  # every run's device exists here, and the shared model settings are sound,
+    with FeatureStore(store) as s:  # before the folder is touched
+        fusion_config_for(s, dict(base or {}))
     chosen = list(PRESETS[preset])
     if only:
         unknown = sorted(set(only) - {v.key for v in chosen})

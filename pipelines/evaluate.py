@@ -41,17 +41,17 @@ def evaluate_command(checkpoint: Path, out_dir: Path | None, opts: EvaluateOptio
         raise CavnetError("give --store STORE.h5, or --dataset with --root / --manifest to evaluate on raw videos")
     inputs = [Path(checkpoint)] + ([Path(store)] if store is not None else []) + (
         corpus.input_files() if corpus is not None else [])
+    # a device this machine lacks, a checkpoint that does not fit: refused before --out is made
+    ckpt, dev = Checkpoint.load(checkpoint), resolve_device(opts.device)
     if out_dir is None:
-        return _evaluate(checkpoint, None, opts, store, corpus, progress)
+        return _evaluate(checkpoint, ckpt, dev, None, opts, store, corpus, progress)
     with hold_run_folder(out_dir, what="--out", command="evaluate", inputs=inputs):  # before any scoring
-        return _evaluate(checkpoint, out_dir, opts, store, corpus, progress)
+        return _evaluate(checkpoint, ckpt, dev, out_dir, opts, store, corpus, progress)
 
 
-def _evaluate(checkpoint: Path, out_dir: Path | None, opts: EvaluateOptions, store: Path | None,
-              corpus: Corpus | None, progress: bool) -> dict[str, Any]:
+def _evaluate(checkpoint: Path, ckpt: Checkpoint, dev: torch.device, out_dir: Path | None, opts: EvaluateOptions,
+              store: Path | None, corpus: Corpus | None, progress: bool) -> dict[str, Any]:
     split, text_set = opts.split, opts.text_set
-    ckpt = Checkpoint.load(checkpoint)
-    dev = resolve_device(opts.device)
     record = run_record()
     if corpus is not None:
         sc, names, table = _score_videos(ckpt, dev, corpus, opts, progress)

@@ -10,6 +10,7 @@ from cavnet.finetune import distributed as fd
 from cavnet.finetune.config import FinetuneConfig
 from cavnet.extract.datasets import Corpus
 from cavnet.finetune.run import FinetuneResult, FinetuneRun
+from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.run.folder import hold_run_folder
 
 
@@ -18,8 +19,9 @@ def run_finetune(cfg: FinetuneConfig, corpus: Corpus, out: Path, resume: bool = 
     """Fine-tune ``cfg.init`` on ``corpus``, writing the run folder ``out``."""
     env, device = fd.setup(cfg.device)
     try:
+        init = Checkpoint.load(cfg.init)  # a checkpoint that does not fit: refused before OUT is made
         with hold_run_folder(out, env.main, command="finetune", inputs=[Path(cfg.init)]):
-            run = FinetuneRun(cfg, env, device, corpus, out, echo, progress)
+            run = FinetuneRun(cfg, env, device, corpus, out, echo, progress, init=init)
             return run.fit(resume, eval_init)
     finally:
         fd.teardown(env)

@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from cavnet.errors import CavnetError
 from cavnet.extract.device import resolve_device
 from cavnet.extract.provenance import random_weights_note
 from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint
+from cavnet.fuse.config import FusionConfig
 from cavnet.fuse.run.folder import claim_run_folder, hold_run_folder
 from cavnet.fuse.train_config import TrainConfig
 from cavnet.fuse.run.fusion import FusionRun, TrainResult, fusion_config_for
@@ -41,19 +43,29 @@ def run_fuse_train(store_path: Path, out: Path, tcfg: TrainConfig, model_overrid
                                                                   targets="video-text"),
                         model_overrides, resume, echo, progress)
     init_ckpt = Checkpoint.load(init) if init is not None else None
-    with FeatureStore(store_path) as store, hold_run_folder(out, command="fuse-train", inputs=inputs):
-        note = random_weights_note(store.config)
-        if note:
-            echo(note)
-        run = FusionRun(store, out, tcfg, fusion_config_for(store, model_overrides), device)
-        start = run.start_from(init_ckpt, resume, echo)
-        record = {"store": str(Path(store_path).resolve())}
-        if pretrain_store is not None:
-            record["pretrain_store"] = str(Path(pretrain_store).resolve())
-        result = run.fit(record, start, echo, progress)
-        from cavnet.pipelines.plots import plot_curves
+    with FeatureStore(store_path) as store:
+        fcfg = fusion_config_for(store, model_overrides)  # a bad or too large model: refused before OUT is made
+        with hold_run_folder(out, command="fuse-train", inputs=inputs):
+            return _train(store, store_path, out, tcfg, fcfg, device, init_ckpt, resume, echo, progress,
+                          pretrain_store)
 
-        plot_curves(out / "metrics.jsonl", out / "curves.png")
+
+def _train(store: FeatureStore, store_path: Path, out: Path, tcfg: TrainConfig, fcfg: FusionConfig,
+           device: torch.device, init_ckpt: Checkpoint | None, resume: bool, echo: Callable[[str], None],
+           progress: bool, pretrain_store: Path | None) -> TrainResult:
+    """The run itself, once its configs are valid and ``out`` is held."""
+    note = random_weights_note(store.config)
+    if note:
+        echo(note)
+    run = FusionRun(store, out, tcfg, fcfg, device)
+    start = run.start_from(init_ckpt, resume, echo)
+    record = {"store": str(Path(store_path).resolve())}
+    if pretrain_store is not None:
+        record["pretrain_store"] = str(Path(pretrain_store).resolve())
+    result = run.fit(record, start, echo, progress)
+    from cavnet.pipelines.plots import plot_curves
+
+    plot_curves(out / "metrics.jsonl", out / "curves.png")
     return result
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cavnet.configs import Config, check_int
+from cavnet.configs import MAX_BATCH, MAX_WORKERS, Config, check_device, check_int
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,11 @@ class EvaluateOptions(Config):
     text_set: str | None = None
 
     def __post_init__(self) -> None:
-        check_int("--batch-size", self.batch_size, 1)
-        check_int("--top-k", self.top_k, 1)
+        check_int("--batch-size", self.batch_size, 1, MAX_BATCH)
+        check_int("--top-k", self.top_k, 1, 1 << 20)
         if self.decode_workers is not None:
-            check_int("--decode-workers", self.decode_workers, 0)
+            check_int("--decode-workers", self.decode_workers, 0, MAX_WORKERS)
+        check_device("--device", self.device)
 
 
 
@@ -44,7 +45,8 @@ class PredictOptions(Config):
     text_set: str | None = None
 
     def __post_init__(self) -> None:
-        check_int("--top-k", self.top_k, 1)
-        check_int("--batch-size", self.batch_size, 1)
+        check_int("--top-k", self.top_k, 1, 1 << 20)
+        check_int("--batch-size", self.batch_size, 1, MAX_BATCH)
         if self.decode_workers is not None:
-            check_int("--decode-workers", self.decode_workers, 0)
+            check_int("--decode-workers", self.decode_workers, 0, MAX_WORKERS)
+        check_device("--device", self.device)

@@ -15,6 +15,7 @@ from cavnet.errors import CavnetError
 from cavnet.finetune.config import AugmentConfig, FinetuneConfig
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.config import FusionConfig
+from cavnet.fuse.model import CAVNet
 from cavnet.fuse.run.folder import RunFolder, trim_jsonl
 from cavnet.fuse.run.optim import param_groups
 from cavnet.fuse.train_config import TrainConfig
@@ -68,7 +69,7 @@ def test_trim_keeps_lines_up_to_the_checkpoint_and_drops_torn_ones(tmp_path):
 
 def test_checkpoint_round_trip_and_refusals(tmp_path):
     fcfg = FusionConfig(visual_dim=8, audio_dim=4, text_dim=6, num_classes=2, d_model=8, heads=2)
-    ckpt = Checkpoint(model={"w": torch.ones(2)}, fusion=fcfg, class_names=["a", "b"],
+    ckpt = Checkpoint(model=CAVNet(fcfg).state_dict(), fusion=fcfg, class_names=["a", "b"],
                       class_embedding=torch.zeros(2, 6))
     ckpt.save(tmp_path / "c.pt")
     again = Checkpoint.load(tmp_path / "c.pt")

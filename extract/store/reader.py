@@ -181,9 +181,22 @@ class FeatureStore:
         else:
             runs = _runs(index)
             cat = {k: (np.concatenate([self._f[k][a:b] for a, b in runs]) if runs else self._empty(k)) for k in keys}
-        return Features(cat["visual/clips"].astype(np.float32), cat["visual/mask"],
-                        cat["audio/segments"].astype(np.float32), cat["audio/mask"],
-                        cat["text/video"].astype(np.float32), cat["videos/label"].astype(np.int64))
+        f = Features(cat["visual/clips"].astype(np.float32), cat["visual/mask"],
+                     cat["audio/segments"].astype(np.float32), cat["audio/mask"],
+                     cat["text/video"].astype(np.float32), cat["videos/label"].astype(np.int64))
+        self._refuse_non_finite(f, index)
+        return f
+
+    def _refuse_non_finite(self, f: Features, index: np.ndarray) -> None:
+        """No NaN or inf feature row is ever trained or scored on: one line naming how many rows of this read
+        hold one and the first video (``cavnet check`` lists them all)."""
+        bad = ~(np.isfinite(f.visual).all(axis=(1, 2)) & np.isfinite(f.audio).all(axis=(1, 2))
+                & np.isfinite(f.text).all(axis=1))
+        if bad.any():
+            first = str(self.rows().ids[index[np.flatnonzero(bad)[0]]])
+            raise StoreError(f"{self.path}: {int(bad.sum())} video(s) with NaN or inf features (first {first}); "
+                              f"nothing is trained or scored on them: re-extract them (cavnet check {self.path} "
+                              "lists them)")
 
     def block(self, lo: int, hi: int) -> dict[str, np.ndarray]:
         """Rows ``lo:hi`` of every per-video dataset as stored (float16 features, bool masks, strings as str)."""

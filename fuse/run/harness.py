@@ -21,6 +21,7 @@ from cavnet.fuse.checkpoint import Checkpoint, TrainingState
 from cavnet.fuse.engine import TunedText
 from cavnet.fuse.model import SentenceEncoder
 from cavnet.fuse.run.folder import RunFolder
+from cavnet.fuse.run.optim import NonFiniteLoss
 from cavnet.fuse.train_config import OptimConfig
 
 
@@ -187,7 +188,13 @@ class TrainingRun:
         last: dict[str, Any] = {}
         held, snapshot = False, None  # a best epoch not written yet (saves less often than scores)
         for epoch in range(start, self.cfg.epochs):
-            line, taken, stopped = self.train_epoch(epoch, skip if epoch == start else 0)
+            try:
+                line, taken, stopped = self.train_epoch(epoch, skip if epoch == start else 0)
+            except NonFiniteLoss as exc:
+                kept = f"{self.folder.last} keeps the last good weights" if self.folder.last.exists() else \
+                    "no checkpoint was written"
+                raise CavnetError(f"training stopped: the loss is {exc.value} at epoch {epoch + 1}, step {exc.step} "
+                                  f"(non-finite features, or a learning rate too high?); {kept}") from None
             done, end = epoch + 1, stopped or epoch + 1 == self.cfg.epochs
             scored = best_now = False
             if due(done, self.score_interval, end):

@@ -15,6 +15,14 @@ from cavnet.fuse.train_config import OptimConfig
 Parts = Iterable[tuple[str, Iterable[nn.Parameter], float]]
 
 
+class NonFiniteLoss(Exception):
+    """A training loss that is NaN or infinite at optimiser step ``step`` (counted from 1); nothing stepped."""
+
+    def __init__(self, step: int, value: float) -> None:
+        super().__init__(f"loss {value} at step {step}")
+        self.step, self.value = step, value
+
+
 def param_groups(parts: Parts, weight_decay: float) -> list[dict]:
     """AdamW groups for ``(name, parameters, lr)`` parts, each split into ``name.decay`` (every parameter of
     two or more dimensions: matrices, kernels, the learned position tables) and ``name.no_decay`` (vectors
@@ -54,7 +62,10 @@ def make_optimizer(parts: Parts, cfg: OptimConfig, steps_per_epoch: int
 
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
                    scheduler: torch.optim.lr_scheduler.LRScheduler, loss_fn: nn.Module | None) -> None:
-    """Back-propagate ``loss``, step the optimiser and the schedule, clamp the learned temperature."""
+    """Back-propagate ``loss``, step the optimiser and the schedule, clamp the learned temperature. A NaN or
+    infinite loss steps nothing: ``NonFiniteLoss`` (the run harness names the epoch and the step)."""
+    if not bool(torch.isfinite(loss.detach()).all()):
+        raise NonFiniteLoss(int(scheduler.last_epoch) + 1, float(loss.detach().float().sum()))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

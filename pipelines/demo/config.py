@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cavnet.configs import Config, check_choice, check_int, check_number
+from cavnet.configs import MAX_EPOCHS, MAX_WORKERS, Config, check_choice, check_int, check_number, check_seed
 
 TASKS = ("easy", "hard")
 # What the demo command uses when --videos / --epochs / --lr are not given: the hard corpus needs more videos
@@ -37,7 +37,11 @@ class DemoConfig(Config):
 
     def __post_init__(self) -> None:
         check_choice("--task", self.task, TASKS)
-        check_int("--videos", self.videos, 24)
-        for name in ("seeds", "epochs", "workers"):
-            check_int("--" + name, getattr(self, name), 1)
-        check_number("--lr", self.lr, 0.0, positive=True)
+        check_int("--videos", self.videos, 24, 100_000)
+        for name, top in (("seeds", 1000), ("epochs", MAX_EPOCHS), ("workers", MAX_WORKERS)):
+            check_int("--" + name, getattr(self, name), 1, top)
+        check_number("--lr", self.lr, 0.0, positive=True, maximum=10.0)
+        check_seed("--seed", self.seed)
+        for name, low, top in (("classes", 4, 1000), ("clips", 1, 4096), ("segments", 1, 4096),
+                               ("d_model", 8, 1 << 14), ("batch_size", 2, 1 << 20)):
+            check_int(name, getattr(self, name), low, top)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cavnet.configs import Config, check_choice, check_int
+from cavnet.configs import MAX_WORKERS, Config, check_device, check_int
 
 
 @dataclass(frozen=True)
@@ -26,12 +26,14 @@ class RunOptions(Config):
     window: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("shard_size", "workers", "batch_clips"):
-            check_int("--" + name.replace("_", "-"), getattr(self, name), 1)
+        for name, top in (("shard_size", 1 << 20), ("workers", MAX_WORKERS), ("batch_clips", 1 << 16)):
+            check_int("--" + name.replace("_", "-"), getattr(self, name), 1, top)
         if self.decode_workers is not None:
-            check_int("--decode-workers", self.decode_workers, 0)
-        check_int("window", self.window, 0)
-        check_choice("--device", self.device, ("auto", "cpu", "cuda"))
+            check_int("--decode-workers", self.decode_workers, 0, MAX_WORKERS)
+        if self.limit is not None:
+            check_int("--limit", self.limit, 1)
+        check_int("window", self.window, 0, 1 << 16)
+        check_device("--device", self.device, ("auto", "cpu", "cuda"))
         if self.scheduler is not None:
             from cavnet.pipelines.extract.cluster import scheduler_address
 
