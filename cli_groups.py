@@ -55,8 +55,8 @@ def dataset_options(f):
 
 
 def backbone_options(f):
-    from cavnet.extract.config import (CLIP_EMBEDDINGS, PRECISIONS, AudioSampling, ClipSampling, EncoderConfig,
-                                       ExtractConfig)
+    from cavnet.extract.config import (CLIP_EMBEDDINGS, PRECISIONS, VIEW_CROPS, AudioSampling, ClipSampling,
+                                       EncoderConfig, ExtractConfig, SpatialViews)
 
     for opt in reversed([
         option(ExtractConfig, "visual",
@@ -83,6 +83,11 @@ def backbone_options(f):
                                                    "10.24 s / 10 s)"),
         option(ExtractConfig, "prompt_template", "--prompt", help="label prompt; must contain {label}"),
         option(ClipSampling, "clips", help="visual clips per video"),
+        option(SpatialViews, "crops", "--views", type=click.Choice([str(c) for c in VIEW_CROPS]),
+               callback=lambda _c, _p, v: int(v),
+               help="spatial views of each clip: 1 (centre crop) or 3 (start/centre/end crops along the long side, "
+                    "ThreeCrop); the visual backbone runs once per view"),
+        option(SpatialViews, "flip", flag=True, help="also a horizontally flipped copy of each view (twice the views)"),
         option(AudioSampling, "segments", help="audio segments per video, aligned with the clips"),
         option(ExtractConfig, "precision", choices=PRECISIONS,
                help="backbone precision (recorded in the store: reduced precision changes the features)"),
