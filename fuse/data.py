@@ -111,7 +111,8 @@ class InMemorySplit:
         for sel in order.to(self.device).split(batch_size):
             visual = self.visual[sel]
             if self.views > 1:
-                visual = visual[:, :, view] if pick is None else visual[torch.arange(len(sel)), :, pick[sel]]
+                rows = torch.arange(len(sel), device=self.device)
+                visual = visual[:, :, view] if pick is None else visual[rows, :, pick[sel]]
             yield Batch(visual.float(), self.vmask[sel], self.audio[sel].float(), self.amask[sel],
                         self.text[sel], self.labels[sel], self.groups[sel])
 
