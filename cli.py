@@ -105,12 +105,12 @@ def extract(**p) -> None:
     from cavnet.pipelines.extract.options import RunOptions
     from cavnet.pipelines.extract.run import run_extract
 
-    from cavnet.extract.config import EncoderConfig
+    from cavnet.extract.config import EncoderConfig, SpatialViews
 
     m = corpus_from(p).load(_splits(p["split"]), p["limit"])
     config = extract_config(p["visual"], p["audio"], p["visual_weights"], p["audio_weights"], p["text_model"],
                             p["prompt_template"], p["clips"], p["segments"], p["precision"], random_ok=p["random_init"],
-                            decoder=p["decoder"], encoder=build(EncoderConfig, p))
+                            decoder=p["decoder"], encoder=build(EncoderConfig, p), views=build(SpatialViews, p))
     for modality, got, arch in (("visual", config.visual, config.encoder.visual_arch),
                                 ("audio", config.audio, config.encoder.audio_arch)):
         if p[modality] != got:

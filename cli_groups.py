@@ -55,8 +55,8 @@ def dataset_options(f):
 
 
 def backbone_options(f):
-    from cavnet.extract.config import (CLIP_EMBEDDINGS, PRECISIONS, AudioSampling, ClipSampling, EncoderConfig,
-                                       ExtractConfig)
+    from cavnet.extract.config import (CLIP_EMBEDDINGS, PRECISIONS, VIEW_CROPS, AudioSampling, ClipSampling,
+                                       EncoderConfig, ExtractConfig, SpatialViews)
 
     for opt in reversed([
         option(ExtractConfig, "visual",
@@ -83,6 +83,11 @@ def backbone_options(f):
                                                    "10.24 s / 10 s)"),
         option(ExtractConfig, "prompt_template", "--prompt", help="label prompt; must contain {label}"),
         option(ClipSampling, "clips", help="visual clips per video"),
+        option(SpatialViews, "crops", "--views", type=click.Choice([str(c) for c in VIEW_CROPS]),
+               callback=lambda _c, _p, v: int(v),
+               help="spatial views of each clip: 1 (centre crop) or 3 (start/centre/end crops along the long side, "
+                    "ThreeCrop); the visual backbone runs once per view"),
+        option(SpatialViews, "flip", flag=True, help="also a horizontally flipped copy of each view (twice the views)"),
         option(AudioSampling, "segments", help="audio segments per video, aligned with the clips"),
         option(ExtractConfig, "precision", choices=PRECISIONS,
                help="backbone precision (recorded in the store: reduced precision changes the features)"),
@@ -166,7 +171,7 @@ def train_opt(name: str, **kw):
 
 
 def train_options(f):
-    from cavnet.fuse.train_config import TARGETS, TrainConfig
+    from cavnet.fuse.train_config import TARGETS, TRAIN_VIEWS, TrainConfig
 
     return options(TrainConfig, {"epochs": None, "batch_size": "videos per step", "lr": "peak learning rate",
                                  "weight_decay": None, "warmup_epochs": "linear warm-up, in epochs", "seed": None,
@@ -175,8 +180,10 @@ def train_options(f):
                                  "text_encoder_lr": TEXT_ENCODER_HELP,
                                  "eval_every": "score val every N epochs (0: after the last only)",
                                  "checkpoint_every": "write last.pt / best.pt every N epochs (0: at the end)",
-                                 "text_set": TEXT_SET_HELP},
-                   targets={"choices": TARGETS})(f)
+                                 "text_set": TEXT_SET_HELP,
+                                 "train_views": "a store with spatial views (extract --views/--flip): random: one "
+                                                "view per video per epoch; centre: the centre view only"},
+                   targets={"choices": TARGETS}, train_views={"choices": TRAIN_VIEWS})(f)
 
 
 TEXT_SET_HELP = "the store's label-text set the classes are embedded with (cavnet text lists them)"
@@ -208,14 +215,17 @@ def finetune_options(f):
 
 
 def evaluate_options(f):
-    from cavnet.pipelines.options import EvaluateOptions
+    from cavnet.pipelines.options import EVAL_VIEWS, EvaluateOptions
 
     return options(EvaluateOptions, {"split": None, "device": None, "batch_size": "videos per batch (--dataset)",
                                      "decode_workers": DECODE_WORKERS_HELP + " (--dataset)",
                                      "top_k": "labels per video in the predictions CSV",
                                      "text_set": "score the classes with this label-text set [the one it "
-                                                 "trained with]"},
-                   batch_size={"type": click.IntRange(min=1)}, decode_workers={"type": click.IntRange(min=0)},
+                                                 "trained with]",
+                                     "views": "all: class scores averaged over the store's spatial views (e.g. "
+                                              "10 clips x 3 crops); centre: the centre view only"},
+                   views={"choices": EVAL_VIEWS}, batch_size={"type": click.IntRange(min=1)},
+                   decode_workers={"type": click.IntRange(min=0)},
                    top_k={"type": click.IntRange(min=1)})(f)
 
 

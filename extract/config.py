@@ -44,6 +44,35 @@ class ClipSampling(Config):
             raise CavnetError(f"crop size {self.size} is larger than the short side {self.short_side}")
 
 
+VIEW_CROPS = (1, 3)
+
+
+@dataclass(frozen=True)
+class SpatialViews(Config):
+    """The spatial views of every clip a store holds: ``crops`` crops of the sampling's size along the long
+    side of the resized frame (1: the centre; 3: start, centre and end, as ThreeCrop does in PySlowFast and
+    mmaction2), and with ``flip`` a horizontally flipped copy of each. Views are ordered crops first, then
+    their flips: view ``v`` is crop ``v % crops``, flipped when ``v >= crops``; the centre view is
+    ``crops // 2``. The visual backbone runs once per view."""
+
+    crops: int = 1
+    flip: bool = False
+
+    def __post_init__(self) -> None:
+        if self.crops not in VIEW_CROPS:
+            raise CavnetError(f"--views must be 1 or 3 (crops along the long side), not {self.crops!r}")
+
+    @property
+    def count(self) -> int:
+        """Views per clip: ``crops``, twice that with ``flip``."""
+        return self.crops * (2 if self.flip else 1)
+
+    @property
+    def centre(self) -> int:
+        """The index of the centre, unflipped view."""
+        return self.crops // 2
+
+
 @dataclass(frozen=True)
 class LogMel(Config):
     """Audio front end: 16 kHz mono, windowed log-mel spectrogram cut into fixed-length examples.
@@ -179,11 +208,16 @@ class ExtractConfig(Config):
     # Foundation encoders (CLIP, VideoMAE, AST, CLAP): their options and what their folders said. With an
     # audio feature extractor (encoder.extractor), ``logmel`` holds only its sample rate and example shape.
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    # Spatial views of each clip (--views, --flip); stores from before format 2 have one (the centre crop).
+    views: SpatialViews = field(default_factory=SpatialViews)
 
     def __post_init__(self) -> None:
         check_choice("--precision", self.precision, PRECISIONS)
         check_choice("--decoder", self.decoder, DECODERS)
         check_template("--prompt", self.prompt_template)
+        if self.views.count > 1 and self.decoder != "pyav":
+            raise CavnetError(f"--views {self.views.crops}{' --flip' if self.views.flip else ''} needs the pyav "
+                              f"decoder, not {self.decoder}")
 
     def content_key(self) -> dict[str, Any]:
         """The fields that decide the numbers in the store (weight files may move or be renamed; their

@@ -23,7 +23,7 @@ from cavnet.extract.media.frontends import audio_examples
 from cavnet.extract.backbones import create_backbone, feature_dim, get_spec
 from cavnet.extract.backbones.weights import load_weights
 from cavnet.extract.clip_input import ClipNormalize
-from cavnet.extract.config import ExtractConfig
+from cavnet.extract.config import ExtractConfig, SpatialViews
 from cavnet.extract.device import resolve_device
 from cavnet.extract.media.decode import decode_threads, decode_with
 from cavnet.extract.manifest import ManifestRow
@@ -33,7 +33,8 @@ from cavnet.extract.runtime import RunMode, forward, pick_mode
 
 @dataclass
 class DecodedItem:
-    """Model inputs of one video: ``clips`` (n_valid, T, S, S, 3) uint8, ``examples`` (m_valid, 1, F, M)."""
+    """Model inputs of one video: ``clips`` (n_valid * V, T, S, S, 3) uint8 (clip-major: the V spatial
+    views of clip 0, then of clip 1 ...; V = ``views``, 1 unless asked for), ``examples`` (m_valid, 1, F, M)."""
 
     status: str
     error: str
@@ -41,6 +42,7 @@ class DecodedItem:
     fps: float
     clips: np.ndarray
     examples: np.ndarray
+    views: int = 1
 
     @classmethod
     def failed(cls, status: str, error: str) -> "DecodedItem":
@@ -48,17 +50,27 @@ class DecodedItem:
 
 
 def decode_item(row: ManifestRow, config: ExtractConfig, threads: int | None = None,
-                device: str = "cpu") -> DecodedItem:
+                device: str = "cpu", views: bool = False) -> DecodedItem:
     """Decode ``row``'s file with ``config.decoder`` and cut its log-mel examples; bad media gives a status,
     never an exception. ``threads``: FFmpeg decoder threads (None: :func:`decode_threads`); ``device``
-    "cuda": the torchcodec decoder may use NVDEC."""
+    "cuda": the torchcodec decoder may use NVDEC. ``views``: every spatial view of ``config.views`` (the
+    extraction), else the centre crop only (fine-tuning, predict)."""
     threads = decode_threads() if threads is None else threads
+    spec = config.views if views else SpatialViews()
     d = decode_with(config.decoder, row.path, config.sampling, config.logmel, config.audio_sampling.segments,
-                    threads, device)
+                    threads, device, spec.crops)
     if len(d.clips) == 0:
         return DecodedItem.failed(d.status, d.error)
     examples = audio_examples(d.audio, config, d.clip_times, d.duration)
-    return DecodedItem(d.status, d.error, float(d.duration), float(d.fps), d.clips, examples)
+    clips = view_clips(d.all_crops(), spec) if spec.count > 1 else d.clips
+    return DecodedItem(d.status, d.error, float(d.duration), float(d.fps), clips, examples, spec.count)
+
+
+def view_clips(crops: np.ndarray, spec: SpatialViews) -> np.ndarray:
+    """``(n, K, T, S, S, 3)`` crops -> ``(n * V, T, S, S, 3)`` views, clip-major: the K crops of a clip, then
+    (``spec.flip``) their horizontal flips."""
+    views = np.concatenate([crops, crops[..., ::-1, :]], axis=1) if spec.flip else crops
+    return np.ascontiguousarray(views).reshape(-1, *views.shape[2:])
 
 
 BACKBONE_SEED = 0  # random initialisation when no weight file is given: the same in every process
@@ -218,7 +230,8 @@ class BatchEmbedder:
                          precision=self.config.precision)[0]
 
     def add(self, index: int, item: DecodedItem) -> list[tuple[int, VideoFeatures]]:
-        """Queue one decoded video; returns the videos whose features are all back (any order)."""
+        """Queue one decoded video; returns the videos whose features are all back (any order). Every
+        spatial view of a clip is a row of its own for the visual backbone (V views: V times its work)."""
         k, m = len(item.clips), len(item.examples)
         self._pending[index] = _Pending(item, np.zeros((k, self.visual_dim), np.float32),
                                         np.zeros((m, self.audio_dim), np.float32), k + m)
@@ -245,7 +258,10 @@ class BatchEmbedder:
         for i in done:
             p = self._pending.pop(i)
             it = p.item
-            out.append((i, VideoFeatures(it.status, it.error, it.duration, it.fps, p.visual, p.audio)))
+            v = p.visual.reshape(-1, it.views, p.visual.shape[-1])  # (k, V, Dv)
+            centre = self.config.views.centre if it.views > 1 else 0
+            out.append((i, VideoFeatures(it.status, it.error, it.duration, it.fps, v[:, centre], p.audio,
+                                         v if it.views > 1 else None)))
         return out
 
 

@@ -2,6 +2,12 @@
 
 Both sources yield the same ``Batch`` type with float32 tensors, so the loop does not know which one
 it is fed by. Shuffling is driven by a seeded ``torch.Generator`` per epoch (deterministic, resumable).
+
+Spatial views (a store extracted with ``--views``/``--flip``): a split opened with ``views`` ``random``
+holds every view of its rows and, given the epoch's generator, draws one view per video per epoch (after
+the epoch's order, from the same generator: reproducible and resumable); ``all`` holds them for
+``batches(view=v)`` (evaluation averages the views' scores, ``fuse.views``); ``centre`` (and any split of
+a store of one view) reads only the centre view, as before views existed. Streamed splits read the centre view.
 """
 
 from __future__ import annotations
@@ -54,9 +60,10 @@ def _to_batch(f: Features, groups: np.ndarray) -> Batch:
                  torch.from_numpy(groups))
 
 
-def split_bytes(store: FeatureStore, rows: int) -> int:
+def split_bytes(store: FeatureStore, rows: int, views: str = "centre") -> int:
     d = store.dims
-    return rows * 4 * (d.clips * d.visual_dim + d.segments * d.audio_dim + store.text_dim)
+    v = d.views if views != "centre" else 1
+    return rows * 4 * (d.clips * d.visual_dim * v + d.segments * d.audio_dim + store.text_dim)
 
 
 def available_memory() -> int:
@@ -70,12 +77,18 @@ def available_memory() -> int:
 class InMemorySplit:
     """All rows of a split held as float16 tensors on ``device``; batches are gathered and cast to float32
     there. On a GPU this is the device-resident split: no per-batch host work, no host-to-device copy. The
-    shuffle order is drawn on the CPU from the epoch's generator, so every device sees the same batches."""
+    shuffle order is drawn on the CPU from the epoch's generator, so every device sees the same batches.
+    ``views``: ``centre``, ``random`` or ``all`` (see the module's docstring); ``self.views`` the views held."""
 
     def __init__(self, store: FeatureStore, index: np.ndarray, targets: str,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", views: str = "centre") -> None:
         f = store.read(index)
         self.index, self.device = index, torch.device(device)
+        self.mode = views if store.views > 1 else "centre"
+        if self.mode != "centre":
+            f.visual = store.read_views(index)  # (N, n, V, Dv)
+        self.views = f.visual.shape[2] if f.visual.ndim == 4 else 1
+        self.centre = store.centre_view
         groups = f.labels if targets == "label" else text_groups(f.text)
         host = (f.visual.astype(np.float16), f.vmask, f.audio.astype(np.float16), f.amask, f.text, f.labels, groups)
         (self.visual, self.vmask, self.audio, self.amask, self.text, self.labels,
@@ -84,10 +97,23 @@ class InMemorySplit:
     def __len__(self) -> int:
         return len(self.index)
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+    def batches(self, batch_size: int, generator: torch.Generator | None = None,
+                view: int | None = None) -> Iterator[Batch]:
+        """Batches in the generator's order (else store order); ``view``: that view of every video (a split
+        holding views), else with ``random`` views and a generator one drawn per video, else the centre."""
         order = torch.randperm(len(self), generator=generator) if generator is not None else torch.arange(len(self))
+        pick = None
+        if self.views > 1 and view is None:
+            if self.mode == "random" and generator is not None:
+                pick = torch.randint(self.views, (len(self),), generator=generator).to(self.device)
+            else:
+                view = self.centre
         for sel in order.to(self.device).split(batch_size):
-            yield Batch(self.visual[sel].float(), self.vmask[sel], self.audio[sel].float(), self.amask[sel],
+            visual = self.visual[sel]
+            if self.views > 1:
+                rows = torch.arange(len(sel), device=self.device)
+                visual = visual[:, :, view] if pick is None else visual[rows, :, pick[sel]]
+            yield Batch(visual.float(), self.vmask[sel], self.audio[sel].float(), self.amask[sel],
                         self.text[sel], self.labels[sel], self.groups[sel])
 
 
@@ -112,7 +138,10 @@ class StreamedSplit:
         groups = f.labels if self.targets == "label" else text_groups(f.text)
         return _to_batch(f, groups)
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+    views = 1  # the centre view only
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None,
+                view: int | None = None) -> Iterator[Batch]:
         order = (torch.randperm(len(self.blocks), generator=generator).tolist() if generator is not None
                  else list(range(len(self.blocks))))
         carry: Batch | None = None
@@ -137,18 +166,21 @@ def _fields(b: Batch) -> tuple[torch.Tensor, ...]:
 
 
 def open_split(store: FeatureStore, index: np.ndarray, targets: str, stream: bool = False,
-               budget_bytes: int = 0, device: torch.device | str = "cpu") -> InMemorySplit | StreamedSplit:
+               budget_bytes: int = 0, device: torch.device | str = "cpu",
+               views: str = "centre") -> InMemorySplit | StreamedSplit:
     """The split in RAM if it fits the budget (default: half the available memory), else streamed; held on
-    ``device`` when that is a GPU with room for it (half its free memory), else in host RAM."""
+    ``device`` when that is a GPU with room for it (half its free memory), else in host RAM. ``views``:
+    ``centre``, ``random`` or ``all`` (module docstring; a streamed split reads the centre view)."""
     budget = budget_bytes or available_memory() // 2
-    if stream or split_bytes(store, len(index)) > budget:
+    if stream or split_bytes(store, len(index), views) > budget:
         return StreamedSplit(store, index, targets)
-    return InMemorySplit(store, index, targets, resident_device(store, len(index), torch.device(device)))
+    return InMemorySplit(store, index, targets, resident_device(store, len(index), torch.device(device), views),
+                         views)
 
 
-def resident_device(store: FeatureStore, rows: int, device: torch.device) -> torch.device:
+def resident_device(store: FeatureStore, rows: int, device: torch.device, views: str = "centre") -> torch.device:
     """``device`` when the split's float16 features fit in half of its free memory, else the CPU."""
     if device.type != "cuda":
         return torch.device("cpu")
     free, _ = torch.cuda.mem_get_info(device)
-    return device if split_bytes(store, rows) // 2 < free // 2 else torch.device("cpu")
+    return device if split_bytes(store, rows, views) // 2 < free // 2 else torch.device("cpu")

@@ -15,6 +15,7 @@ from cavnet.errors import CavnetError
 
 TARGETS = ("label", "video-text")
 MAX_LR = 10.0  # learning rates (and weight decay) above this diverge at once: refused as a typo
+TRAIN_VIEWS = ("random", "centre")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,10 @@ class TrainConfig(OptimConfig):
     after the last; a killed run resumes from the last write. What is trained depends neither on it nor on
     ``eval_every``. text_set: the store's label-text set (``cavnet text``; ``default``: the extraction's
     prompts) whose class embeddings are the label targets and score val; the checkpoint scores with it too.
+    train_views: on a store with spatial views (``extract --views``/``--flip``), ``random`` draws one view per
+    video per epoch from the epoch's seeded generator (the feature-space version of crop and flip
+    augmentation), ``centre`` trains on the centre view only; a store of one view trains on it either way
+    (a streamed split reads the centre view). Val is scored on the centre view.
     """
 
     targets: str = "label"
@@ -87,10 +92,12 @@ class TrainConfig(OptimConfig):
     stream: bool = False
     checkpoint_every: int = 1
     text_set: str = "default"
+    train_views: str = "random"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("--targets", self.targets, TARGETS)
+        check_choice("--train-views", self.train_views, TRAIN_VIEWS)
         if not isinstance(self.text_set, str) or not self.text_set:
             raise CavnetError(f"--text-set must name a text set of the store, got {self.text_set!r}")
         if self.tunes_text and self.text_set != "default":

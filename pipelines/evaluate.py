@@ -23,7 +23,7 @@ from cavnet.extract.files.outputs import atomic, write_json
 from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.data import open_split
-from cavnet.fuse.engine import score
+from cavnet.fuse.views import protocol, score_views
 from cavnet.fuse.metrics import Scores, confusion, prediction_rows, split_metrics
 from cavnet.fuse.run.folder import hold_run_folder, now, run_record, write_run_record
 from cavnet.pipelines.options import EvaluateOptions
@@ -55,12 +55,13 @@ def _evaluate(checkpoint: Path, ckpt: Checkpoint, dev: torch.device, out_dir: Pa
     record = run_record()
     if corpus is not None:
         sc, names, table = _score_videos(ckpt, dev, corpus, opts, progress)
+        used = f"{ckpt.extract_config().sampling.clips} clips x 1 crop"
     elif ckpt.backbones_trained:
         raise CavnetError(f"{checkpoint} fine-tuned its backbones, so a store's features do not fit it: "
                           "evaluate it on the videos (--dataset k400 --root PATH)")
     else:
-        sc, names, table, record = _score_store(ckpt, dev, store, split, progress, text_set)
-    result = {"split": split, "text_set": text_set or ckpt.trained_text_set,
+        sc, names, table, record, used = _score_store(ckpt, dev, store, split, progress, text_set, opts.views)
+    result = {"split": split, "text_set": text_set or ckpt.trained_text_set, "protocol": used,
               "checkpoint": str(Path(checkpoint).resolve()), **split_metrics(sc, len(names)),
               "random_weights": random_weights_note(ckpt.extract_config()) if ckpt.store_config else None}
     if out_dir is not None:
@@ -83,10 +84,12 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         w.writerows(rows)
 
 
-def _score_store(ckpt: Checkpoint, dev: torch.device, store_path: Path, split: str,
-                 progress: bool, text_set: str | None = None) -> tuple[Scores, list[str], tuple, dict[str, Any]]:
-    """Scores of the split's usable labelled rows, the predictions table (ids, labels, statuses, scores)
-    and the run record with the store's path and fingerprint."""
+def _score_store(ckpt: Checkpoint, dev: torch.device, store_path: Path, split: str, progress: bool,
+                 text_set: str | None = None, views: str = "all"
+                 ) -> tuple[Scores, list[str], tuple, dict[str, Any], str]:
+    """Scores of the split's usable labelled rows (averaged over the store's views with ``views`` all), the
+    predictions table (ids, labels, statuses, scores), the run record with the store's path and fingerprint,
+    and the protocol ("10 clips x 3 crops")."""
     from tqdm import tqdm
 
     with FeatureStore(store_path) as store:
@@ -100,15 +103,15 @@ def _score_store(ckpt: Checkpoint, dev: torch.device, store_path: Path, split: s
         name = text_set or ckpt.trained_text_set
         class_emb = (ckpt.class_table(text_set) if ckpt.text_tuned
                      else torch.from_numpy(store.text_set(name).embedding)).to(dev)
-        split_data = open_split(store, index, "label", device=dev)
-        batches = tqdm(split_data.batches(512), total=-(-len(index) // 512), desc=f"evaluate {split}",
-                       unit="batch", disable=not progress, leave=False)
-        sc = score(ckpt.fusion_model().to(dev), batches, class_emb, ckpt.head, dev)
+        split_data = open_split(store, index, "label", device=dev, views="all" if views == "all" else "centre")
+        bar = lambda b: tqdm(b, total=-(-len(index) // 512), desc=f"evaluate {split}",  # noqa: E731
+                             unit="batch", disable=not progress, leave=False)
+        sc = score_views(ckpt.fusion_model().to(dev), split_data, class_emb, ckpt.head, dev, 512, bar)
         names = list(store.class_names)
         rows = store.rows()
         table = ([str(v) for v in rows.ids[index]], [names[int(c)] for c in rows.labels[index]],
                  [str(v) for v in rows.statuses[index]], sc.scores)
-        return sc, names, table, record
+        return sc, names, table, record, protocol(store, views=split_data.views > 1)
 
 
 def _score_videos(ckpt: Checkpoint, dev: torch.device, corpus: Corpus, opts: EvaluateOptions,
@@ -164,7 +167,8 @@ def write_reports(out_dir: Path, split: str, scores: np.ndarray, labels: np.ndar
 def echo_metrics(r: dict[str, Any], echo: Callable[[str], None]) -> None:
     """The lines ``cavnet evaluate`` prints."""
     split, a = r["split"], r["audio_present"]
-    echo(f"{split}: {r['count']} videos  top-1 {r['top1']:.2f}  top-5 {r['top5']:.2f}  "
+    used = f" ({r['protocol']})" if r.get("protocol") else ""
+    echo(f"{split}{used}: {r['count']} videos  top-1 {r['top1']:.2f}  top-5 {r['top5']:.2f}  "
          f"mean-class {r['mean_class']:.2f}")
     echo(f"{split} with audio: {a['count']} videos  top-1 {a['top1']:.2f}  top-5 {a['top5']:.2f}  "
          f"mean-class {a['mean_class']:.2f}")

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cavnet.configs import MAX_BATCH, MAX_WORKERS, Config, check_device, check_int
+from cavnet.configs import MAX_BATCH, MAX_WORKERS, Config, check_choice, check_device, check_int
+
+EVAL_VIEWS = ("all", "centre")
 
 
 @dataclass(frozen=True)
@@ -14,7 +16,8 @@ class EvaluateOptions(Config):
     """How ``cavnet evaluate`` scores a checkpoint: ``split``; ``device``; for raw videos ``batch_size``
     (videos per batch) and ``decode_workers`` (None: ``extract.device.decode_workers``'s rule); ``top_k``
     labels per video in the predictions CSV; ``text_set``: the label-text set to score the classes with
-    (None: the one the checkpoint trained with)."""
+    (None: the one the checkpoint trained with); ``views``: on a store with spatial views, ``all`` averages
+    the class scores over them, ``centre`` scores the centre view only (raw videos: the centre crop)."""
 
     split: str = "val"
     device: str = "auto"
@@ -22,8 +25,10 @@ class EvaluateOptions(Config):
     decode_workers: int | None = None
     top_k: int = 5
     text_set: str | None = None
+    views: str = "all"
 
     def __post_init__(self) -> None:
+        check_choice("--views", self.views, EVAL_VIEWS)
         check_int("--batch-size", self.batch_size, 1, MAX_BATCH)
         check_int("--top-k", self.top_k, 1, 1 << 20)
         if self.decode_workers is not None:

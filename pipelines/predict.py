@@ -32,10 +32,11 @@ def predict_command(paths: Sequence[Path], checkpoint: Path, opts: PredictOption
     ``csv_out``. On Ctrl-C the files done so far are kept in both and the interrupt goes on."""
     inputs = [*map(Path, paths), Path(checkpoint)] + ([Path(labels_file)] if labels_file else [])
     outputs = [Output(Path(p), what) for p, what in ((json_out, "--json"), (csv_out, "--csv")) if p is not None]
-    check_outputs(outputs, inputs, "predict")
     labels = read_labels(labels_file) if labels_file is not None else None
     k = opts.top_k
+    # a checkpoint that does not fit, a device this machine lacks: refused before an output folder is made
     predictor = Predictor(checkpoint, opts.device, labels, opts.batch_size, opts.decode_workers, opts.text_set)
+    check_outputs(outputs, inputs, "predict")
     preds: list[Prediction] = []
     table = RowWriter(csv_out, "--csv") if csv_out is not None else None
     try:

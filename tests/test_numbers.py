@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from cavnet.cli import main
 from cavnet.errors import CavnetError
+from cavnet.extract.files.outputs import MARKER
 from cavnet.fuse.checkpoint import Checkpoint
 from store_factory import make_store
 
@@ -175,6 +176,7 @@ def test_a_checkpoint_is_checked_before_it_is_trusted(work, tmp_path, command, i
             for a in CKPT_COMMANDS[command]]
     if command == "fuse-train-resume":
         shutil.copy(work / "run" / "config.json", run / "config.json")
+        shutil.copy(work / "run" / MARKER, run / MARKER)  # the run folder fuse-train wrote
     line = _one_line(CliRunner().invoke(main, args))
     assert f"checkpoint {ckpt} does not fit:" in line and needle in line, line
     assert not out.exists()

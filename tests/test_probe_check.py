@@ -130,7 +130,7 @@ def _replace(f: h5py.File, name: str, data: np.ndarray) -> None:
 
 def test_a_sound_store_passes(good):
     r = CliRunner().invoke(main, ["check", str(good)])
-    assert (r.exit_code, r.output) == (0, f"{good}: ok; format 1, 12 videos (ok 8, no_audio 3, decode_error 1); "
+    assert (r.exit_code, r.output) == (0, f"{good}: ok; format 2, 12 videos (ok 8, no_audio 3, decode_error 1); "
                                           "n=2 clips x 256, m=2 segments x 128, text 8, 4 classes; text sets "
                                           "default\n"
                                           "random weights: features from randomly initialised visual resnext3d-tiny "
@@ -139,7 +139,7 @@ def test_a_sound_store_passes(good):
 
 
 BREAKS = {
-    "version": (lambda f: f.attrs.__setitem__("format_version", 2), ["format_version is 2, this cavnet reads 1"]),
+    "version": (lambda f: f.attrs.__setitem__("format_version", 3), ["format_version is 3, this cavnet reads 1, 2"]),
     "missing": (lambda f: f.__delitem__("audio/mask"), ["audio/mask missing"]),
     "shape": (lambda f: _replace(f, "visual/clips", np.zeros((12, 3, 256), np.float16)),
               ["visual/clips is (12, 3, 256) float16, expected (12, 2, 256) float16"]),

@@ -26,7 +26,7 @@ from cavnet.errors import CavnetError
 from cavnet.extract.backbones import BackboneSpec, get_spec
 from cavnet.extract.backbones.checkpoint_file import file_sha256
 from cavnet.extract.backbones.weights import check_weights
-from cavnet.extract.config import AudioSampling, EncoderConfig, ExtractConfig
+from cavnet.extract.config import AudioSampling, EncoderConfig, ExtractConfig, SpatialViews
 
 
 def hub_checkpoint_dir() -> Path:
@@ -88,13 +88,14 @@ def weight_fields(spec: BackboneSpec, given: str | Path | None, option: str, ran
 
 def extract_config(visual: str, audio: str, visual_weights: Path | None, audio_weights: Path | None,
                    text_model: str, prompt: str, clips: int, segments: int, precision: str = "fp32",
-                   random_ok: bool = False, decoder: str = "pyav", encoder: EncoderConfig | None = None
-                   ) -> ExtractConfig:
+                   random_ok: bool = False, decoder: str = "pyav", encoder: EncoderConfig | None = None,
+                   views: SpatialViews | None = None) -> ExtractConfig:
     """An ExtractConfig with the clips and audio front end the backbones expect and the weights' hashes
     (torchvision's cached release when no file is given; ``random_ok``: random weights when it is missing).
     ``decoder`` torchcodec is refused here, naming each missing piece, when it cannot be loaded. A Hugging
     Face encoder takes its preprocessing from its folder and is recorded under the name of the size the
-    folder really is (``encoder``: its options)."""
+    folder really is (``encoder``: its options). ``views``: the spatial views of each clip (None: the centre
+    crop)."""
     if decoder == "torchcodec":
         from cavnet.extract.media import tcsetup
 
@@ -125,4 +126,4 @@ def extract_config(visual: str, audio: str, visual_weights: Path | None, audio_w
         visual_weights=vpath, audio_weights=apath, visual_weights_sha256=vsha,
         audio_weights_sha256=asha, visual_weights_name=vname, audio_weights_name=aname,
         audio_sampling=AudioSampling(segments=segments), text_model=text_model, prompt_template=prompt,
-        precision=precision, decoder=decoder, **fields)
+        precision=precision, decoder=decoder, views=views or SpatialViews(), **fields)

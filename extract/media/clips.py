@@ -1,5 +1,7 @@
 """Per-frame video side of :func:`cavnet.extract.media.decode.decode_video`: which frames the decoder may drop
-between clips, and how decoded frames become clips (resized in swscale, centre-cropped, rotated).
+between clips, and how decoded frames become clips (resized in swscale, cropped, rotated): the centre crop,
+or with ``crops`` 3 the start, centre and end crops along the long side (PySlowFast's and mmaction2's
+ThreeCrop), all cut from one conversion of the frame.
 """
 
 from __future__ import annotations
@@ -16,6 +18,23 @@ from ..config import ClipSampling
 def quarter_turns(rotation: float | None) -> int:
     """Counter-clockwise quarter turns (0-3) of a display rotation in degrees (None: none)."""
     return int(round(rotation / 90.0)) % 4 if rotation else 0
+
+
+def crop_offsets(nw: int, nh: int, size: int, crops: int, turns: int = 0) -> list[tuple[int, int]]:
+    """``(top, left)`` of each ``size`` crop of a stored ``nw`` x ``nh`` resized frame: the centre one, or
+    for ``crops`` 3 the start, centre and end crops along the long side (the short side centred), in
+    the order of the displayed frame once ``turns`` counter-clockwise quarter turns are applied (left to
+    right, or top to bottom)."""
+    top, left = (nh - size) // 2, (nw - size) // 2
+    if crops == 1:
+        return [(top, left)]
+    if nw >= nh:
+        boxes = [(top, 0), (top, left), (top, nw - size)]
+        reverse = turns in (1, 2)  # a turn that runs the stored width backwards in the displayed frame
+    else:
+        boxes = [(0, left), (top, left), (nh - size, left)]
+        reverse = turns in (2, 3)
+    return boxes[::-1] if reverse else boxes
 
 
 def resized_size(width: int, height: int, turns: int, side: int, resize: tuple[int, int] | None) -> tuple[int, int]:
@@ -78,9 +97,10 @@ class _ClipCollector:
     """Fills clip ``i`` with ``T`` consecutive frames from the first frame at or after ``starts[i]``.
 
     Clips open in order, so the opened clips are always a prefix and the unfinished ones a contiguous range.
+    ``crops``: spatial crops per frame (:func:`crop_offsets`), kept on a crop axis of the output.
     """
 
-    def __init__(self, starts: np.ndarray, sampling: ClipSampling, fps: float) -> None:
+    def __init__(self, starts: np.ndarray, sampling: ClipSampling, fps: float, crops: int = 1) -> None:
         self.starts = starts
         self.length = sampling.frames
         self.size = sampling.size
@@ -91,7 +111,8 @@ class _ClipCollector:
         self.step = 1.0 / fps
         self.eps = 0.25 / fps  # time-base rounding must not push a clip one frame late
         n = len(starts)
-        self.out = np.empty((n, self.length, self.size, self.size, 3), dtype=np.uint8)
+        self.crops = crops
+        self.out = np.empty((n, crops, self.length, self.size, self.size, 3), dtype=np.uint8)
         self.fill = np.zeros(n, dtype=np.int64)
         self.first = np.zeros(n, dtype=np.float64)
         self.last = np.zeros(n, dtype=np.float64)
@@ -114,15 +135,15 @@ class _ClipCollector:
             return  # no clip needs this frame: it is never converted
         image = self._convert(frame)
         for i in range(self.lo, self.next):
-            self.out[i, self.fill[i]] = image
+            self.out[i, :, self.fill[i]] = image
             self.fill[i] += 1
             self.last[i] = t
         while self.lo < self.next and self.fill[self.lo] == self.length:
             self.lo += 1
 
     def _convert(self, frame: av.VideoFrame) -> np.ndarray:
-        """``(S, S, 3)`` uint8: short side (or the whole frame, to ``resize``) resized in swscale (area
-        averaging: anti-aliased downscale, and faster than its bilinear here), centre crop sliced, display
+        """``(K, S, S, 3)`` uint8: short side (or the whole frame, to ``resize``) resized in swscale (area
+        averaging: anti-aliased downscale, and faster than its bilinear here), the ``K`` crops sliced, display
         rotation applied.
 
         swscale writes planar RGB (``gbrp``), which PyAV interleaves as RGB: the same pixels as ``rgb24``
@@ -135,16 +156,18 @@ class _ClipCollector:
         except ValueError:  # a PyAV that cannot return planar RGB as an array
             self.format = "rgb24"
             return self._convert(frame)
-        top, left = (nh - self.size) // 2, (nw - self.size) // 2
-        crop = rgb[top:top + self.size, left:left + self.size]
-        return np.rot90(crop, turns) if turns else crop
+        crops = [rgb[top:top + self.size, left:left + self.size]
+                 for top, left in crop_offsets(nw, nh, self.size, self.crops, turns)]
+        if turns:
+            crops = [np.rot90(c, turns) for c in crops]
+        return crops[0][None] if len(crops) == 1 else np.stack(crops)
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(n, T, S, S, 3)`` clips that got at least one frame (short ones repeat their last frame) and
+        """``(n, K, T, S, S, 3)`` clips that got at least one frame (short ones repeat their last frame) and
         ``(n,)`` centre times in seconds."""
         n = self.next
         for i in range(self.lo, n):
             got = int(self.fill[i])
-            self.out[i, got:] = self.out[i, got - 1]
+            self.out[i, :, got:] = self.out[i, :, got - 1:got]
         times = (self.first[:n] + self.last[:n] + self.step) / 2.0
         return self.out[:n], times

@@ -41,7 +41,8 @@ class DecodedVideo:
     ``clips`` ``(n, T, S, S, 3)`` uint8 RGB, ``clip_times`` ``(n,)`` clip centres in seconds, ``audio``
     ``(samples,)`` float32 mono at ``LogMel.sample_rate`` (None: no audio stream or nothing decoded),
     ``fps`` and ``duration`` as decoded, ``status`` one of ``cavnet.extract.status.DECODE_STATUSES``,
-    ``error`` a one-line message.
+    ``error`` a one-line message. ``crops``: ``(n, K, T, S, S, 3)`` every spatial crop when ``K`` > 1 were
+    asked for (``clips`` is then the centre one, ``crops[:, K // 2]``), else None.
     """
 
     clips: np.ndarray
@@ -51,6 +52,11 @@ class DecodedVideo:
     duration: float
     status: str
     error: str = ""
+    crops: np.ndarray | None = None
+
+    def all_crops(self) -> np.ndarray:
+        """``(n, K, T, S, S, 3)``: ``crops``, or the clips as the one crop."""
+        return self.crops if self.crops is not None else self.clips[:, None]
 
 
 def error_message(exc: BaseException) -> str:
@@ -68,18 +74,19 @@ def _result(sampling: ClipSampling, status: str, error: str = "", audio: np.ndar
 
 
 def decode_video(path: str, sampling: ClipSampling, logmel: LogMel, segments: int,
-                 threads: int = 0) -> DecodedVideo:
+                 threads: int = 0, crops: int = 1) -> DecodedVideo:
     """Decode ``path`` into up to ``sampling.clips`` clips and its mono audio at ``logmel.sample_rate``.
 
     ``segments`` <= 0 skips the audio stream (``audio`` is None and the status speaks for the video only).
-    ``threads`` is FFmpeg's decoder thread count (0: automatic). Never raises for bad media.
+    ``threads`` is FFmpeg's decoder thread count (0: automatic). ``crops``: 1 (the centre crop) or 3 (start,
+    centre and end along the long side, in ``DecodedVideo.crops``). Never raises for bad media.
     """
     problem = file_problem(path)
     if problem is not None:
         return _result(sampling, *problem)
     try:
         with open_media(path) as container:
-            return _decode_container(container, sampling, logmel, segments, threads)
+            return _decode_container(container, sampling, logmel, segments, threads, crops)
     except Exception as exc:  # av raises many types on open (InvalidDataError, OSError, ...): all are bad media
         return _result(sampling, DECODE_ERROR, refused_message(error_message(exc)))
 
@@ -112,18 +119,21 @@ def decode_threads() -> int:
 
 
 def decode_with(decoder: str, path: str, sampling: ClipSampling, logmel: LogMel, segments: int,
-                threads: int = 0, device: str = "cpu") -> DecodedVideo:
+                threads: int = 0, device: str = "cpu", crops: int = 1) -> DecodedVideo:
     """:func:`decode_video` with the ``decoder`` an :class:`~cavnet.extract.config.ExtractConfig` names:
-    ``pyav`` (this module) or ``torchcodec`` (:mod:`.tcdecode`; ``device`` "cuda" lets it use NVDEC)."""
+    ``pyav`` (this module) or ``torchcodec`` (:mod:`.tcdecode`; ``device`` "cuda" lets it use NVDEC; the
+    centre crop only)."""
     if decoder == "torchcodec":
+        if crops != 1:
+            raise ValueError("the torchcodec decoder cuts the centre crop only")
         from .tcdecode import decode_video_torchcodec
 
         return decode_video_torchcodec(path, sampling, logmel, segments, threads, device)
-    return decode_video(path, sampling, logmel, segments, threads)
+    return decode_video(path, sampling, logmel, segments, threads, crops)
 
 
 def _decode_container(container: av.container.InputContainer, sampling: ClipSampling, logmel: LogMel,
-                      segments: int, threads: int) -> DecodedVideo:
+                      segments: int, threads: int, crops: int = 1) -> DecodedVideo:
     vstream = video_stream(container)
     astream = container.streams.audio[0] if container.streams.audio and segments > 0 else None
     audio = _AudioCollector(logmel.sample_rate) if astream is not None else None
@@ -141,7 +151,7 @@ def _decode_container(container: av.container.InputContainer, sampling: ClipSamp
         expected = _scan_seconds(container.name, fps)
     n_plan = valid_count(expected * fps, sampling.frames, sampling.clips)
     starts = uniform_starts(expected, sampling.frames / fps, n_plan)
-    clips = _ClipCollector(starts, sampling, fps)
+    clips = _ClipCollector(starts, sampling, fps, crops)
     origin = float(vstream.start_time * vstream.time_base) if vstream.start_time is not None else None
     skipper = _GapSkipper(vstream, clips, origin) if origin is not None else None
     on_video = _video_handler(clips, origin, fps, skipper)
@@ -158,7 +168,8 @@ def _decode_container(container: av.container.InputContainer, sampling: ClipSamp
         return _result(sampling, DECODE_ERROR, message or "no video frame decoded", wave, fps, 0.0)
     status, error = _status(clips.seen, decoded, expected, fps, vstream.frames, errors, message,
                             segments > 0 and wave is None)
-    return DecodedVideo(frames, times, wave, fps, decoded, status, error)
+    return DecodedVideo(frames[:, crops // 2], times, wave, fps, decoded, status, error,
+                        frames if crops > 1 else None)
 
 
 def _status(seen: int, decoded: float, expected: float, fps: float, container_frames: int, errors: int,

@@ -1,6 +1,8 @@
 """``cavnet check STORE.h5``: validate a feature store against docs/store.md and say exactly what is wrong.
 
-Checked: the format version and root attributes; every dataset's presence, shape and dtype against the
+Checked: the format version (1, from before spatial views, or 2) and root attributes; the views a store
+records (``dims``, the config's ``--views``/``--flip``, the root attributes) against each other and
+``visual/views``, whose centre view is ``visual/clips``; every dataset's presence, shape and dtype against the
 recorded config and dims; statuses known and adding up to ``num_videos``; unique ids; labels in range;
 masks against statuses (failed videos have none, usable ones a clip, ``no_audio`` no audio, masks are
 prefixes, padding is zero); every feature finite; class embeddings unit length; every label-text set
@@ -23,7 +25,7 @@ from cavnet.extract.provenance import random_weights_note
 from cavnet.extract.status import CLEAN, KNOWN, NO_AUDIO, USABLE
 from cavnet.extract.store.headers import read_header
 from cavnet.extract.store.reader import strings
-from cavnet.extract.store.writer import FORMAT_VERSION, StoreDims, stray_tmp_files
+from cavnet.extract.store.writer import READABLE_VERSIONS, StoreDims, stray_tmp_files, view_attrs
 
 _EXAMPLES = 5
 
@@ -44,8 +46,10 @@ class CheckResult:
         if self.ok:
             f = self.facts
             counts = ", ".join(f"{k} {v}" for k, v in f["statuses"].items())
-            return [f"{self.path}: ok; format {FORMAT_VERSION}, {f['videos']} videos ({counts}); "
-                    f"n={f['clips']} clips x {f['visual_dim']}, m={f['segments']} segments x {f['audio_dim']}, "
+            views = f" x {f['views']} views" if f["views"] > 1 else ""
+            return [f"{self.path}: ok; format {f['format']}, {f['videos']} videos ({counts}); "
+                    f"n={f['clips']} clips x {f['visual_dim']}{views}, "
+                    f"m={f['segments']} segments x {f['audio_dim']}, "
                     f"text {f['text_dim']}, {f['classes']} classes; text sets "
                     f"{', '.join(f.get('text_sets', ['default']))}"] + [f["random_weights"]] * bool(f["random_weights"])
         return [f"{self.path}: {len(self.problems)} problem(s)"] + [f"  - {p}" for p in self.problems]
@@ -62,8 +66,8 @@ def _header(f: h5py.File, problems: list[str]) -> tuple[StoreDims, int] | None:
     from cavnet.extract.config import ExtractConfig
 
     version = f.attrs.get("format_version")
-    if version is None or int(version) != FORMAT_VERSION:
-        problems.append(f"format_version is {version}, this cavnet reads {FORMAT_VERSION}")
+    if version is None or int(version) not in READABLE_VERSIONS:
+        problems.append(f"format_version is {version}, this cavnet reads {', '.join(map(str, READABLE_VERSIONS))}")
         return None
     for name in ("cavnet_version", "config", "dims", "text_model", "num_videos"):
         if name not in f.attrs:
@@ -79,8 +83,24 @@ def _header(f: h5py.File, problems: list[str]) -> tuple[StoreDims, int] | None:
         problems.append(f"dims say {dims.clips} clips / {dims.segments} segments, the config "
                         f"{config.sampling.clips} / {config.audio_sampling.segments}")
     _check_backbone_dims(config, dims, problems)
+    _check_views(f, config, dims, int(version), problems)
     n = int(f.attrs.get("num_videos", f["videos/id"].shape[0] if "videos/id" in f else 0))
     return dims, n
+
+
+def _check_views(f: h5py.File, config: Any, dims: StoreDims, version: int, problems: list[str]) -> None:
+    """The views of ``dims``, of the config and of the root attributes agree (format 1: one view)."""
+    if dims.views != config.views.count:
+        problems.append(f"dims say {dims.views} views, the config {config.views.count} "
+                        f"(--views {config.views.crops}{' --flip' if config.views.flip else ''})")
+    if version < 2:
+        if dims.views != 1:
+            problems.append(f"a format-1 store with {dims.views} views (format 1 has one)")
+        return
+    want = view_attrs(f.attrs["config"], dims)
+    got = {k: f.attrs.get(k) for k in want}
+    if any(got[k] is None or type(want[k])(got[k]) != want[k] for k in want):
+        problems.append(f"root attributes views/crops/flip are {got}, the config and dims say {want}")
 
 
 def _check_backbone_dims(config: Any, dims: StoreDims, problems: list[str]) -> None:
@@ -104,6 +124,8 @@ def _layout(dims: StoreDims, n: int, c: int, dt: int) -> dict[str, tuple[tuple[i
                 "videos/fps": ((n,), "float32"),
                 "visual/clips": ((n, dims.clips, dims.visual_dim), "float16"),
                 "visual/mask": ((n, dims.clips), "bool"),
+                **({"visual/views": ((n, dims.clips, dims.views, dims.visual_dim), "float16")} if dims.views > 1
+                   else {}),
                 "audio/segments": ((n, dims.segments, dims.audio_dim), "float16"),
                 "audio/mask": ((n, dims.segments), "bool"), "text/video": ((n, dt), "float16"),
                 "classes/name": ((c,), "str"), "classes/prompt": ((c,), "str"),
@@ -127,6 +149,9 @@ def _check_layout(f: h5py.File, dims: StoreDims, n: int, problems: list[str]) ->
         elif f[name].shape != shape or _kind(f[name]) != kind:
             problems.append(f"{name} is {f[name].shape} {_kind(f[name])}, expected {shape} {kind}")
             sound = False
+    if dims.views == 1 and "visual/views" in f:
+        problems.append("visual/views present in a store of one view")
+        sound = False
     texts = f.get("text/string")  # optional: stores written before it lack it
     if texts is not None and (texts.shape != (n,) or _kind(texts) != "str"):
         problems.append(f"text/string is {texts.shape} {_kind(texts)}, expected {(n,)} str")
@@ -197,6 +222,24 @@ def _check_values(f: h5py.File, problems: list[str]) -> None:
         problems.append(f"classes/embedding: rows not unit length (norms {norms.min():.3f}..{norms.max():.3f})")
 
 
+def _check_view_values(f: h5py.File, dims: StoreDims, config_json: str, problems: list[str]) -> None:
+    """``visual/views``: finite, zero padding, and its centre view is ``visual/clips``; block by block."""
+    ids, ds = strings(f["videos/id"]), f["visual/views"]
+    centre = view_attrs(config_json, dims)["crops"] // 2
+    rows = ds.chunks[0] if ds.chunks else 64
+    bad = {"non-finite values": np.zeros(len(ids), bool), "non-zero padding": np.zeros(len(ids), bool),
+           "a centre view that differs from visual/clips": np.zeros(len(ids), bool)}
+    for lo in range(0, ds.shape[0], rows):
+        block, mask, clips = ds[lo:lo + rows], f["visual/mask"][lo:lo + rows], f["visual/clips"][lo:lo + rows]
+        at = slice(lo, lo + len(block))
+        bad["non-finite values"][at] = ~np.isfinite(block).all(axis=(1, 2, 3))
+        bad["non-zero padding"][at] = ((block != 0).any(axis=(2, 3)) & ~mask).any(axis=1)
+        bad["a centre view that differs from visual/clips"][at] = (block[:, :, centre] != clips).any(axis=(1, 2))
+    for what, rows_bad in bad.items():
+        if rows_bad.any():
+            problems.append(f"visual/views: {what} in {int(rows_bad.sum())} rows ({_ids(ids, rows_bad)})")
+
+
 def _check_leftovers(path: Path, problems: list[str]) -> None:
     shard_dir = path.with_name(path.name + ".shards")
     if shard_dir.exists():
@@ -236,10 +279,13 @@ def _check_file(path: Path, result: CheckResult) -> None:
         counts = _check_rows(f, n, result.problems)
         _check_masks(f, result.problems)
         _check_values(f, result.problems)
+        if dims.views > 1:
+            _check_view_values(f, dims, f.attrs["config"], result.problems)
         from cavnet.extract.store.text_sets import check_text_sets
 
         sets = check_text_sets(f, result.problems)
         result.facts = {"text_sets": sets, "videos": n, "statuses": counts, "clips": dims.clips,
+                        "views": dims.views, "format": int(f.attrs["format_version"]),
                         "segments": dims.segments,
                         "visual_dim": dims.visual_dim, "audio_dim": dims.audio_dim,
                         "text_dim": f["text/video"].shape[1], "classes": f["classes/name"].shape[0],

@@ -57,7 +57,8 @@ def export_npy(store: FeatureStore, out: Path) -> int:
                 if vid in ids or "/" in vid or vid in ("", ".", ".."):
                     raise CavnetError(f"{store.path}: video id {vid!r} cannot name a file (duplicate or a path)")
                 ids.add(vid)
-                for key, name in (("visual/clips", "visual"), ("visual/mask", "visual_mask"),
+                views = (("visual/views", "visual_views"),) if "visual/views" in b else ()  # (n, V, Dv)
+                for key, name in (("visual/clips", "visual"), ("visual/mask", "visual_mask"), *views,
                                   ("audio/segments", "audio"), ("audio/mask", "audio_mask"), ("text/video", "text")):
                     with atomic(out / f"{vid}_{name}.npy", mode="wb", sync=False) as npy:
                         np.save(npy, b[key][i])

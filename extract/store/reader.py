@@ -12,7 +12,7 @@ import numpy as np
 from cavnet.extract.config import ExtractConfig
 from cavnet.extract.store.headers import read_header
 from cavnet.extract.status import USABLE
-from cavnet.extract.store.writer import FORMAT_VERSION, StoreDims, StoreError
+from cavnet.extract.store.writer import READABLE_VERSIONS, StoreDims, StoreError
 
 
 REQUIRED = ("videos/id", "videos/split", "videos/label", "videos/status", "visual/clips", "visual/mask",
@@ -87,7 +87,8 @@ def damage_message(path: Path, error: str) -> str:
 
 
 class FeatureStore:
-    """A read-only view of one store file; refuses other format versions."""
+    """A read-only view of one store file; refuses format versions other than ``READABLE_VERSIONS`` (a
+    format-1 store reads as one view per clip: ``views`` 1)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path, self._f = Path(path), None
@@ -111,8 +112,10 @@ class FeatureStore:
     def _open(self, missing: list[str]) -> None:
         attrs = self._f.attrs
         version = int(attrs.get("format_version", -1))
-        if version != FORMAT_VERSION:
-            raise StoreError(f"{self.path}: store format version {version}, this cavnet reads {FORMAT_VERSION}")
+        if version not in READABLE_VERSIONS:
+            raise StoreError(f"{self.path}: store format version {version}, this cavnet reads "
+                             f"{', '.join(map(str, READABLE_VERSIONS))}")
+        self.format_version = version
         if "num_videos" not in attrs:
             raise StoreError(f"{self.path}: a shard or an unfinished store, not a consolidated one")
         if missing:
@@ -120,11 +123,41 @@ class FeatureStore:
                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
         self.config = ExtractConfig.from_json(attrs["config"])
         self.dims = StoreDims(**json.loads(attrs["dims"]))
+        if self.dims.views > 1 and "visual/views" not in self._f:
+            raise StoreError(f"store {self.path} is damaged: dataset visual/views is missing")
         self.text_model = str(attrs["text_model"])
         self.class_names = list(strings(self._f["classes/name"]))
         self.class_embedding = self._f["classes/embedding"][()].astype(np.float32)
         self.num_videos = int(attrs["num_videos"])
         self.chunk_rows = self._f["visual/clips"].chunks[0] if self._f["visual/clips"].chunks else 64
+
+    @property
+    def views(self) -> int:
+        """Spatial views per clip (``visual/views``); 1 for a store of format 1 or extracted without --views."""
+        return self.dims.views
+
+    @property
+    def centre_view(self) -> int:
+        """The index of the centre, unflipped view in ``read_views``' view axis."""
+        return self.config.views.centre if self.views > 1 else 0
+
+    def require_views(self, count: int, what: str) -> None:
+        """Refuse, in one line, a store with fewer than ``count`` views per clip (``what`` needs them)."""
+        if self.views < count:
+            old = " (format 1, from before spatial views)" if self.format_version < 2 else ""
+            raise StoreError(f"{self.path}: {what} needs {count} views per clip, this store{old} holds "
+                             f"{self.views}; re-extract it with --views")
+
+    def read_views(self, index: np.ndarray) -> np.ndarray:
+        """Every spatial view of rows ``index`` (sorted, unique): ``(B, n, V, Dv)`` float32; a store of one
+        view gives its clips as view 0."""
+        if self.views == 1:
+            return self.read(index).visual[:, :, None]
+        index = np.asarray(index, dtype=np.int64)
+        runs = _runs(index)
+        if not runs:
+            return self._empty("visual/views").astype(np.float32)
+        return np.concatenate([self._f["visual/views"][a:b] for a, b in runs]).astype(np.float32)
 
     @property
     def text_dim(self) -> int:

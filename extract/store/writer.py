@@ -1,4 +1,8 @@
-"""The HDF5 feature store, format version 1 (docs/store.md): shard files, consolidation and reading.
+"""The HDF5 feature store, format version 2 (docs/store.md): shard files, consolidation and reading.
+
+Format 2 added the spatial views: ``visual/views`` (N, n, V, Dv) when a store holds V > 1 views per clip
+(``visual/clips`` stays the centre view), the root attributes ``views``, ``crops`` and ``flip``, and
+``views`` in ``dims``. A format-1 store is a format-2 store of one view; the reader takes both.
 
 A shard holds the rows ``[start, start + count)`` of the manifest. It is written to a ``.tmp`` name,
 flushed, fsynced and ``os.replace``d: the final name is the commit, so a shard either exists whole or
@@ -22,7 +26,8 @@ from cavnet.errors import CavnetError
 from cavnet.extract.manifest import Manifest, ManifestRow
 from cavnet.extract.store.fsfault import as_os_error, h5_dealloc_errors
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # format 1: before spatial views, read as one view
 _STR = h5py.string_dtype("utf-8")
 _ROW_FIELDS = ("id", "split", "path", "status", "error")
 
@@ -33,17 +38,20 @@ class StoreError(CavnetError):
 
 @dataclass(frozen=True)
 class StoreDims:
-    """Fixed per-store sizes: ``clips`` n, ``segments`` m, feature widths Dv, Da."""
+    """Fixed per-store sizes: ``clips`` n, ``segments`` m, feature widths Dv, Da, ``views`` V spatial views
+    per clip (format 1 stores have none recorded: 1)."""
 
     clips: int
     segments: int
     visual_dim: int
     audio_dim: int
+    views: int = 1
 
 
 @dataclass
 class VideoFeatures:
-    """What stage one made of one video: ``visual`` (n_valid, Dv), ``audio`` (m_valid, Da) float32."""
+    """What stage one made of one video: ``visual`` (n_valid, Dv) the centre view, ``audio`` (m_valid, Da)
+    float32; ``views`` (n_valid, V, Dv) every spatial view when V > 1, else None."""
 
     status: str
     error: str
@@ -51,6 +59,7 @@ class VideoFeatures:
     fps: float
     visual: np.ndarray
     audio: np.ndarray
+    views: np.ndarray | None = None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -108,9 +117,10 @@ def commit_h5(path: Path, write: Callable[[h5py.File], None], before_commit: Com
     _fsync_dir(path.parent)
 
 
-def _pad(rows: Sequence[np.ndarray], length: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stack variable-length ``(k_i, dim)`` arrays into ``(N, length, dim)`` float16 and a ``(N, length)`` mask."""
-    out = np.zeros((len(rows), length, dim), np.float16)
+def _pad(rows: Sequence[np.ndarray], length: int, *dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stack variable-length ``(k_i, *dim)`` arrays into ``(N, length, *dim)`` float16 and a ``(N, length)``
+    mask."""
+    out = np.zeros((len(rows), length, *dim), np.float16)
     mask = np.zeros((len(rows), length), bool)
     for i, arr in enumerate(rows):
         k = min(len(arr), length)
@@ -127,9 +137,13 @@ def write_shard(path: Path, start: int, rows: Sequence[ManifestRow], feats: Sequ
         raise ValueError("one VideoFeatures per manifest row")
     visual, vmask = _pad([f.visual for f in feats], dims.clips, dims.visual_dim)
     audio, amask = _pad([f.audio for f in feats], dims.segments, dims.audio_dim)
+    views = (_pad([_views_of(x, dims) for x in feats], dims.clips, dims.views, dims.visual_dim)[0]
+             if dims.views > 1 else None)
 
     def write(f: h5py.File) -> None:
         f.attrs.update(format_version=FORMAT_VERSION, config=config_json, start=start, count=len(rows))
+        if views is not None:
+            f["visual/views"] = views
         f["videos/id"] = np.array([r.video_id for r in rows], dtype=object).astype(_STR)
         f.create_dataset("videos/status", data=[x.status for x in feats], dtype=_STR)
         f.create_dataset("videos/error", data=[x.error for x in feats], dtype=_STR)
@@ -139,6 +153,22 @@ def write_shard(path: Path, start: int, rows: Sequence[ManifestRow], feats: Sequ
         f["audio/segments"], f["audio/mask"] = audio, amask
 
     commit_h5(path, write, before_commit)
+
+
+def _views_of(feats: VideoFeatures, dims: StoreDims) -> np.ndarray:
+    """``(k, V, Dv)`` every view of a video's clips (a failed video has none)."""
+    if feats.views is not None and feats.views.shape[1:] == (dims.views, dims.visual_dim):
+        return feats.views
+    if len(feats.visual) == 0:
+        return np.zeros((0, dims.views, dims.visual_dim), np.float32)
+    raise ValueError(f"{len(feats.visual)} clips without their {dims.views} views")
+
+
+def view_attrs(config_json: str, dims: StoreDims) -> dict[str, object]:
+    """The root attributes that say a store's spatial views: ``views`` V, ``crops`` along the long side,
+    ``flip``."""
+    spec = json.loads(config_json).get("views") or {}
+    return {"views": dims.views, "crops": int(spec.get("crops", 1)), "flip": bool(spec.get("flip", False))}
 
 
 def read_shard(path: Path) -> dict[str, np.ndarray]:
@@ -202,7 +232,8 @@ def consolidate(out: Path, shards: Sequence[Path], manifest: Manifest, dims: Sto
 
     def write(f: h5py.File) -> None:
         f.attrs.update(format_version=FORMAT_VERSION, cavnet_version=version, config=config_json,
-                       text_model=texts.text_model, dims=json.dumps(dims.__dict__), num_videos=n)
+                       text_model=texts.text_model, dims=json.dumps(dims.__dict__), num_videos=n,
+                       **view_attrs(config_json, dims))
         rows = manifest.rows
         f.create_dataset("videos/id", data=[r.video_id for r in rows], dtype=_STR)
         f.create_dataset("videos/split", data=[r.split for r in rows], dtype=_STR)
@@ -215,6 +246,9 @@ def consolidate(out: Path, shards: Sequence[Path], manifest: Manifest, dims: Sto
         f.create_dataset("visual/clips", shape=(n, dims.clips, dims.visual_dim), dtype=np.float16,
                          chunks=(chunk_rows, dims.clips, dims.visual_dim))
         f.create_dataset("visual/mask", shape=(n, dims.clips), dtype=bool, chunks=(chunk_rows, dims.clips))
+        if dims.views > 1:
+            shape = (dims.clips, dims.views, dims.visual_dim)
+            f.create_dataset("visual/views", shape=(n, *shape), dtype=np.float16, chunks=(chunk_rows, *shape))
         f.create_dataset("audio/segments", shape=(n, dims.segments, dims.audio_dim), dtype=np.float16,
                          chunks=(chunk_rows, dims.segments, dims.audio_dim))
         f.create_dataset("audio/mask", shape=(n, dims.segments), dtype=bool, chunks=(chunk_rows, dims.segments))
@@ -263,7 +297,7 @@ def _copy_base(f: h5py.File, base: Path, manifest: Manifest, seen: np.ndarray, b
             raise StoreError(f"{base}: its videos are not the first rows of the grown store")
         for lo in range(0, len(ids), block):
             hi = min(lo + block, len(ids))
-            for key in GROWN_KEYS + (("text/string",) if "text/string" in f else ()):
+            for key in GROWN_KEYS + tuple(k for k in ("text/string", "visual/views") if k in f):
                 f[key][lo:hi] = b[key][lo:hi]
     seen[:len(ids)] = True
 
@@ -275,7 +309,8 @@ def _copy_shard(f: h5py.File, data: dict[str, np.ndarray], manifest: Manifest, s
     expected = [r.video_id for r in manifest.rows[sl]]
     if list(data["videos/id"]) != expected or seen[sl].any():
         raise StoreError(f"shard at row {start} does not match the manifest (was the corpus changed?)")
-    for key in ("videos/status", "videos/error", "videos/duration", "videos/fps",
-                "visual/clips", "visual/mask", "audio/segments", "audio/mask"):
+    keys = ("videos/status", "videos/error", "videos/duration", "videos/fps",
+            "visual/clips", "visual/mask", "audio/segments", "audio/mask")
+    for key in keys + (("visual/views",) if "visual/views" in f else ()):
         f[key][sl] = data[key]
     seen[sl] = True

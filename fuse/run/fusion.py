@@ -60,7 +60,7 @@ class Splits:
         _check_split(store, train_idx, tcfg.train_split, need_labels)
         _check_split(store, val_idx, tcfg.val_split, False)
         budget = int(tcfg.memory_budget_gb * 2**30)
-        return cls(open_split(store, train_idx, tcfg.targets, tcfg.stream, budget, device),
+        return cls(open_split(store, train_idx, tcfg.targets, tcfg.stream, budget, device, tcfg.train_views),
                    open_split(store, val_idx, "label", tcfg.stream, budget, device),
                    {"train": skipped_train, "val": skipped_val})
 
@@ -197,6 +197,16 @@ class FusionRun(TrainingRun):
         sc = score(self.model, self.splits.val.batches(512), self.scoring_classes(), self.fcfg.head, self.device)
         return accuracy_metrics(sc.scores, sc.labels, self.fcfg.num_classes)
 
+    def protocol(self) -> dict[str, str]:
+        """What the run trains and validates on, in views (``fuse.views.protocol``)."""
+        from cavnet.fuse.views import protocol
+
+        train = self.splits.train
+        held = getattr(train, "views", 1)
+        how = (f"one of {held} views per video per epoch, drawn at random" if held > 1 and
+               getattr(train, "mode", "") == "random" else "the centre view")
+        return {"train": how, "val": protocol(self.store, views=False)}
+
     def report(self, line: dict[str, Any]) -> None:
         self.echo(_epoch_line(line, pretrain=self.splits.val is None))
 
@@ -205,6 +215,8 @@ class FusionRun(TrainingRun):
         train, val = self.splits.train, self.splits.val
         self.folder.start({**record, "fusion": self.fcfg.to_dict(), "train": self.tcfg.to_dict(),
                            "skipped_rows": self.splits.skipped}, self._resumed, self.store)
+        if self.folder.record:
+            self.folder.record["protocol"] = self.protocol()  # run.json says it too
         how = ("streamed" if isinstance(train, StreamedSplit) else
                f"on {train.device}" if train.device.type == "cuda" else "in RAM")
         echo(f"train {len(train)} videos, val {len(val) if val is not None else 0} ({how}); skipped unusable rows: "

@@ -3,7 +3,8 @@ it (the corpus is a superset: only the new videos are extracted), or write it an
 
 A grown store keeps its rows where they were and appends the new videos in manifest order; the labels,
 splits and class table of every row come from the new corpus. Anything else is refused: another
-configuration, or a corpus that lacks some of the store's videos.
+configuration (other spatial views among them: a store keeps its ``--views``/``--flip``, and one from before
+views, format 1, has one), or a corpus that lacks some of the store's videos.
 """
 
 from __future__ import annotations
@@ -68,10 +69,18 @@ def _read_existing(out: Path, config: ExtractConfig) -> StoreIndex:
     except (OSError, KeyError, RuntimeError, TypeError) as exc:
         raise CavnetError(f"{out} exists but is not a cavnet store ({exc}); use another --out") from None
     recorded = ExtractConfig.from_json(index.config, f"{out} config")
+    if recorded.views != config.views:  # a store from before views (format 1) records none: one view
+        raise CavnetError(f"{out} holds {_views(recorded)} per clip, this extraction asks {_views(config)}: a store "
+                          "grows only with the views it has; use another --out")
     if recorded.content_key() != config.content_key():
         diff = first_difference(recorded.content_key(), config.content_key())
         raise CavnetError(f"{out} was extracted with a different configuration ({diff}); use another --out")
     return index
+
+
+def _views(config: ExtractConfig) -> str:
+    v = config.views
+    return f"{v.count} view(s) (--views {v.crops}{' --flip' if v.flip else ''})"
 
 
 def first_difference(a: dict, b: dict, prefix: str = "") -> str:

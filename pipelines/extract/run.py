@@ -180,7 +180,7 @@ def _run_locked(manifest: Manifest, config: ExtractConfig, opts: RunOptions, out
         from cavnet.pipelines.extract.tasks import run_shards
         run_shards(todo, config, opts, len(plan.todo), len(shards) - len(todo), echo, progress, on_shard)
     dims = StoreDims(config.sampling.clips, config.audio_sampling.segments,
-                     feature_dim(config, "visual"), feature_dim(config, "audio"))
+                     feature_dim(config, "visual"), feature_dim(config, "audio"), config.views.count)
     texts = embed_texts(plan.todo, config, opts.device)
     try:
         consolidate(out, [Path(s.path) for s in shards], plan.rows, dims, texts, config.to_json(), __version__,

@@ -73,7 +73,7 @@ def decode_row(row: ManifestRow, config: ExtractConfig, armed: dict[str, str] | 
     """Decode one manifest row; the tests' fault hook runs first, with the faults ``armed`` by the process
     that handed the row over (None: this process's). ``device``: see :func:`decode_device`."""
     faults.before_open(row.path, armed)
-    return decode_item(row, config, device=device)
+    return decode_item(row, config, device=device, views=True)
 
 
 def decode_device(config: ExtractConfig, opts: RunOptions) -> str:
@@ -209,7 +209,7 @@ def run_shard(spec: ShardSpec, config_json: str, opts: RunOptions) -> ShardResul
         feats = _features(spec, config, opts)
         embedder = worker_embedder(config, opts)
         dims = StoreDims(config.sampling.clips, config.audio_sampling.segments, embedder.visual_dim,
-                         embedder.audio_dim)
+                         embedder.audio_dim, config.views.count)
         write_shard(Path(spec.path), spec.start, spec.rows, feats, dims, config_json, faults.before_commit)  # type: ignore[arg-type]
     return ShardResult(spec.index, dict(Counter(vf.status for vf in feats)),  # type: ignore[union-attr]
                        time.perf_counter() - t0, f"pid {os.getpid()}", *_memory())
