@@ -24,7 +24,7 @@ from cavnet.extract.store.fsfault import check_writable, describe
 from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.data import open_split
-from cavnet.fuse.engine import score
+from cavnet.fuse.modality import modality_metrics, score_modalities
 from cavnet.fuse.metrics import Scores, confusion, prediction_rows, split_metrics
 from cavnet.fuse.run.folder import now, run_record, write_run_record
 from cavnet.pipelines.options import EvaluateOptions
@@ -46,7 +46,7 @@ def evaluate_command(checkpoint: Path, out_dir: Path | None, opts: EvaluateOptio
         check_writable(out_dir / "per_class.csv", (f"per_class_{split}.csv", f"confusion_{split}.csv"), "--out")
     ckpt = Checkpoint.load(checkpoint)
     dev = resolve_device(opts.device)
-    record = run_record()
+    record, modalities = run_record(), None
     if corpus is not None:
         sc, names, table = _score_videos(ckpt, dev, corpus, opts, progress)
     elif ckpt.backbones_trained:
@@ -54,9 +54,12 @@ def evaluate_command(checkpoint: Path, out_dir: Path | None, opts: EvaluateOptio
                           "evaluate it on the videos (--dataset k400 --root PATH)")
     else:
         sc, names, table, record = _score_store(ckpt, dev, store, split, progress, text_set)
+        modalities = record.pop("modalities")
     result = {"split": split, "text_set": text_set or ckpt.trained_text_set,
               "checkpoint": str(Path(checkpoint).resolve()), **split_metrics(sc, len(names)),
-              "random_weights": random_weights_note(ckpt.extract_config()) if ckpt.store_config else None}
+              "random_weights": random_weights_note(ckpt.extract_config()) if ckpt.store_config else None,
+              # per-modality scores and confusion: store features only (raw videos: None, not computed)
+              "modalities": modalities}
     if out_dir is not None:
         try:
             write_reports(out_dir, split, sc.scores, sc.labels, names)
@@ -98,13 +101,19 @@ def _score_store(ckpt: Checkpoint, dev: torch.device, store_path: Path, split: s
         class_emb = (ckpt.class_table(text_set) if ckpt.text_tuned
                      else torch.from_numpy(store.text_set(name).embedding)).to(dev)
         split_data = open_split(store, index, "label", device=dev)
-        batches = tqdm(split_data.batches(512), total=-(-len(index) // 512), desc=f"evaluate {split}",
-                       unit="batch", disable=not progress, leave=False)
-        sc = score(ckpt.fusion_model().to(dev), batches, class_emb, ckpt.head, dev)
+
+        def batches():
+            return tqdm(split_data.batches(512), total=-(-len(index) // 512), desc=f"evaluate {split}",
+                        unit="batch", disable=not progress, leave=False)
+
+        # fused, audio masked, visual masked: the model's own missing-modality path (fuse.modality)
+        passes = score_modalities(ckpt.fusion_model().to(dev), batches, class_emb, ckpt.head, dev)
+        sc = passes["fused"]
         names = list(store.class_names)
         rows = store.rows()
         table = ([str(v) for v in rows.ids[index]], [names[int(c)] for c in rows.labels[index]],
                  [str(v) for v in rows.statuses[index]], sc.scores)
+        record["modalities"] = modality_metrics(passes, names)
         return sc, names, table, record
 
 
@@ -165,7 +174,31 @@ def echo_metrics(r: dict[str, Any], echo: Callable[[str], None]) -> None:
          f"mean-class {r['mean_class']:.2f}")
     echo(f"{split} with audio: {a['count']} videos  top-1 {a['top1']:.2f}  top-5 {a['top5']:.2f}  "
          f"mean-class {a['mean_class']:.2f}")
+    for line in modality_lines(r.get("modalities"), split):
+        echo(line)
     if r.get("random_weights"):
         echo(r["random_weights"])
     if "statuses" in r:
         echo(f"{split} decode statuses: " + ", ".join(f"{k} {v}" for k, v in r["statuses"].items()))
+
+
+def modality_lines(m: dict[str, Any] | None, split: str) -> list[str]:
+    """The per-modality lines of the summary: each scoring's top-1/top-5 (all videos, with audio) and the
+    modality confusion both ways."""
+    if not m:
+        return []
+    out = []
+    for key, label in (("fused", "fused"), ("visual_only", "visual only (audio masked)"),
+                       ("audio_only", "audio only (visual masked)")):
+        s = m.get(key)
+        if s:
+            a = s["audio_present"]
+            out.append(f"{split} {label}: top-1 {s['top1']:.2f}  top-5 {s['top5']:.2f}; with audio top-1 "
+                       f"{a['top1']:.2f}  top-5 {a['top5']:.2f}")
+    for key, label in (("visual_right_fused_wrong", "visual right, fused wrong"),
+                       ("audio_right_fused_wrong", "audio right, fused wrong")):
+        c = m.get(key)
+        if c:
+            out.append(f"{split} modality confusion, {label}: {c['percent']:.2f}% "
+                       f"({c['fused_wrong']} of {c['single_right']})")
+    return out
