@@ -175,10 +175,11 @@ def train_options(f):
                                  "text_encoder_lr": TEXT_ENCODER_HELP,
                                  "eval_every": "score val every N epochs (0: after the last only)",
                                  "checkpoint_every": "write last.pt / best.pt every N epochs (0: at the end)",
-                                 "text_set": TEXT_SET_HELP},
+                                 "text_set": TEXT_SET_HELP, "classes": CLASSES_HELP},
                    targets={"choices": TARGETS})(f)
 
 
+CLASSES_HELP = "a subset of the store's classes: FILE (one name a line) or kinetics-sounds"
 TEXT_SET_HELP = "the store's label-text set the classes are embedded with (cavnet text lists them)"
 TEXT_ENCODER_HELP = "also fine-tune the sentence encoder itself at this lr (0: frozen text embeddings)"
 FINETUNE_HELP = {
@@ -214,7 +215,8 @@ def evaluate_options(f):
                                      "decode_workers": DECODE_WORKERS_HELP + " (--dataset)",
                                      "top_k": "labels per video in the predictions CSV",
                                      "text_set": "score the classes with this label-text set [the one it "
-                                                 "trained with]"},
+                                                 "trained with]",
+                                     "classes": CLASSES_HELP + " [the checkpoint's]"},
                    batch_size={"type": click.IntRange(min=1)}, decode_workers={"type": click.IntRange(min=0)},
                    top_k={"type": click.IntRange(min=1)})(f)
 

@@ -74,6 +74,8 @@ class TrainConfig(OptimConfig):
     after the last; a killed run resumes from the last write. What is trained depends neither on it nor on
     ``eval_every``. text_set: the store's label-text set (``cavnet text``; ``default``: the extraction's
     prompts) whose class embeddings are the label targets and score val; the checkpoint scores with it too.
+    classes: train and score on a subset of the store's classes (``fuse.classes``: a file of one class name
+    a line, or ``kinetics-sounds``); None: all of them. The checkpoint's class table is the subset.
     """
 
     targets: str = "label"
@@ -83,6 +85,7 @@ class TrainConfig(OptimConfig):
     stream: bool = False
     checkpoint_every: int = 1
     text_set: str = "default"
+    classes: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -23,6 +23,7 @@ from cavnet.extract.provenance import random_weights_note
 from cavnet.extract.store.fsfault import check_writable, describe
 from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint
+from cavnet.fuse.classes import class_subset, store_view
 from cavnet.fuse.data import open_split
 from cavnet.fuse.modality import modality_metrics, score_modalities
 from cavnet.fuse.metrics import Scores, confusion, prediction_rows, split_metrics
@@ -53,7 +54,7 @@ def evaluate_command(checkpoint: Path, out_dir: Path | None, opts: EvaluateOptio
         raise CavnetError(f"{checkpoint} fine-tuned its backbones, so a store's features do not fit it: "
                           "evaluate it on the videos (--dataset k400 --root PATH)")
     else:
-        sc, names, table, record = _score_store(ckpt, dev, store, split, progress, text_set)
+        sc, names, table, record = _score_store(ckpt, dev, store, split, progress, text_set, opts.classes)
         modalities = record.pop("modalities")
     result = {"split": split, "text_set": text_set or ckpt.trained_text_set,
               "checkpoint": str(Path(checkpoint).resolve()), **split_metrics(sc, len(names)),
@@ -84,12 +85,17 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _score_store(ckpt: Checkpoint, dev: torch.device, store_path: Path, split: str,
-                 progress: bool, text_set: str | None = None) -> tuple[Scores, list[str], tuple, dict[str, Any]]:
+                 progress: bool, text_set: str | None = None,
+                 classes: str | None = None) -> tuple[Scores, list[str], tuple, dict[str, Any]]:
     """Scores of the split's usable labelled rows, the predictions table (ids, labels, statuses, scores)
-    and the run record with the store's path and fingerprint."""
+    and the run record with the store's path and fingerprint. ``classes``: a class subset of the store
+    (None: the checkpoint's, when it trained on one)."""
     from tqdm import tqdm
 
-    with FeatureStore(store_path) as store:
+    with FeatureStore(store_path) as whole:
+        subset = (class_subset(classes, list(whole.class_names)) if classes else
+                  ckpt.class_names if ckpt.train.get("classes") else None)
+        store = store_view(whole, subset, "the checkpoint's --classes")
         record = run_record(store)
         ckpt.check_matches_store(dataclasses.asdict(store.dims), store.text_dim, list(store.class_names),
                                  str(store_path))

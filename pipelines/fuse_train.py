@@ -13,6 +13,7 @@ from cavnet.extract.device import resolve_device
 from cavnet.extract.provenance import random_weights_note
 from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint
+from cavnet.fuse.classes import with_classes
 from cavnet.fuse.run.folder import hold_run_folder
 from cavnet.fuse.train_config import TrainConfig
 from cavnet.fuse.run.fusion import FusionRun, TrainResult, fusion_config_for
@@ -39,7 +40,8 @@ def run_fuse_train(store_path: Path, out: Path, tcfg: TrainConfig, model_overrid
                                                                   targets="video-text"),
                         model_overrides, resume, echo, progress)
     init_ckpt = Checkpoint.load(init) if init is not None else None
-    with FeatureStore(store_path) as store, hold_run_folder(out):
+    with FeatureStore(store_path) as whole, hold_run_folder(out):
+        store = with_classes(whole, tcfg.classes)  # a class subset: a view, nothing re-extracted
         note = random_weights_note(store.config)
         if note:
             echo(note)

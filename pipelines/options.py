@@ -14,7 +14,8 @@ class EvaluateOptions(Config):
     """How ``cavnet evaluate`` scores a checkpoint: ``split``; ``device``; for raw videos ``batch_size``
     (videos per batch) and ``decode_workers`` (None: ``extract.device.decode_workers``'s rule); ``top_k``
     labels per video in the predictions CSV; ``text_set``: the label-text set to score the classes with
-    (None: the one the checkpoint trained with)."""
+    (None: the one the checkpoint trained with); ``classes``: score on this subset of the store's classes
+    (``fuse.classes``; None: the checkpoint's own classes, a subset when it trained on one)."""
 
     split: str = "val"
     device: str = "auto"
@@ -22,6 +23,7 @@ class EvaluateOptions(Config):
     decode_workers: int | None = None
     top_k: int = 5
     text_set: str | None = None
+    classes: str | None = None
 
     def __post_init__(self) -> None:
         check_int("--batch-size", self.batch_size, 1)
