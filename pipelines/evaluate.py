@@ -95,17 +95,18 @@ def _score_store(ckpt: Checkpoint, dev: torch.device, store_path: Path, split: s
     with FeatureStore(store_path) as whole:
         subset = (class_subset(classes, list(whole.class_names)) if classes else
                   ckpt.class_names if ckpt.train.get("classes") else None)
+        cols = subset_columns(ckpt, subset)
         store = store_view(whole, subset, "the checkpoint's --classes")
         record = run_record(store)
-        ckpt.check_matches_store(dataclasses.asdict(store.dims), store.text_dim, list(store.class_names),
-                                 str(store_path))
+        ckpt.check_matches_store(dataclasses.asdict(store.dims), store.text_dim,
+                                 list((whole if cols else store).class_names), str(store_path))
         index = store.rows().select(split, labelled=True)
         if len(index) == 0:
             raise CavnetError(f"{store_path}: split {split!r} has no usable labelled videos")
         # a tuned sentence encoder embedded the class prompts anew: the checkpoint holds those embeddings
         name = text_set or ckpt.trained_text_set
         class_emb = (ckpt.class_table(text_set) if ckpt.text_tuned
-                     else torch.from_numpy(store.text_set(name).embedding)).to(dev)
+                     else torch.from_numpy((whole if cols else store).text_set(name).embedding)).to(dev)
         split_data = open_split(store, index, "label", device=dev)
 
         def batches():
@@ -114,6 +115,9 @@ def _score_store(ckpt: Checkpoint, dev: torch.device, store_path: Path, split: s
 
         # fused, audio masked, visual masked: the model's own missing-modality path (fuse.modality)
         passes = score_modalities(ckpt.fusion_model().to(dev), batches, class_emb, ckpt.head, dev)
+        if cols:  # a checkpoint of more classes scored on a subset: its columns of those classes
+            passes = {k: v if v is None else Scores(v.scores[:, cols], v.labels, v.audio_present)
+                      for k, v in passes.items()}
         sc = passes["fused"]
         names = list(store.class_names)
         rows = store.rows()
@@ -121,6 +125,17 @@ def _score_store(ckpt: Checkpoint, dev: torch.device, store_path: Path, split: s
                  [str(v) for v in rows.statuses[index]], sc.scores)
         record["modalities"] = modality_metrics(passes, names)
         return sc, names, table, record
+
+
+def subset_columns(ckpt: Checkpoint, subset: list[str] | None) -> list[int] | None:
+    """The checkpoint's class columns of ``subset`` when it trained on more classes than the subset (None
+    when it scores exactly the subset, or no subset); a class it never learnt is refused in one line."""
+    if subset is None or subset == list(ckpt.class_names):
+        return None
+    missing = [n for n in subset if n not in ckpt.class_names]
+    if missing:
+        raise CavnetError(f"--classes: the checkpoint was not trained on class {missing[0]!r}")
+    return [ckpt.class_names.index(n) for n in subset]
 
 
 def _score_videos(ckpt: Checkpoint, dev: torch.device, corpus: Corpus, opts: EvaluateOptions,
