@@ -25,7 +25,7 @@ smoke: $(STAMP)
 	$(VENV)/bin/python tools/check_install.py --lock requirements.lock
 
 demo: smoke
-	$(VENV)/bin/cavnet demo --out demo-out
+	$(VENV)/bin/cavnet demo --task hard --out demo-out
 
 test: smoke
 	$(PYTEST); rc=$$?; \

@@ -320,6 +320,7 @@ def finetune(**p) -> None:
 @train_opt("batch_size")
 @train_opt("lr")
 @train_opt("seed", help="first seed")
+@train_opt("classes", help="a subset of the store's classes: FILE (one name a line) or kinetics-sounds")
 @click.option("--d-model", type=click.IntRange(min=8), default=None, help="fusion width of every variant [256]")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1, max=MAX_WORKERS),
               help="runs in parallel")

@@ -180,12 +180,13 @@ def train_options(f):
                                  "text_encoder_lr": TEXT_ENCODER_HELP,
                                  "eval_every": "score val every N epochs (0: after the last only)",
                                  "checkpoint_every": "write last.pt / best.pt every N epochs (0: at the end)",
-                                 "text_set": TEXT_SET_HELP,
+                                 "text_set": TEXT_SET_HELP, "classes": CLASSES_HELP,
                                  "train_views": "a store with spatial views (extract --views/--flip): random: one "
                                                 "view per video per epoch; centre: the centre view only"},
                    targets={"choices": TARGETS}, train_views={"choices": TRAIN_VIEWS})(f)
 
 
+CLASSES_HELP = "a subset of the store's classes: FILE (one name a line) or kinetics-sounds"
 TEXT_SET_HELP = "the store's label-text set the classes are embedded with (cavnet text lists them)"
 TEXT_ENCODER_HELP = "also fine-tune the sentence encoder itself at this lr (0: frozen text embeddings)"
 FINETUNE_HELP = {
@@ -223,7 +224,8 @@ def evaluate_options(f):
                                      "text_set": "score the classes with this label-text set [the one it "
                                                  "trained with]",
                                      "views": "all: class scores averaged over the store's spatial views (e.g. "
-                                              "10 clips x 3 crops); centre: the centre view only"},
+                                              "10 clips x 3 crops); centre: the centre view only",
+                                     "classes": CLASSES_HELP + " [the checkpoint's]"},
                    views={"choices": EVAL_VIEWS}, batch_size={"type": click.IntRange(min=1)},
                    decode_workers={"type": click.IntRange(min=0)},
                    top_k={"type": click.IntRange(min=1)})(f)

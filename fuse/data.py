@@ -6,7 +6,7 @@ it is fed by. Shuffling is driven by a seeded ``torch.Generator`` per epoch (det
 Spatial views (a store extracted with ``--views``/``--flip``): a split opened with ``views`` ``random``
 holds every view of its rows and, given the epoch's generator, draws one view per video per epoch (after
 the epoch's order, from the same generator: reproducible and resumable); ``all`` holds them for
-``batches(view=v)`` (evaluation averages the views' scores, ``fuse.views``); ``centre`` (and any split of
+``batches(view=v)`` (evaluation averages the views' scores, ``fuse.scoring.views``); ``centre`` (and any split of
 a store of one view) reads only the centre view, as before views existed. Streamed splits read the centre view.
 """
 

@@ -83,6 +83,8 @@ class TrainConfig(OptimConfig):
     video per epoch from the epoch's seeded generator (the feature-space version of crop and flip
     augmentation), ``centre`` trains on the centre view only; a store of one view trains on it either way
     (a streamed split reads the centre view). Val is scored on the centre view.
+    classes: train and score on a subset of the store's classes (``fuse.classes``: a file of one class name
+    a line, or ``kinetics-sounds``); None: all of them. The checkpoint's class table is the subset.
     """
 
     targets: str = "label"
@@ -93,6 +95,7 @@ class TrainConfig(OptimConfig):
     checkpoint_every: int = 1
     text_set: str = "default"
     train_views: str = "random"
+    classes: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -72,6 +72,9 @@ ENCODERS = (
 PRESETS = {"paper": PAPER, "components": COMPONENTS, "fidelity": FIDELITY, "encoders": ENCODERS,
            "all": PAPER + COMPONENTS}
 METRICS = ("top1", "top5", "mean_class")
+# beside each variant's fused figure: the same checkpoint with its audio masked, with its visual masked, and
+# the modality confusion both ways (evaluate's ``modalities``; NaN where a row has no such figure)
+MODALITY = ("visual_top1", "audio_top1", "visual_confusion", "audio_confusion")
 
 
 def _run_one(store: str, run_dir: str, variant: Variant, tcfg: TrainConfig, base: dict[str, Any],
@@ -102,9 +105,25 @@ def _run_one(store: str, run_dir: str, variant: Variant, tcfg: TrainConfig, base
     r = run_fuse_train(Path(store), out, tcfg, overrides, init=init, echo=quiet, progress=False,
                        pretrain_store=external, allow_overlap=True)  # run_ablate checked it once
     result = {"variant": variant.key, "seed": tcfg.seed, **{k: r.last[k] for k in METRICS},
-              "best_top1": r.best["top1"], "epochs": r.last["epoch"]}
+              "best_top1": r.best["top1"], "epochs": r.last["epoch"], **modality_columns(Path(store), out, tcfg)}
     write_json(out / "result.json", result)
     return result
+
+
+def modality_columns(store: Path, run: Path, tcfg: TrainConfig) -> dict[str, float]:
+    """The per-modality figures of a finished run's ``last.pt`` on the val split (``evaluate``'s)."""
+    from cavnet.pipelines.evaluate import evaluate_command
+    from cavnet.pipelines.options import EvaluateOptions
+
+    m = evaluate_command(run / "last.pt", None, EvaluateOptions(split=tcfg.val_split, device=tcfg.device),
+                         store=store)["modalities"] or {}
+
+    def get(key: str, field: str) -> float:
+        return float(m[key][field]) if m.get(key) else math.nan
+
+    return {"visual_top1": get("visual_only", "top1"), "audio_top1": get("audio_only", "top1"),
+            "visual_confusion": get("visual_right_fused_wrong", "percent"),
+            "audio_confusion": get("audio_right_fused_wrong", "percent")}
 
 
 def _run_baseline(store: Path, out: Path, variant: Variant, tcfg: TrainConfig) -> dict[str, Any]:
@@ -324,8 +343,8 @@ def summarise(variants: list[Variant], results: list[dict[str, Any]]) -> list[di
     for v in variants:
         mine = [r for r in results if r["variant"] == v.key]
         row: dict[str, Any] = {"variant": v.key, "label": v.label, "group": v.group, "seeds": len(mine)}
-        for m in METRICS:
-            vals = [r[m] for r in mine]
+        for m in METRICS + MODALITY:
+            vals = [r.get(m, math.nan) for r in mine]
             mean = sum(vals) / len(vals) if vals else math.nan
             std = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
             row[f"{m}_mean"], row[f"{m}_std"] = mean, std
@@ -348,13 +367,23 @@ def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
                  out / "results.png")
 
 
-def results_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| Method | Top-1 (%) | Top-5 (%) | Mean class (%) | Seeds |", "|---|---|---|---|---|"]
+def results_table(rows: list[dict[str, Any]], protocol: str = "") -> str:
+    """The markdown table: fused top-1/top-5/mean class, then the same checkpoint's visual-only (audio
+    masked) and audio-only (visual masked) top-1 and its modality confusion (V→AV, A→AV: % of the videos one
+    modality alone gets right that the fused model gets wrong); ``protocol``: a line stating it, above."""
+    lines = ([f"Protocol: {protocol}", ""] if protocol else []) + [
+        "| Method | Top-1 (%) | Top-5 (%) | Mean class (%) | Visual only (%) | Audio only (%) | Confusion V→AV (%) "
+        "| Confusion A→AV (%) | Seeds |", "|---|---|---|---|---|---|---|---|---|"]
     group = None
     for r in rows:
         if r["group"] != group:
             group = r["group"]
-            lines.append(f"| *{group}* | | | | |")
-        cells = [f"{r[f'{m}_mean']:.1f} ± {r[f'{m}_std']:.1f}" for m in METRICS]
+            lines.append(f"| *{group}* | | | | | | | | |")
+        cells = [_cell(r, m) for m in METRICS + MODALITY]
         lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {r['seeds']} |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(row: dict[str, Any], metric: str) -> str:
+    mean, std = row.get(f"{metric}_mean", math.nan), row.get(f"{metric}_std", 0.0)
+    return "–" if mean is None or math.isnan(mean) else f"{mean:.1f} ± {std:.1f}"

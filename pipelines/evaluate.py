@@ -22,8 +22,10 @@ from cavnet.extract.provenance import random_weights_note
 from cavnet.extract.files.outputs import atomic, write_json
 from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint
+from cavnet.fuse.classes import class_subset, store_view
 from cavnet.fuse.data import open_split
-from cavnet.fuse.views import protocol, score_views
+from cavnet.fuse.scoring.modality import modality_metrics
+from cavnet.fuse.scoring.views import protocol, score_views_modalities
 from cavnet.fuse.metrics import Scores, confusion, prediction_rows, split_metrics
 from cavnet.fuse.run.folder import hold_run_folder, now, run_record, write_run_record
 from cavnet.pipelines.options import EvaluateOptions
@@ -52,7 +54,7 @@ def evaluate_command(checkpoint: Path, out_dir: Path | None, opts: EvaluateOptio
 def _evaluate(checkpoint: Path, ckpt: Checkpoint, dev: torch.device, out_dir: Path | None, opts: EvaluateOptions,
               store: Path | None, corpus: Corpus | None, progress: bool) -> dict[str, Any]:
     split, text_set = opts.split, opts.text_set
-    record = run_record()
+    record, modalities = run_record(), None
     if corpus is not None:
         sc, names, table = _score_videos(ckpt, dev, corpus, opts, progress)
         used = f"{ckpt.extract_config().sampling.clips} clips x 1 crop"
@@ -60,10 +62,14 @@ def _evaluate(checkpoint: Path, ckpt: Checkpoint, dev: torch.device, out_dir: Pa
         raise CavnetError(f"{checkpoint} fine-tuned its backbones, so a store's features do not fit it: "
                           "evaluate it on the videos (--dataset k400 --root PATH)")
     else:
-        sc, names, table, record, used = _score_store(ckpt, dev, store, split, progress, text_set, opts.views)
+        sc, names, table, record, used = _score_store(ckpt, dev, store, split, progress, text_set, opts.views,
+                                                      opts.classes)
+        modalities = record.pop("modalities")
     result = {"split": split, "text_set": text_set or ckpt.trained_text_set, "protocol": used,
               "checkpoint": str(Path(checkpoint).resolve()), **split_metrics(sc, len(names)),
-              "random_weights": random_weights_note(ckpt.extract_config()) if ckpt.store_config else None}
+              "random_weights": random_weights_note(ckpt.extract_config()) if ckpt.store_config else None,
+              # per-modality scores and confusion: store features only (raw videos: None, not computed)
+              "modalities": modalities}
     if out_dir is not None:
         write_reports(out_dir, split, sc.scores, sc.labels, names)
         ids, labels, statuses, scores = table
@@ -85,33 +91,55 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _score_store(ckpt: Checkpoint, dev: torch.device, store_path: Path, split: str, progress: bool,
-                 text_set: str | None = None, views: str = "all"
+                 text_set: str | None = None, views: str = "all", classes: str | None = None
                  ) -> tuple[Scores, list[str], tuple, dict[str, Any], str]:
     """Scores of the split's usable labelled rows (averaged over the store's views with ``views`` all), the
-    predictions table (ids, labels, statuses, scores), the run record with the store's path and fingerprint,
-    and the protocol ("10 clips x 3 crops")."""
+    predictions table (ids, labels, statuses, scores), the run record with the store's path and fingerprint
+    and the per-modality metrics (``modalities``), and the protocol ("10 clips x 3 crops"). ``classes``: a
+    class subset of the store (None: the checkpoint's, when it trained on one)."""
     from tqdm import tqdm
 
-    with FeatureStore(store_path) as store:
+    with FeatureStore(store_path) as whole:
+        subset = (class_subset(classes, list(whole.class_names)) if classes else
+                  ckpt.class_names if ckpt.train.get("classes") else None)
+        cols = subset_columns(ckpt, subset)
+        store = store_view(whole, subset, "the checkpoint's --classes")
         record = run_record(store)
-        ckpt.check_matches_store(dataclasses.asdict(store.dims), store.text_dim, list(store.class_names),
-                                 str(store_path))
+        ckpt.check_matches_store(dataclasses.asdict(store.dims), store.text_dim,
+                                 list((whole if cols else store).class_names), str(store_path))
         index = store.rows().select(split, labelled=True)
         if len(index) == 0:
             raise CavnetError(f"{store_path}: split {split!r} has no usable labelled videos")
         # a tuned sentence encoder embedded the class prompts anew: the checkpoint holds those embeddings
         name = text_set or ckpt.trained_text_set
         class_emb = (ckpt.class_table(text_set) if ckpt.text_tuned
-                     else torch.from_numpy(store.text_set(name).embedding)).to(dev)
+                     else torch.from_numpy((whole if cols else store).text_set(name).embedding)).to(dev)
         split_data = open_split(store, index, "label", device=dev, views="all" if views == "all" else "centre")
         bar = lambda b: tqdm(b, total=-(-len(index) // 512), desc=f"evaluate {split}",  # noqa: E731
                              unit="batch", disable=not progress, leave=False)
-        sc = score_views(ckpt.fusion_model().to(dev), split_data, class_emb, ckpt.head, dev, 512, bar)
+        # fused, audio masked, visual masked: the model's own missing-modality path (fuse.scoring.modality)
+        passes = score_views_modalities(ckpt.fusion_model().to(dev), split_data, class_emb, ckpt.head, dev, 512, bar)
+        if cols:  # a checkpoint of more classes scored on a subset: its columns of those classes
+            passes = {k: v if v is None else Scores(v.scores[:, cols], v.labels, v.audio_present)
+                      for k, v in passes.items()}
+        sc = passes["fused"]
         names = list(store.class_names)
         rows = store.rows()
         table = ([str(v) for v in rows.ids[index]], [names[int(c)] for c in rows.labels[index]],
                  [str(v) for v in rows.statuses[index]], sc.scores)
+        record["modalities"] = modality_metrics(passes, names)
         return sc, names, table, record, protocol(store, views=split_data.views > 1)
+
+
+def subset_columns(ckpt: Checkpoint, subset: list[str] | None) -> list[int] | None:
+    """The checkpoint's class columns of ``subset`` when it trained on more classes than the subset (None
+    when it scores exactly the subset, or no subset); a class it never learnt is refused in one line."""
+    if subset is None or subset == list(ckpt.class_names):
+        return None
+    missing = [n for n in subset if n not in ckpt.class_names]
+    if missing:
+        raise CavnetError(f"--classes: the checkpoint was not trained on class {missing[0]!r}")
+    return [ckpt.class_names.index(n) for n in subset]
 
 
 def _score_videos(ckpt: Checkpoint, dev: torch.device, corpus: Corpus, opts: EvaluateOptions,
@@ -172,7 +200,31 @@ def echo_metrics(r: dict[str, Any], echo: Callable[[str], None]) -> None:
          f"mean-class {r['mean_class']:.2f}")
     echo(f"{split} with audio: {a['count']} videos  top-1 {a['top1']:.2f}  top-5 {a['top5']:.2f}  "
          f"mean-class {a['mean_class']:.2f}")
+    for line in modality_lines(r.get("modalities"), split):
+        echo(line)
     if r.get("random_weights"):
         echo(r["random_weights"])
     if "statuses" in r:
         echo(f"{split} decode statuses: " + ", ".join(f"{k} {v}" for k, v in r["statuses"].items()))
+
+
+def modality_lines(m: dict[str, Any] | None, split: str) -> list[str]:
+    """The per-modality lines of the summary: each scoring's top-1/top-5 (all videos, with audio) and the
+    modality confusion both ways."""
+    if not m:
+        return []
+    out = []
+    for key, label in (("fused", "fused"), ("visual_only", "visual only (audio masked)"),
+                       ("audio_only", "audio only (visual masked)")):
+        s = m.get(key)
+        if s:
+            a = s["audio_present"]
+            out.append(f"{split} {label}: top-1 {s['top1']:.2f}  top-5 {s['top5']:.2f}; with audio top-1 "
+                       f"{a['top1']:.2f}  top-5 {a['top5']:.2f}")
+    for key, label in (("visual_right_fused_wrong", "visual right, fused wrong"),
+                       ("audio_right_fused_wrong", "audio right, fused wrong")):
+        c = m.get(key)
+        if c:
+            out.append(f"{split} modality confusion, {label}: {c['percent']:.2f}% "
+                       f"({c['fused_wrong']} of {c['single_right']})")
+    return out

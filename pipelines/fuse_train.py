@@ -16,6 +16,7 @@ from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.config import FusionConfig
 from cavnet.fuse.run.folder import claim_run_folder, hold_run_folder
+from cavnet.fuse.classes import with_classes
 from cavnet.fuse.train_config import TrainConfig
 from cavnet.fuse.run.fusion import FusionRun, TrainResult, fusion_config_for
 
@@ -43,7 +44,8 @@ def run_fuse_train(store_path: Path, out: Path, tcfg: TrainConfig, model_overrid
                                                                   targets="video-text"),
                         model_overrides, resume, echo, progress)
     init_ckpt = Checkpoint.load(init) if init is not None else None
-    with FeatureStore(store_path) as store:
+    with FeatureStore(store_path) as whole:
+        store = with_classes(whole, tcfg.classes)  # a class subset: a view, nothing re-extracted
         fcfg = fusion_config_for(store, model_overrides)  # a bad or too large model: refused before OUT is made
         with hold_run_folder(out, command="fuse-train", inputs=inputs):
             return _train(store, store_path, out, tcfg, fcfg, device, init_ckpt, resume, echo, progress,

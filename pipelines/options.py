@@ -17,7 +17,9 @@ class EvaluateOptions(Config):
     (videos per batch) and ``decode_workers`` (None: ``extract.device.decode_workers``'s rule); ``top_k``
     labels per video in the predictions CSV; ``text_set``: the label-text set to score the classes with
     (None: the one the checkpoint trained with); ``views``: on a store with spatial views, ``all`` averages
-    the class scores over them, ``centre`` scores the centre view only (raw videos: the centre crop)."""
+    the class scores over them, ``centre`` scores the centre view only (raw videos: the centre crop);
+    ``classes``: score on this subset of the store's classes
+    (``fuse.classes``; None: the checkpoint's own classes, a subset when it trained on one)."""
 
     split: str = "val"
     device: str = "auto"
@@ -26,6 +28,7 @@ class EvaluateOptions(Config):
     top_k: int = 5
     text_set: str | None = None
     views: str = "all"
+    classes: str | None = None
 
     def __post_init__(self) -> None:
         check_choice("--views", self.views, EVAL_VIEWS)

@@ -19,12 +19,13 @@ def make_store(path: Path, videos: int = 96, classes: int = 4, dims: StoreDims =
                text_dim: int = 24, seed: int = 0, noise: float = 0.5, no_audio_every: int = 0,
                broken_every: int = 0, splits: tuple[str, ...] = ("train", "train", "val"),
                shard_size: int = 32, captions: bool = False, labelled: bool = True,
-               strings: bool = True, id_prefix: str = "vid", text_model: str = "test-text-model") -> Manifest:
+               strings: bool = True, id_prefix: str = "vid", text_model: str = "test-text-model",
+               class_names: tuple[str, ...] | None = None) -> Manifest:
     """A consolidated store of ``videos`` rows; returns its manifest. ``captions``: each video's own text
     is its own (its class prompt's embedding plus noise), as for a caption corpus; ``labelled=False``
     writes label -1 everywhere; ``strings=False`` writes a store from before stored texts (no text/string);
     ``id_prefix`` starts every video id (another prefix: a corpus of other videos); ``text_model``: the
-    sentence encoder fingerprint the store records."""
+    sentence encoder fingerprint the store records; ``class_names``: the class table (default ``class k``)."""
     rng = np.random.default_rng(seed)
     pairs = [(c // 2, ((c // 2) + c % 2) % (classes // 2)) for c in range(classes)]
     vproto = rng.normal(size=(classes // 2, dims.visual_dim)).astype(np.float32)
@@ -46,7 +47,7 @@ def make_store(path: Path, videos: int = 96, classes: int = 4, dims: StoreDims =
         visual = vproto[vp] + noise * rng.normal(size=(nv, dims.visual_dim)).astype(np.float32)
         audio = aproto[ap] + noise * rng.normal(size=(na, dims.audio_dim)).astype(np.float32)
         feats.append(VideoFeatures(status, "", 5.0, 25.0, visual, audio))
-    manifest = Manifest(tuple(rows), tuple(f"class {c}" for c in range(classes)))
+    manifest = Manifest(tuple(rows), tuple(class_names or (f"class {c}" for c in range(classes))))
     config = ExtractConfig(visual="resnext3d-tiny", audio="audio-cnn-tiny",
                            sampling=ClipSampling(clips=dims.clips), audio_sampling=AudioSampling(dims.segments))
     shard_dir = path.parent / (path.name + ".shards")

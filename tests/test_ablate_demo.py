@@ -36,6 +36,10 @@ def test_tiny_ablation_end_to_end_and_rerun_skips(tmp_path):
     assert all(0.0 <= float(x["top1_mean"]) <= 100.0 and x["seeds"] == "1" for x in rows)
     md = (out / "results.md").read_text()
     assert "| Visual only (clip average) |" in md and "| CAV-Net |" in md
+    # the per-modality columns beside the fused figure: a visual-only row has no audio-only figure
+    assert "Audio only (%)" in md and "Confusion V→AV (%)" in md
+    assert float(rows[1]["visual_top1_mean"]) >= 0.0 and float(rows[1]["audio_confusion_mean"]) >= 0.0
+    assert rows[0]["audio_top1_mean"] == "nan" and float(rows[0]["visual_top1_mean"]) == float(rows[0]["top1_mean"])
     assert (out / "results.png").stat().st_size > 1000
     done = json.loads((out / "runs" / "cavnet" / "seed0" / "result.json").read_text())
     assert done["epochs"] == 1

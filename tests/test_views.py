@@ -29,7 +29,7 @@ from cavnet.extract.store.reader import FeatureStore
 from cavnet.extract.store.writer import StoreError
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.data import InMemorySplit
-from cavnet.fuse.views import score_views
+from cavnet.fuse.scoring.views import score_views
 from store_factory import make_store
 
 W, H, S = 80, 48, 32  # frame width and height, crop size (short side 48: no resize)

@@ -198,8 +198,8 @@ class FusionRun(TrainingRun):
         return accuracy_metrics(sc.scores, sc.labels, self.fcfg.num_classes)
 
     def protocol(self) -> dict[str, str]:
-        """What the run trains and validates on, in views (``fuse.views.protocol``)."""
-        from cavnet.fuse.views import protocol
+        """What the run trains and validates on, in views (``fuse.scoring.views.protocol``)."""
+        from cavnet.fuse.scoring.views import protocol
 
         train = self.splits.train
         held = getattr(train, "views", 1)

@@ -71,6 +71,7 @@ def render_hard_report(cfg: Any, counts: dict[str, int], rows: list[dict[str, An
                        t_total: float, weights_note: str | None = None) -> str:
     """report-hard.md: the setting, the ablation table, each row beside its cap, and the reading."""
     from cavnet.pipelines.ablate import results_table
+    from cavnet.pipelines.demo.report import protocol
 
     caps = row_caps()
     status = ", ".join(f"{k}: {v}" for k, v in counts.items())
@@ -84,7 +85,8 @@ def render_hard_report(cfg: Any, counts: dict[str, int], rows: list[dict[str, An
         f"Extraction statuses: {status}. Ablation: {cfg.seeds} seeds x {cfg.epochs} epochs at peak lr "
         f"{cfg.lr:g}, val split, metrics "
         "of the last epoch (mean ± std over seeds).", "",
-        results_table(rows), "![top-1 by variant](ablation-hard/results.png)", "",
+        results_table(rows, protocol(cfg.clips)),
+        "![top-1 by variant](ablation-hard/results.png)", "",
         "## Measured beside the caps", "",
         "The cap of a row is the best top-1 any model given that row's inputs can reach, computed from the class "
         "table (`extract/synth/caps.py`), for videos with audio.", "",

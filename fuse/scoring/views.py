@@ -45,3 +45,21 @@ def protocol(store: FeatureStore, views: bool = True) -> str:
         return f"{clips} clips x 1 crop"
     spec = store.config.views
     return f"{clips} clips x {spec.crops} crops" + (" x 2 flips" if spec.flip else "")
+
+
+def score_views_modalities(model: nn.Module, split: InMemorySplit | StreamedSplit, class_emb: torch.Tensor,
+                           head: str, device: torch.device, batch_size: int = 512,
+                           wrap: Callable[[Iterable[Batch]], Iterable[Batch]] = lambda b: b
+                           ) -> dict[str, Scores | None]:
+    """``fuse.modality.score_modalities`` (fused, visual-only, audio-only) of every video of ``split``, each
+    averaged over the views it holds as :func:`score_views` averages."""
+    from cavnet.fuse.scoring.modality import score_modalities
+
+    def passes(view: int | None) -> dict[str, Scores | None]:
+        kw = {} if view is None else {"view": view}
+        return score_modalities(model, lambda: wrap(split.batches(batch_size, **kw)), class_emb, head, device)
+
+    if split.views == 1:
+        return passes(None)
+    per_view = [passes(v) for v in range(split.views)]
+    return {k: None if per_view[0][k] is None else average_views([p[k] for p in per_view]) for k in per_view[0]}
