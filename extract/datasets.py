@@ -263,9 +263,9 @@ def read_csv_manifest(path: str | Path, root: str | Path | None = None) -> Manif
     ``_1``, ``_2``, ... suffixes; class ids are the sorted non-empty labels.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DatasetError(f"{path}: CSV file not found")
-    header, table = _read_table(path)
+    header, table = _read_table(path)  # a folder or a pipe: refused by the text-input door
     if "path" not in header:
         raise DatasetError(f"{path}: missing column path (header: {','.join(header) or 'empty'})")
     base = Path(root) if root is not None else path.parent

@@ -104,7 +104,7 @@ def test_ablate_refuses_a_folder_of_other_settings_and_reruns_a_torn_result(stor
         one_line_error(CliRunner().invoke(main, _ablate(store, out, *extra)), "of other inputs or settings")
         assert _snapshot(out) == before
     other = tmp_path / "other.h5"
-    make_store(other, videos=12, seed=1)
+    make_store(other, videos=12, id_prefix="other")  # other videos (a copy of the same store is the same work)
     one_line_error(CliRunner().invoke(main, _ablate(other, out)), "(store differs)")
     result.write_text(result.read_text()[:10])  # torn by a kill
     r = CliRunner().invoke(main, _ablate(store, out))
@@ -160,7 +160,7 @@ EVIL = "clip\x1b]0;owned\x07\x1b[2J"
     ["predict", "x.mp4", "--checkpoint", "{p}"],
     ["fuse-train", "--store", "{p}", "--out", "o"],
     ["check", "{p}"],
-    ["export", "--store", "{p}", "--out", "o"],
+    ["export", "{p}", "--out", "o"],
     ["finetune", "--init", "{p}", "--out", "o"],
 ])
 def test_names_from_the_disk_reach_the_terminal_escaped(tmp_path, argv):
@@ -195,8 +195,6 @@ def test_text_inputs_that_are_not_utf8_text_files_are_refused(store, run, tmp_pa
             "extract --manifest": ["extract", "--dataset", "csv", "--manifest", str(path), "--out",
                                    str(tmp_path / "o.h5"), "--device", "cpu", "--no-progress"],
             "probe --manifest": ["probe", "--dataset", "csv", "--manifest", str(path)]}[command]
-    if kind == "folder" and command.endswith("--manifest"):
-        needle = "CSV file not found"  # a folder is not the CSV file asked for
     one_line_error(CliRunner().invoke(main, argv), needle)
     assert not (tmp_path / "o.h5").exists()
 

@@ -177,7 +177,8 @@ def test_two_processes_under_torchrun_match_one_and_write_one_checkpoint(corpus,
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     files = sorted(p.name for p in (tmp_path / "two").iterdir())
-    assert files == ["best.pt", "config.json", "last.pt", "metrics.jsonl", "run.json", "steps.jsonl"], files
+    assert files == [".cavnet-output.json", "best.pt", "config.json", "last.pt", "metrics.jsonl", "run.json",
+                     "steps.jsonl"], files  # the marker: one process claimed the folder
     assert json.loads((tmp_path / "two" / "config.json").read_text())["processes"] == 2
     one = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "one")])
     assert one.exit_code == 0, one.output

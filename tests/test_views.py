@@ -7,6 +7,7 @@ still trains and evaluates as one view, and is not grown with other views."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import av
@@ -82,7 +83,9 @@ def test_three_crops_and_flips_match_crops_of_the_decoded_frames(video):
 
 def test_extract_views_3_flip_stores_every_view_through_the_backbone(video, tmp_path):
     manifest = tmp_path / "m.csv"
-    manifest.write_text(f"path,label,split\n{video},a,train\n{video},b,val\n")
+    other = tmp_path / "other.mp4"  # a second video (one file in two splits is kept in the first only)
+    shutil.copy(video, other)
+    manifest.write_text(f"path,label,split\n{video},a,train\n{other},b,val\n")
     out = tmp_path / "s.h5"
     r = CliRunner().invoke(main, ["extract", "--dataset", "csv", "--manifest", str(manifest), "--out", str(out),
                                   "--visual", "resnext3d-tiny", "--audio", "audio-cnn-tiny", "--clips", "2",

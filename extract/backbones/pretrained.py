@@ -26,7 +26,7 @@ from cavnet.errors import CavnetError
 from cavnet.extract.backbones import BackboneSpec, get_spec
 from cavnet.extract.backbones.checkpoint_file import file_sha256
 from cavnet.extract.backbones.weights import check_weights
-from cavnet.extract.config import AudioSampling, EncoderConfig, ExtractConfig, SpatialViews
+from cavnet.extract.config import AudioSampling, EncoderConfig, ExtractConfig, SpatialViews, check_template
 
 
 def hub_checkpoint_dir() -> Path:
@@ -106,8 +106,7 @@ def extract_config(visual: str, audio: str, visual_weights: Path | None, audio_w
         raise CavnetError(str(exc.args[0])) from None
     if vspec.modality != "visual" or aspec.modality != "audio":
         raise CavnetError(f"--visual {visual} must be a visual backbone and --audio {audio} an audio one")
-    if "{label}" not in prompt:
-        raise CavnetError("--prompt must contain {label}")
+    check_template("--prompt", prompt)
     from cavnet.extract.backbones.hf.text import tower_kind
 
     if tower_kind(text_model):  # CLIP's / CLAP's text tower: checked now, recorded with an absolute path
