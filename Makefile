@@ -6,8 +6,9 @@ VENV ?= .venv
 STAMP := $(VENV)/.cavnet-installed
 PIP := $(VENV)/bin/python -m pip --quiet --disable-pip-version-check --no-input
 # The suite runs in two pytest-xdist processes, each test file whole in one of them (its module fixtures are
-# built once): most tests wait on subprocesses, Dask workers or files, so two keep both cores busy.
-PYTEST := $(VENV)/bin/python -m pytest -q -n $(or $(TEST_WORKERS),2) --dist loadfile
+# built once): most tests wait on subprocesses, Dask workers or files, so two keep both cores busy. The 15
+# slowest tests are listed at the end, so a suite that grows past its 10 minutes shows where.
+PYTEST := $(VENV)/bin/python -m pytest -q -n $(or $(TEST_WORKERS),2) --dist loadfile --durations=15
 
 .PHONY: demo test test-fast smoke install lock clean
 
