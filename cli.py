@@ -7,7 +7,6 @@ Bad input ends with one line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 
 import click
@@ -19,45 +18,10 @@ from cavnet.cli_groups import (DECODE_WORKERS_HELP, EXISTING, OUT, backbone_opti
                                run_opt, run_options, train_opt, train_options)
 from cavnet.cli_options import build
 from cavnet.configs import MAX_SEED, MAX_WORKERS, check_device
-from cavnet.errors import CavnetError
-from cavnet.extract.files.terminal import safe_line
+from cavnet.cli_output import Group, echo, fail
 
 
-
-class _Group(click.Group):
-    """Maps usage errors and ``CavnetError`` to ``cavnet: error: ...`` and exit code 2."""
-
-    def main(self, args=None, prog_name=None, **kwargs):  # type: ignore[override]
-        warnings.showwarning = _show_warning  # one escaped line per warning, not Python's two
-        try:
-            return super().main(args=args, prog_name=prog_name, standalone_mode=False, **kwargs)
-        except click.exceptions.Exit as exc:
-            sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
-            echo("cavnet: aborted", err=True)
-            sys.exit(130)
-        except click.exceptions.ClickException as exc:
-            _fail(exc.format_message())
-        except CavnetError as exc:
-            _fail(str(exc))
-
-
-def _fail(message: str) -> None:
-    echo("cavnet: error: " + " ".join(str(message).split()), err=True)
-    sys.exit(2)
-
-
-def echo(message: object = "", err: bool = False) -> None:
-    """Every line the CLI prints: names from the disk (paths, labels, captions) with their control characters
-    escaped, so a file name cannot set the terminal's title or clear its screen."""
-    click.echo(safe_line(message), err=err)
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    echo(f"warning: {message}", err=True)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="cavnet")
 def main() -> None:
     """CAV-Net audio-visual action recognition: extract features once, fuse-train many times."""
@@ -82,7 +46,7 @@ def synth(out: Path, videos: int, task: str, classes: int | None, seed: int, wor
     from cavnet.extract.synth import synth as make
 
     if task == "hard" and classes is not None:
-        _fail("--classes applies to the easy task; the hard task has its own 16 classes")
+        fail("--classes applies to the easy task; the hard task has its own 16 classes")
     s = make(out, videos=videos, classes=classes, seed=seed, workers=workers, task=task)
     splits = ", ".join(f"{k} {v}" for k, v in s.splits.items())
     echo(f"AV-Synth ({task}): {s.videos} videos ({splits}), {s.classes} classes, {s.no_audio} without audio, "
@@ -193,7 +157,7 @@ def text(store: Path, add: tuple[str, ...], template, templates, descriptions, r
     check_device("--device", device)
     if not add:
         if template or templates or descriptions or replace:
-            _fail("--template, --templates, --descriptions and --replace need --add-set NAME")
+            fail("--template, --templates, --descriptions and --replace need --add-set NAME")
         echo("\n".join(list_sets(store)))
         return
     add_sets(store, add, template, templates, descriptions, replace, device, echo)
@@ -378,12 +342,12 @@ def bench(**p) -> None:
 
     chosen = _splits(p["sections"]) or SECTIONS
     if set(chosen) - set(SECTIONS):
-        _fail(f"--sections: unknown {', '.join(sorted(set(chosen) - set(SECTIONS)))}; known: {', '.join(SECTIONS)}")
+        fail(f"--sections: unknown {', '.join(sorted(set(chosen) - set(SECTIONS)))}; known: {', '.join(SECTIONS)}")
     size = p["size"]
     dims = size.lower().split("x") if size else None
     if dims is not None and not (len(dims) == 2 and all(d.isdigit() and 16 <= int(d) <= 8192 and int(d) % 2 == 0
                                                         for d in dims)):
-        _fail(f"--size {size!r}: give the frame size as WxH, even numbers from 16 to 8192 (e.g. 1280x720)")
+        fail(f"--size {size!r}: give the frame size as WxH, even numbers from 16 to 8192 (e.g. 1280x720)")
     cfg = build(BenchConfig, {**p, "sections": chosen, "work": str(p["work"]) if p["work"] else None,
                               "size": (int(dims[0]), int(dims[1])) if dims else None})
     json_out = p["json_out"]
