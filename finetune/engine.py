@@ -108,29 +108,36 @@ def run_steps(batches: Iterable[ClipBatch], step: Callable[[ClipBatch], float],
     return stats
 
 
+BatchDone = Callable[[list[int], list[str], np.ndarray], None]
+
+
 @torch.no_grad()
 def score_videos(net: nn.Module, batches: Iterable[ClipBatch], class_emb: torch.Tensor, head: str,
-                 device: torch.device, env: fd.DistEnv) -> Scores:
+                 device: torch.device, env: fd.DistEnv, on_batch: BatchDone | None = None) -> Scores:
     """Scores of this process's videos, gathered from every process; videos that do not decode are
     counted in ``statuses`` (and their position in ``status_of``) and left out, like the unusable rows of
-    a store."""
+    a store. ``on_batch(positions, statuses, scores)``, after each batch of this process: its manifest rows,
+    their statuses and scores (n, C) float32, NaN rows for the videos that did not decode."""
     net.eval()
     out, labels, audio, positions, statuses, status_of = [], [], [], [], {}, {}
+    c = int(class_emb.shape[0])
     for batch in batches:
         for s, pos in zip(batch.statuses, batch.positions.tolist()):
             statuses[s] = statuses.get(s, 0) + 1
             status_of[int(pos)] = s
         keep = batch.valid
-        if not keep.any():
-            continue
-        batch = batch.to(device)
-        k = keep.to(device)
-        emb = net(batch.clips[k], batch.vmask[k], batch.examples[k], batch.amask[k])
-        out.append((emb if head == "linear" else net.fusion.score_classes(emb, class_emb)).float().cpu())
-        labels.append(batch.labels[k].cpu())
-        audio.append(batch.amask[k].any(dim=1).cpu())
-        positions.append(batch.positions[k].cpu())
-    c = int(class_emb.shape[0])
+        done = np.full((len(keep), c), np.nan, np.float32)
+        if keep.any():
+            on = batch.to(device)
+            k = keep.to(device)
+            emb = net(on.clips[k], on.vmask[k], on.examples[k], on.amask[k])
+            out.append((emb if head == "linear" else net.fusion.score_classes(emb, class_emb)).float().cpu())
+            labels.append(on.labels[k].cpu())
+            audio.append(on.amask[k].any(dim=1).cpu())
+            positions.append(on.positions[k].cpu())
+            done[keep.numpy()] = out[-1].numpy()
+        if on_batch is not None:
+            on_batch(batch.positions.tolist(), list(batch.statuses), done)
     local = (torch.cat(out).numpy() if out else np.zeros((0, c), np.float32),
              torch.cat(labels).numpy() if labels else np.zeros(0, np.int64),
              torch.cat(audio).numpy() if audio else np.zeros(0, bool),

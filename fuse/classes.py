@@ -3,10 +3,12 @@ of a store's classes without re-extraction. ``SubsetStore`` is a read-only view 
 whose class table is the subset, re-indexed in the subset's order; only the videos whose label is in the
 subset are selected, whatever their split; every text set is cut to the subset's rows.
 
-Kinetics-Sounds: the classes of Kinetics-400 that are audible, defined by Arandjelović & Zisserman, "Look,
-Listen and Learn" (ICCV 2017, section 4 and its list of classes); the modality-imbalance literature (OGM-GE,
-Peng et al. CVPR 2022; BalanceBenchmark) uses a 31-class version of it. The names below are spelled as in the
-official Kinetics-400 CSVs (checked against torchvision's Kinetics-400 category list in tests/test_classes.py).
+Kinetics-Sounds: the audible classes of Kinetics-400, introduced by Arandjelović & Zisserman, "Look, Listen
+and Learn" (ICCV 2017; 34 classes of an earlier Kinetics release). The list below is the 31-class version the
+modality-imbalance literature trains on (OGM-GE, Peng et al. CVPR 2022: "31 classes"; BalanceBenchmark), as
+its public download scripts spell it; L3's own table could not be read where this was written. The names are
+spelled as in the official Kinetics-400 CSVs (checked against torchvision's Kinetics-400 category list in
+tests/test_classes.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ KINETICS_SOUNDS = (
     "mowing lawn", "playing accordion", "playing bagpipes", "playing bass guitar", "playing clarinet",
     "playing drums", "playing guitar", "playing harmonica", "playing keyboard", "playing organ", "playing piano",
     "playing saxophone", "playing trombone", "playing trumpet", "playing violin", "playing xylophone",
-    "ripping paper", "shoveling snow", "shuffling cards", "singing", "stomping grapes", "strumming guitar",
+    "ripping paper", "shoveling snow", "shuffling cards", "singing", "stomping grapes",
     "tap dancing", "tapping guitar", "tapping pen", "tickling",
 )
 NAMED = {"kinetics-sounds": KINETICS_SOUNDS}

@@ -19,7 +19,7 @@ from cavnet.errors import CavnetError
 from cavnet.extract.datasets import Corpus
 from cavnet.extract.device import decode_workers, resolve_device
 from cavnet.extract.provenance import random_weights_note
-from cavnet.extract.files.outputs import atomic, write_json
+from cavnet.extract.files.outputs import RowWriter, atomic, csv_line, write_json
 from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.classes import class_subset, store_view
@@ -55,16 +55,19 @@ def _evaluate(checkpoint: Path, ckpt: Checkpoint, dev: torch.device, out_dir: Pa
               store: Path | None, corpus: Corpus | None, progress: bool) -> dict[str, Any]:
     split, text_set = opts.split, opts.text_set
     record, modalities = run_record(), None
-    if corpus is not None:
-        sc, names, table = _score_videos(ckpt, dev, corpus, opts, progress)
-        used = f"{ckpt.extract_config().sampling.clips} clips x 1 crop"
-    elif ckpt.backbones_trained:
+    if corpus is None and ckpt.backbones_trained:
         raise CavnetError(f"{checkpoint} fine-tuned its backbones, so a store's features do not fit it: "
                           "evaluate it on the videos (--dataset k400 --root PATH)")
-    else:
-        sc, names, table, record, used = _score_store(ckpt, dev, store, split, progress, text_set, opts.views,
-                                                      opts.classes)
-        modalities = record.pop("modalities")
+    # the per-video table, row by row as videos are scored: Ctrl-C keeps the rows done
+    with PredictionsTable(out_dir / f"predictions_{split}.csv" if out_dir else None, opts.top_k) as table_out:
+        if corpus is not None:
+            sc, names = _score_videos(ckpt, dev, corpus, opts, progress, table_out)
+            used = f"{ckpt.extract_config().sampling.clips} clips x 1 crop"
+        else:
+            sc, names, table, record, used = _score_store(ckpt, dev, store, split, progress, text_set, opts.views,
+                                                          opts.classes)
+            modalities = record.pop("modalities")
+            table_out.add(*table, names)
     result = {"split": split, "text_set": text_set or ckpt.trained_text_set, "protocol": used,
               "checkpoint": str(Path(checkpoint).resolve()), **split_metrics(sc, len(names)),
               "random_weights": random_weights_note(ckpt.extract_config()) if ckpt.store_config else None,
@@ -72,9 +75,6 @@ def _evaluate(checkpoint: Path, ckpt: Checkpoint, dev: torch.device, out_dir: Pa
               "modalities": modalities}
     if out_dir is not None:
         write_reports(out_dir, split, sc.scores, sc.labels, names)
-        ids, labels, statuses, scores = table
-        _write_csv(out_dir / f"predictions_{split}.csv", prediction_rows(ids, scores, names, opts.top_k, statuses,
-                                                                          labels))
         result["reports"] = str(out_dir)
         write_json(out_dir / "metrics.json", result)
         where = corpus.record() if corpus is not None else {"dataset": None, "root": None}
@@ -83,11 +83,30 @@ def _evaluate(checkpoint: Path, ckpt: Checkpoint, dev: torch.device, out_dir: Pa
     return result
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with atomic(path, newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["id", "label", "status", "top_k", "scores"])
-        w.writeheader()
-        w.writerows(rows)
+class PredictionsTable:
+    """predictions_{split}.csv (id, label, status, top-k names and scores), each row on disk once it is
+    added (``extract.files.outputs.RowWriter``); ``path`` None: nothing is written."""
+
+    FIELDS = ["id", "label", "status", "top_k", "scores"]
+
+    def __init__(self, path: Path | None, k: int) -> None:
+        self.k, self.out = k, RowWriter(path) if path is not None else None
+        if self.out is not None:
+            self.out.write(csv_line(self.FIELDS), row=False)
+
+    def add(self, ids: list[str], labels: list[str], statuses: list[str], scores: np.ndarray,
+            names: list[str]) -> None:
+        """Rows of these videos; ``scores`` (n, C), a NaN row for a video without scores."""
+        if self.out is not None:
+            rows = prediction_rows(ids, scores, names, self.k, statuses, labels)
+            self.out.write("".join(csv_line([r[f] for f in self.FIELDS]) for r in rows))
+
+    def __enter__(self) -> "PredictionsTable":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.out is not None:
+            self.out.__exit__(*exc)
 
 
 def _score_store(ckpt: Checkpoint, dev: torch.device, store_path: Path, split: str, progress: bool,
@@ -142,9 +161,10 @@ def subset_columns(ckpt: Checkpoint, subset: list[str] | None) -> list[int] | No
     return [ckpt.class_names.index(n) for n in subset]
 
 
-def _score_videos(ckpt: Checkpoint, dev: torch.device, corpus: Corpus, opts: EvaluateOptions,
-                  progress: bool) -> tuple[Scores, list[str], tuple]:
-    """Scores of the split's labelled videos and the predictions table of every one (decoded or not)."""
+def _score_videos(ckpt: Checkpoint, dev: torch.device, corpus: Corpus, opts: EvaluateOptions, progress: bool,
+                  table: PredictionsTable) -> tuple[Scores, list[str]]:
+    """Scores of the split's labelled videos (one process); each video's row (decoded or not) goes to
+    ``table`` as its batch is done."""
     from tqdm import tqdm
 
     from cavnet.finetune.build import build_avnet
@@ -162,15 +182,17 @@ def _score_videos(ckpt: Checkpoint, dev: torch.device, corpus: Corpus, opts: Eva
     workers = decode_workers(opts.decode_workers, opts.device)
     loader = tqdm(eval_loader(rows, config, dev, env, opts.batch_size, workers), desc=f"evaluate {split}",
                   unit="batch", disable=not progress or not env.main, leave=False)
+    names = list(m.classes)
+
+    def done(positions: list[int], statuses: list[str], scores: np.ndarray) -> None:
+        table.add([rows[i].video_id for i in positions], [rows[i].label_name for i in positions], statuses,
+                  scores, names)
+
     sc = score_videos(build_avnet(ckpt, dev), loader, ckpt.class_table(opts.text_set).to(dev), ckpt.head, dev,
-                      env)
+                      env, on_batch=done)
     if len(sc.labels) == 0:
         raise CavnetError(f"no video of split {split!r} could be decoded ({sc.statuses})")
-    scores = np.full((len(rows), len(m.classes)), np.nan, np.float32)
-    scores[sc.positions] = sc.scores
-    table = ([r.video_id for r in rows], [r.label_name for r in rows],
-             [sc.status_of.get(i, "") for i in range(len(rows))], scores)
-    return sc, list(m.classes), table
+    return sc, names
 
 
 def write_reports(out_dir: Path, split: str, scores: np.ndarray, labels: np.ndarray, names: list[str]) -> None:

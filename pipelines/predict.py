@@ -6,12 +6,10 @@ row by row as the batches are done, so Ctrl-C keeps every row finished (the JSON
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Callable, Sequence
 
-from cavnet.extract.files.outputs import Output, RowWriter, check_outputs, write_json
+from cavnet.extract.files.outputs import Output, RowWriter, check_outputs, csv_line, write_json
 from cavnet.extract.files.terminal import shown
 from cavnet.finetune.predict import Prediction, Predictor, read_labels
 from cavnet.pipelines.options import PredictOptions
@@ -65,9 +63,3 @@ def csv_row(p: Prediction, k: int) -> list[str]:
     """One file's row (label and score cells empty for a file that failed)."""
     pairs = [v for name, s in zip(p.labels, p.scores) for v in (name, f"{s:.4f}")]
     return [p.id, p.path, p.status] + pairs + [""] * (2 * k - len(pairs))
-
-
-def csv_line(cells: list[str]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf).writerow(cells)
-    return buf.getvalue()

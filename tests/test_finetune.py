@@ -3,6 +3,7 @@ loss, exact resume, two-process torchrun on gloo, raw-video evaluation that matc
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import socket
@@ -215,6 +216,30 @@ def test_raw_video_features_and_scores_match_the_store(corpus, init, tmp_path):
     a, b, c = (json.loads(r.output) for r in (by_store, by_video, by_csv))
     key = ("count", "top1", "top5")
     assert [a[k] for k in key] == [b[k] for k in key] == [c[k] for k in key]
+    # the per-video table: a row per video, the same videos and labels from the store and from the videos
+    tables = [list(csv.DictReader(open(tmp_path / d / "predictions_val.csv"))) for d in "ab"]
+    assert [sorted((r["id"], r["label"], r["status"]) for r in t) for t in tables][0] == \
+        sorted((r["id"], r["label"], r["status"]) for r in tables[1]) and len(tables[1]) == b["count"]
+
+
+def test_evaluate_on_videos_keeps_the_rows_scored_before_ctrl_c(corpus, init, tmp_path, monkeypatch):
+    import cavnet.finetune.data as fdata
+
+    real = fdata.eval_loader
+
+    def one_batch_then_ctrl_c(*args, **kwargs):
+        yield next(iter(real(*args, **kwargs)))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fdata, "eval_loader", one_batch_then_ctrl_c)
+    out = tmp_path / "ev"
+    r = CliRunner().invoke(main, ["evaluate", "--dataset", "k400", "--root", str(corpus), "--checkpoint",
+                                  str(init[1]), "--out", str(out), "--device", "cpu", "--decode-workers", "0",
+                                  "--batch-size", "2"])
+    assert r.exit_code == 130 and "cavnet: aborted" in r.output, r.output
+    rows = list(csv.DictReader(open(out / "predictions_val.csv")))
+    assert len(rows) == 2 and all(row["status"] == "ok" and row["top_k"] for row in rows), rows
+    assert not (out / "metrics.json").exists() and not list(out.glob("*.tmp"))
 
 
 def test_finetune_checkpoint_is_evaluated_on_videos_and_refused_on_a_store(corpus, init, tmp_path):

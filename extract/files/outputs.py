@@ -13,6 +13,8 @@ predictions, exports, corpora, probe tables) is checked before the work starts a
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import uuid
@@ -159,6 +161,13 @@ def write_text(path: str | os.PathLike, text: str, what: str = "--out") -> None:
 def write_json(path: str | os.PathLike, data: Any, what: str = "--out") -> None:
     """``path`` holds ``data`` as indented JSON, written atomically."""
     write_text(path, json.dumps(data, indent=2) + "\n", what)
+
+
+def csv_line(cells: list) -> str:
+    """One CSV row as text, its line ending included (what :meth:`RowWriter.write` takes)."""
+    buf = io.StringIO()
+    csv.writer(buf).writerow(cells)
+    return buf.getvalue()
 
 
 class RowWriter:
