@@ -105,7 +105,7 @@ def run_probe(manifest: Manifest, opts: RunOptions, out: Path | None, echo: Call
               progress: bool = True, inputs: Sequence[Path] = ()) -> list[ProbeRecord]:
     """Probe, write ``out`` (CSV) when given, echo the summary; returns the records. ``inputs``: the files
     the manifest was read from, which ``out`` may not replace."""
-    if out is not None and not out.parent.is_dir():
+    if out is not None and not out.parent.exists():
         raise CavnetError(f"--out {out}: folder {out.parent} does not exist")
     if out is not None:
         check_outputs([Output(out, "--out")], inputs=[*inputs, *(Path(r.path) for r in manifest.rows)])

@@ -49,14 +49,26 @@ def _command(kind: str, out: Path, store: Path, run: Path) -> list[str]:
                          "--device", "cpu"],
             "ablate": _ablate(store, out),
             "finetune": ["finetune", "--init", str(run / "last.pt"), "--out", str(out), "--dataset", "synth",
-                         "--root", str(out.parent / "nocorpus"), "--device", "cpu"]}[kind]
+                         "--root", str(out.parent / "nocorpus"), "--device", "cpu"],
+            "prepare": ["prepare", "--dataset", "csv", "--manifest", str(_listing(out.parent)), "--out", str(out),
+                        "--workers", "1", "--no-progress"],
+            "demo": ["demo", "--out", str(out), "--no-progress", "--videos", "24"],
+            "export": ["export", str(store), "--out", str(out)],
+            "synth": ["synth", str(out), "--videos", "4"]}[kind]
+
+
+def _listing(folder: Path) -> Path:
+    """A CSV manifest of one video (the folder checks come before any video is read)."""
+    path = folder / "listing.csv"
+    path.write_text("path,label\nv.mp4,a\n")
+    return path
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-FOLDERS = ("fuse-train", "evaluate", "ablate", "finetune")
+FOLDERS = ("fuse-train", "evaluate", "ablate", "finetune", "prepare", "demo", "export", "synth")
 
 
 @pytest.mark.parametrize("kind", FOLDERS)
@@ -70,7 +82,7 @@ def test_a_folder_of_other_files_is_refused_untouched(store, run, tmp_path, kind
     assert _snapshot(out) == before
 
 
-@pytest.mark.parametrize("kind", ("evaluate", "ablate", "finetune"))
+@pytest.mark.parametrize("kind", FOLDERS[1:])
 def test_a_training_run_folder_is_never_written_by_another_command(store, run, tmp_path, kind):
     before = _snapshot(run)
     r = CliRunner().invoke(main, _command(kind, run, store, run))

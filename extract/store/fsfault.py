@@ -54,7 +54,8 @@ def describe(exc: BaseException, path: Path, doing: str) -> str:
 
 def check_writable(output: Path, names: Sequence[str] = (), what: str = "--out") -> None:
     """Refuse an output cavnet could not write, before any work: its folder must be creatable and
-    writable, and every file name it will use (``names``, with the longest tmp suffix) must fit."""
+    writable (a byte written to a probe file: a full disk is refused too), and every file name it will use
+    (``names``, with the longest tmp suffix) must fit."""
     output = Path(output)
     longest = [*output.parts, output.name + ".1234567-abcdef12.tmp", output.name + ".lock", *names]
     for name in longest:
@@ -69,8 +70,12 @@ def check_writable(output: Path, names: Sequence[str] = (), what: str = "--out")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        os.close(fd)
-        os.unlink(probe)
+        try:
+            os.write(fd, b"\0")  # a full filesystem still creates empty files: a byte needs a block
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(probe)
     except OSError as exc:
         raise CavnetError(f"{what} {output} is not writable: {cause(exc, probe)} ({exc.filename or folder})") from None
     if output.exists() and not os.access(output, os.W_OK):

@@ -23,11 +23,14 @@ def run_demo(out: Path, cfg: DemoConfig, echo: Callable[[str], None] = print, pr
     from cavnet.pipelines.extract.run import run_extract
     from cavnet.extract.backbones.pretrained import extract_config
     from cavnet.extract.datasets import load_manifest
+    from cavnet.extract.files.outputs import Output, check_outputs, claim_folder, write_text
 
     t0 = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
     hard = cfg.task == "hard"
     tag = "-hard" if hard else ""
+    # a folder of other files is refused; a demo folder of an older cavnet (its corpus, no marker) goes on
+    check_outputs([Output(out, "--out", folder=True)], command="demo", legacy=(f"av-synth{tag}",))
+    claim_folder(out, "demo")
     corpus, store = out / f"av-synth{tag}", out / f"features{tag}.h5"
     if not (corpus / "train.csv").exists():
         what = "hard, 16 classes" if hard else f"{cfg.classes} classes"
@@ -49,5 +52,6 @@ def run_demo(out: Path, cfg: DemoConfig, echo: Callable[[str], None] = print, pr
                       only=HARD_VARIANTS if hard else None, base={"d_model": cfg.d_model})
     report = out / f"report{tag}.md"
     render = render_hard_report if hard else render_report
-    report.write_text(render(cfg, ex.counts, rows, t_extract, time.perf_counter() - t0, random_weights_note(config)))
+    write_text(report, render(cfg, ex.counts, rows, t_extract, time.perf_counter() - t0,
+                              random_weights_note(config)))
     return report

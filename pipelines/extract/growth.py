@@ -60,7 +60,8 @@ def plan_store(out: Path, config: ExtractConfig, manifest: Manifest) -> StorePla
 def _read_existing(out: Path, config: ExtractConfig) -> StoreIndex:
     """The index of the store at ``out``; refuses a store of another configuration."""
     if not out.is_file():
-        raise CavnetError(f"{out} exists and is not a file; use another --out")
+        kind = "a folder" if out.is_dir() else "not a regular file"
+        raise CavnetError(f"--out {out} is {kind}, not a store file; use another --out")
     headers = read_header(out)  # in a child with a time bound: a damaged file can make HDF5 spin forever
     if headers.error:
         raise CavnetError(f"{damage_message(out, headers.error)}; use another --out or delete it")

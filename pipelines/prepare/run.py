@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from cavnet.extract.config import PrepareConfig
 from cavnet.extract.datasets import SYNTH_DEFAULT, Corpus, load_manifest
+from cavnet.extract.files.outputs import Output, check_outputs, claim_folder
 from cavnet.extract.manifest import Manifest
 from cavnet.extract.status import PREPARED
 from cavnet.extract.store.lock import output_lock
@@ -109,8 +110,11 @@ def run_prepare(selected: Manifest, source: PrepareSource, config: PrepareConfig
             echo(line)
         return None
     layout.check_out(out, source.base, source.dataset)
+    # a folder of other files (or another command's output) is refused; a prepared corpus of an older
+    # cavnet (its plan, no marker) is taken over
+    check_outputs([Output(out, "--out", folder=True)], source.input_files(), "prepare", legacy=(layout.PLAN,))
     with output_lock(out, "prepared corpus"):
-        out.mkdir(parents=True, exist_ok=True)
+        claim_folder(out, "prepare")
         layout.check_plan(out, source.key(config), write=True)
         if layout.remove_strays(out):
             echo(f"{out}: removed the tmp files of an earlier run that was stopped")
