@@ -36,6 +36,12 @@ def build_avnet(ckpt: Checkpoint, device: torch.device, cfg: FinetuneConfig | No
     config = ckpt.extract_config()
     visual, audio = backbones_from(ckpt, config)
     fusion = ckpt.fusion_model()
+    for modality, name, module, want in (("visual", config.visual, visual, fusion.config.visual_dim),
+                                         ("audio", config.audio, audio, fusion.config.audio_dim)):
+        got = getattr(module, "out_dim", None)
+        if got is not None and got != want:  # a fusion trained on features its recorded backbones do not give
+            raise CavnetError(f"checkpoint does not fit: its {modality} backbone {name} gives {got}-d features, "
+                              f"its fusion takes {want}-d ones")
     if cfg is None:
         frozen, freeze_bn, vbf16, abf16 = [visual, audio], True, False, False
     else:

@@ -15,13 +15,16 @@ from click.testing import CliRunner
 from cavnet.cli import main
 from cavnet.extract.files.outputs import MARKER, read_marker
 from hostile import one_line_error
+from cavnet.extract.store.writer import StoreDims
 from store_factory import make_store
+
+FITTING = StoreDims(4, 4, 256, 128)  # resnext3d-tiny and audio-cnn-tiny, the backbones a factory store records
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("s") / "store.h5"
-    make_store(path, videos=12)
+    make_store(path, videos=12, dims=FITTING)  # widths its recorded backbones give: predict can build them
     return path
 
 
@@ -174,12 +177,40 @@ EVIL = "clip\x1b]0;owned\x07\x1b[2J"
     ["check", "{p}"],
     ["export", "{p}", "--out", "o"],
     ["finetune", "--init", "{p}", "--out", "o"],
+    ["extract", "--dataset", "csv", "--manifest", "{p}", "--out", "o.h5"],
+    ["probe", "--dataset", "csv", "--manifest", "{p}"],
+    ["prepare", "--dataset", "csv", "--manifest", "{p}", "--out", "o"],
+    ["text", "--store", "{p}"],
+    ["ablate", "--store", "{p}", "--out", "o"],
+    ["fuse-train", "--store", "{p}", "--out", "o", "--classes", "{p}"],
 ])
-def test_names_from_the_disk_reach_the_terminal_escaped(tmp_path, argv):
+def test_names_from_the_disk_reach_the_terminal_escaped(tmp_path, argv, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     p = str(tmp_path / EVIL)
     r = CliRunner().invoke(main, [a.replace("{p}", p) for a in argv])
     line = one_line_error(r)
     assert "\x1b" not in r.output and "\x07" not in r.output and "\\x1b]0;owned\\x07" in line
+
+
+@pytest.mark.parametrize("command", ["probe", "extract"])
+def test_a_manifest_path_with_escape_sequences_is_refused_and_shown_escaped(tmp_path, command):
+    (tmp_path / "m.csv").write_text(f"path,label\n{tmp_path / EVIL}.mp4,a\n")
+    argv = {"probe": ["probe", "--dataset", "csv", "--manifest", str(tmp_path / "m.csv")],
+            "extract": ["extract", "--dataset", "csv", "--manifest", str(tmp_path / "m.csv"), "--out",
+                        str(tmp_path / "s.h5"), "--device", "cpu", "--no-progress"]}[command]
+    r = CliRunner().invoke(main, argv)
+    one_line_error(r, "column path holds the control character '\\x1b'")
+    assert "\x07" not in r.output and not (tmp_path / "s.h5").exists()
+
+
+def test_a_checkpoint_whose_backbones_do_not_give_its_features_is_one_line(tmp_path):
+    make_store(tmp_path / "narrow.h5", videos=12)  # 32-d visual features, "from" resnext3d-tiny (256-d)
+    assert CliRunner().invoke(main, _train(tmp_path / "narrow.h5", tmp_path / "run")).exit_code == 0
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    r = CliRunner().invoke(main, ["predict", str(video), "--checkpoint", str(tmp_path / "run" / "last.pt"),
+                                  "--device", "cpu"])
+    one_line_error(r, "its visual backbone resnext3d-tiny gives 256-d features, its fusion takes 32-d ones")
 
 
 # ------------------------------------------------------------------------------------------- text inputs
