@@ -130,8 +130,10 @@ def _run_baseline(store: Path, out: Path, variant: Variant, tcfg: TrainConfig) -
     """A frozen-encoder row (nothing trained but the probe's logistic regression): its val metrics."""
     from cavnet.extract.store.reader import FeatureStore
     from cavnet.fuse.baselines.probe import linear_probe, zero_shot, zero_shot_modality
+    from cavnet.fuse.classes import with_classes
 
-    with FeatureStore(store) as s:
+    with FeatureStore(store) as whole:
+        s = with_classes(whole, tcfg.classes)  # the rows and class table of --classes, as the fusion rows'
         if variant.kind == "zero-shot":
             modality = zero_shot_modality(s)
             if modality is None:

@@ -90,3 +90,24 @@ def test_an_unknown_class_is_refused_in_one_line(k400_store, tmp_path):
     assert r.exit_code == 2, r.output
     line = r.output.strip()
     assert "\n" not in line and "'playing bagpipe'" in line and "did you mean 'playing bagpipes'" in line
+
+
+def test_ablate_baseline_rows_use_the_class_subset(tmp_path):
+    from cavnet.extract.store.reader import FeatureStore
+    from cavnet.fuse.baselines.probe import linear_probe
+
+    store = tmp_path / "noisy.h5"  # noisy enough that the probe errs: its rows tell which table it scored
+    make_store(store, videos=240, classes=8, noise=4.0)
+    listed = tmp_path / "two.txt"
+    listed.write_text("class 2\nclass 5\n")
+    r = CliRunner().invoke(main, ["ablate", "--store", str(store), "--out", str(tmp_path / "abl"), "--variants",
+                                  "linear-probe", "--preset", "encoders", "--seeds", "1", "--classes", str(listed),
+                                  "--device", "cpu", "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    row = json.loads((tmp_path / "abl" / "runs" / "linear-probe" / "seed0" / "result.json").read_text())
+    with FeatureStore(store) as s:
+        whole = linear_probe(s, "train", "val")
+        two = linear_probe(SubsetStore(s, ["class 2", "class 5"]), "train", "val")
+    assert two["count"] == 20 and whole["count"] == 80 and whole["top5"] < 100.0
+    assert row["top1"] == pytest.approx(two["top1"]) and row["top5"] == 100.0  # 2 classes: top-5 holds both
+    assert row["top1"] != pytest.approx(whole["top1"])
