@@ -7,7 +7,8 @@ Spatial views (a store extracted with ``--views``/``--flip``): a split opened wi
 holds every view of its rows and, given the epoch's generator, draws one view per video per epoch (after
 the epoch's order, from the same generator: reproducible and resumable); ``all`` holds them for
 ``batches(view=v)`` (evaluation averages the views' scores, ``fuse.scoring.views``); ``centre`` (and any split of
-a store of one view) reads only the centre view, as before views existed. Streamed splits read the centre view.
+a store of one view) reads only the centre view, as before views existed. Streamed splits do the same, view by
+view as they read their blocks.
 """
 
 from __future__ import annotations
@@ -120,25 +121,38 @@ class InMemorySplit:
 class StreamedSplit:
     """Rows read from the store block by block, blocks aligned with the HDF5 chunks (for large stores).
 
-    Shuffling permutes the blocks, then the rows inside a buffer of ``buffer_blocks`` blocks.
+    Shuffling permutes the blocks, then the rows inside a buffer of ``buffer_blocks`` blocks. ``views`` as
+    :class:`InMemorySplit`'s: ``random`` draws one view per video as each buffer is read (from the epoch's
+    generator), ``all`` reads the view ``batches(view=v)`` asks for, ``centre`` reads the centre view.
     """
 
-    def __init__(self, store: FeatureStore, index: np.ndarray, targets: str, buffer_blocks: int = 8) -> None:
+    def __init__(self, store: FeatureStore, index: np.ndarray, targets: str, buffer_blocks: int = 8,
+                 views: str = "centre") -> None:
         self.store, self.index, self.targets = store, index, targets
         self.buffer_blocks = buffer_blocks
         chunk = store.chunk_rows
         block_of = index // chunk
         self.blocks = [index[block_of == b] for b in np.unique(block_of)]
+        self.mode = views if store.views > 1 else "centre"
+        self.views = store.views if self.mode != "centre" else 1
+        self.centre = store.centre_view
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def _read(self, rows: np.ndarray) -> Batch:
-        f = self.store.read(np.sort(rows))
+    def _read(self, rows: np.ndarray, view: int | None, generator: torch.Generator | None) -> Batch:
+        rows = np.sort(rows)
+        f = self.store.read(rows)
+        if self.views > 1 and view != self.centre:  # the centre view is what ``read`` gives
+            every = self.store.read_views(rows)  # (B, n, V, Dv)
+            if view is None:
+                pick = (torch.randint(self.views, (len(rows),), generator=generator).numpy()
+                        if self.mode == "random" and generator is not None else np.full(len(rows), self.centre))
+            else:
+                pick = np.full(len(rows), view)
+            f.visual = np.ascontiguousarray(every[np.arange(len(rows)), :, pick])
         groups = f.labels if self.targets == "label" else text_groups(f.text)
         return _to_batch(f, groups)
-
-    views = 1  # the centre view only
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None,
                 view: int | None = None) -> Iterator[Batch]:
@@ -147,7 +161,7 @@ class StreamedSplit:
         carry: Batch | None = None
         for at in range(0, len(order), self.buffer_blocks):
             rows = np.concatenate([self.blocks[b] for b in order[at:at + self.buffer_blocks]])
-            buf = self._read(rows)
+            buf = self._read(rows, view, generator)
             if generator is not None:
                 perm = torch.randperm(len(buf), generator=generator)
                 buf = Batch(*(t[perm] for t in _fields(buf)))
@@ -170,10 +184,10 @@ def open_split(store: FeatureStore, index: np.ndarray, targets: str, stream: boo
                views: str = "centre") -> InMemorySplit | StreamedSplit:
     """The split in RAM if it fits the budget (default: half the available memory), else streamed; held on
     ``device`` when that is a GPU with room for it (half its free memory), else in host RAM. ``views``:
-    ``centre``, ``random`` or ``all`` (module docstring; a streamed split reads the centre view)."""
+    ``centre``, ``random`` or ``all`` (module docstring), streamed or not."""
     budget = budget_bytes or available_memory() // 2
     if stream or split_bytes(store, len(index), views) > budget:
-        return StreamedSplit(store, index, targets)
+        return StreamedSplit(store, index, targets, views=views)
     return InMemorySplit(store, index, targets, resident_device(store, len(index), torch.device(device), views),
                          views)
 

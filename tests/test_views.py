@@ -29,7 +29,7 @@ from cavnet.extract.store.check import check_store
 from cavnet.extract.store.reader import FeatureStore
 from cavnet.extract.store.writer import StoreError
 from cavnet.fuse.checkpoint import Checkpoint
-from cavnet.fuse.data import InMemorySplit
+from cavnet.fuse.data import InMemorySplit, StreamedSplit
 from cavnet.fuse.scoring.views import score_views
 from store_factory import make_store
 
@@ -237,6 +237,35 @@ def test_random_train_views_are_drawn_per_video_and_reproducible(tmp_path):
         assert first == again and first != other and len(set(first)) > 1
         assert set(drawn(centre, 3)) == {1}  # --train-views centre
         assert next(random.batches(8)).visual.shape == (8, 4, 32)  # val: the centre view, no generator
+
+
+def test_a_streamed_split_reads_the_views_an_in_memory_one_holds(tmp_path):
+    path = tmp_path / "six.h5"
+    make_store(path, videos=48, shard_size=8)
+    _add_views(path, 6, same=False)
+    with FeatureStore(path) as store:
+        index = store.rows().select("train", labelled=True)
+        views = torch.from_numpy(store.read_views(index)).float()
+        held = InMemorySplit(store, index, "label", views="all")
+        streamed = StreamedSplit(store, index, "label", buffer_blocks=1, views="all")
+        assert streamed.views == held.views == 6
+        for v in (0, 1, 5):  # evaluation's per-view passes: the same rows, the same view, in the same order
+            a, b = next(held.batches(len(index), view=v)), next(streamed.batches(len(index), view=v))
+            assert torch.equal(a.visual, b.visual) and torch.equal(a.visual, views[:, :, v])
+        random = StreamedSplit(store, index, "label", buffer_blocks=2, views="random")
+        seen = set()
+        for seed in (3, 4):
+            for batch in random.batches(7, torch.Generator().manual_seed(seed)):
+                for row in batch.visual:  # each video's features are one of its own views
+                    hits = (views == row[:, None, :]).all(dim=3).all(dim=1).nonzero()
+                    assert len(hits) == 1
+                    seen.add(int(hits[0, 1]))
+        assert len(seen) > 1  # not always the centre
+        assert next(random.batches(len(index))).visual.shape == (len(index), 4, 32)  # no generator: the centre
+        assert torch.equal(next(random.batches(len(index))).visual, views[:, :, 1])
+    _train(path, tmp_path / "run", "--stream", "--train-views", "random")
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["protocol"]["train"] == "one of 6 views per video per epoch, drawn at random"
 
 
 def test_a_format_1_store_still_trains_evaluates_and_is_not_grown_with_views(tmp_path):

@@ -157,7 +157,9 @@ class FeatureStore:
         runs = _runs(index)
         if not runs:
             return self._empty("visual/views").astype(np.float32)
-        return np.concatenate([self._f["visual/views"][a:b] for a, b in runs]).astype(np.float32)
+        views = np.concatenate([self._f["visual/views"][a:b] for a, b in runs]).astype(np.float32)
+        self._refuse_rows(~np.isfinite(views).all(axis=(1, 2, 3)), index)
+        return views
 
     @property
     def text_dim(self) -> int:
@@ -223,8 +225,10 @@ class FeatureStore:
     def _refuse_non_finite(self, f: Features, index: np.ndarray) -> None:
         """No NaN or inf feature row is ever trained or scored on: one line naming how many rows of this read
         hold one and the first video (``cavnet check`` lists them all)."""
-        bad = ~(np.isfinite(f.visual).all(axis=(1, 2)) & np.isfinite(f.audio).all(axis=(1, 2))
-                & np.isfinite(f.text).all(axis=1))
+        self._refuse_rows(~(np.isfinite(f.visual).all(axis=(1, 2)) & np.isfinite(f.audio).all(axis=(1, 2))
+                            & np.isfinite(f.text).all(axis=1)), index)
+
+    def _refuse_rows(self, bad: np.ndarray, index: np.ndarray) -> None:
         if bad.any():
             first = str(self.rows().ids[index[np.flatnonzero(bad)[0]]])
             raise StoreError(f"{self.path}: {int(bad.sum())} video(s) with NaN or inf features (first {first}); "
