@@ -113,14 +113,23 @@ BatchDone = Callable[[list[int], list[str], np.ndarray], None]
 
 @torch.no_grad()
 def score_videos(net: nn.Module, batches: Iterable[ClipBatch], class_emb: torch.Tensor, head: str,
-                 device: torch.device, env: fd.DistEnv, on_batch: BatchDone | None = None) -> Scores:
+                 device: torch.device, env: fd.DistEnv, on_batch: BatchDone | None = None,
+                 modalities: bool = False) -> Scores:
     """Scores of this process's videos, gathered from every process; videos that do not decode are
     counted in ``statuses`` (and their position in ``status_of``) and left out, like the unusable rows of
     a store. ``on_batch(positions, statuses, scores)``, after each batch of this process: its manifest rows,
-    their statuses and scores (n, C) float32, NaN rows for the videos that did not decode."""
+    their statuses and scores (n, C) float32, NaN rows for the videos that did not decode. ``modalities``
+    (a model of both streams): also the same videos' scores with the audio and with the visual stream masked
+    (``Scores.masked``, keys of ``fuse.scoring.modality.DROPS``), from the same backbone features."""
     net.eval()
     out, labels, audio, positions, statuses, status_of = [], [], [], [], {}, {}
+    both = modalities and net.fusion.config.modalities == "av"
+    masked: dict[str, list[torch.Tensor]] = {"visual_only": [], "audio_only": []} if both else {}
     c = int(class_emb.shape[0])
+
+    def scored(emb: torch.Tensor) -> torch.Tensor:
+        return (emb if head == "linear" else net.fusion.score_classes(emb, class_emb)).float().cpu()
+
     for batch in batches:
         for s, pos in zip(batch.statuses, batch.positions.tolist()):
             statuses[s] = statuses.get(s, 0) + 1
@@ -130,18 +139,24 @@ def score_videos(net: nn.Module, batches: Iterable[ClipBatch], class_emb: torch.
         if keep.any():
             on = batch.to(device)
             k = keep.to(device)
-            emb = net(on.clips[k], on.vmask[k], on.examples[k], on.amask[k])
-            out.append((emb if head == "linear" else net.fusion.score_classes(emb, class_emb)).float().cpu())
+            vm, am = on.vmask[k], on.amask[k]
+            visual, sound = net.features(on.clips[k], vm, on.examples[k], am)  # what forward runs, kept
+            out.append(scored(net.fusion(visual, vm, sound, am)))
+            if both:  # the model's own missing-modality path: the masked stream's tokens all padding
+                masked["visual_only"].append(scored(net.fusion(visual, vm, sound, torch.zeros_like(am))))
+                masked["audio_only"].append(scored(net.fusion(visual, torch.zeros_like(vm), sound, am)))
             labels.append(on.labels[k].cpu())
-            audio.append(on.amask[k].any(dim=1).cpu())
+            audio.append(am.any(dim=1).cpu())
             positions.append(on.positions[k].cpu())
             done[keep.numpy()] = out[-1].numpy()
         if on_batch is not None:
             on_batch(batch.positions.tolist(), list(batch.statuses), done)
-    local = (torch.cat(out).numpy() if out else np.zeros((0, c), np.float32),
+    empty = np.zeros((0, c), np.float32)
+    local = (torch.cat(out).numpy() if out else empty,
              torch.cat(labels).numpy() if labels else np.zeros(0, np.int64),
              torch.cat(audio).numpy() if audio else np.zeros(0, bool),
-             torch.cat(positions).numpy() if positions else np.zeros(0, np.int64), statuses, status_of)
+             torch.cat(positions).numpy() if positions else np.zeros(0, np.int64), statuses, status_of,
+             {key: torch.cat(v).numpy() if v else empty for key, v in masked.items()})
     parts = fd.gather_objects(local, env)
     merged: dict[str, int] = {}
     every: dict[int, str] = {}
@@ -150,4 +165,5 @@ def score_videos(net: nn.Module, batches: Iterable[ClipBatch], class_emb: torch.
             merged[s] = merged.get(s, 0) + n
         every.update(p[5])
     order = np.argsort(np.concatenate([p[3] for p in parts]), kind="stable")
-    return Scores(*(np.concatenate([p[i] for p in parts])[order] for i in range(4)), merged, every)
+    return Scores(*(np.concatenate([p[i] for p in parts])[order] for i in range(4)), merged, every,
+                  {key: np.concatenate([p[6][key] for p in parts])[order] for key in masked})

@@ -12,7 +12,9 @@ import numpy as np
 class Scores:
     """Class scores (N, C), true labels (N,) and whether each video had audio (N,) of the videos scored;
     ``positions`` (N,): their rows in the split (raw-video scoring); ``statuses``: the decode status count
-    of every video tried, decodable or not, and ``status_of`` the status of each position (raw-video scoring)."""
+    of every video tried, decodable or not, and ``status_of`` the status of each position (raw-video scoring);
+    ``masked``: the same videos' scores (N, C) with one modality masked, 'visual_only' (audio masked) and
+    'audio_only' (visual masked), when they were asked for (raw-video scoring)."""
 
     scores: np.ndarray
     labels: np.ndarray
@@ -20,6 +22,7 @@ class Scores:
     positions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     statuses: dict[str, int] = field(default_factory=dict)
     status_of: dict[int, str] = field(default_factory=dict)
+    masked: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def accuracy_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:

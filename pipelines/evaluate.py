@@ -24,7 +24,7 @@ from cavnet.extract.store.reader import FeatureStore
 from cavnet.fuse.checkpoint import Checkpoint
 from cavnet.fuse.classes import class_subset, store_view
 from cavnet.fuse.data import open_split
-from cavnet.fuse.scoring.modality import modality_metrics
+from cavnet.fuse.scoring.modality import modality_metrics, passes
 from cavnet.fuse.scoring.views import protocol, score_views_modalities
 from cavnet.fuse.metrics import Scores, confusion, prediction_rows, split_metrics
 from cavnet.fuse.run.folder import hold_run_folder, now, run_record, write_run_record
@@ -63,6 +63,7 @@ def _evaluate(checkpoint: Path, ckpt: Checkpoint, dev: torch.device, out_dir: Pa
         if corpus is not None:
             sc, names = _score_videos(ckpt, dev, corpus, opts, progress, table_out)
             used = f"{ckpt.extract_config().sampling.clips} clips x 1 crop"
+            modalities = modality_metrics(passes(sc, sc.masked, ckpt.fusion.modalities), names)
         else:
             sc, names, table, record, used = _score_store(ckpt, dev, store, split, progress, text_set, opts.views,
                                                           opts.classes)
@@ -71,7 +72,7 @@ def _evaluate(checkpoint: Path, ckpt: Checkpoint, dev: torch.device, out_dir: Pa
     result = {"split": split, "text_set": text_set or ckpt.trained_text_set, "protocol": used,
               "checkpoint": str(Path(checkpoint).resolve()), **split_metrics(sc, len(names)),
               "random_weights": random_weights_note(ckpt.extract_config()) if ckpt.store_config else None,
-              # per-modality scores and confusion: store features only (raw videos: None, not computed)
+              # per-modality scores and confusion, from the store's features or from the videos
               "modalities": modalities}
     if out_dir is not None:
         write_reports(out_dir, split, sc.scores, sc.labels, names)
@@ -189,7 +190,7 @@ def _score_videos(ckpt: Checkpoint, dev: torch.device, corpus: Corpus, opts: Eva
                   scores, names)
 
     sc = score_videos(build_avnet(ckpt, dev), loader, ckpt.class_table(opts.text_set).to(dev), ckpt.head, dev,
-                      env, on_batch=done)
+                      env, on_batch=done, modalities=True)
     if len(sc.labels) == 0:
         raise CavnetError(f"no video of split {split!r} could be decoded ({sc.statuses})")
     return sc, names

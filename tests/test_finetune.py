@@ -216,6 +216,11 @@ def test_raw_video_features_and_scores_match_the_store(corpus, init, tmp_path):
     a, b, c = (json.loads(r.output) for r in (by_store, by_video, by_csv))
     key = ("count", "top1", "top5")
     assert [a[k] for k in key] == [b[k] for k in key] == [c[k] for k in key]
+    # per-modality figures from the videos: the masked passes of the store's features, from the backbones
+    for m in ("visual_only", "audio_only"):
+        assert [a["modalities"][m][k] for k in key] == [b["modalities"][m][k] for k in key], m
+    for m in ("visual_right_fused_wrong", "audio_right_fused_wrong"):
+        assert a["modalities"][m] == b["modalities"][m], m
     # the per-video table: a row per video, the same videos and labels from the store and from the videos
     tables = [list(csv.DictReader(open(tmp_path / d / "predictions_val.csv"))) for d in "ab"]
     assert [sorted((r["id"], r["label"], r["status"]) for r in t) for t in tables][0] == \

@@ -38,14 +38,21 @@ def score_modalities(model: nn.Module, batches_fn, class_emb: torch.Tensor, head
     ('v' or 'a') has no second stream to mask: its fused scores are its own modality's, the other is None."""
     fused = score(model, batches_fn(), class_emb, head, device)
     uses = getattr(getattr(model, "config", None), "modalities", "av")
+    two = {key: score(model, masked(batches_fn(), drop), class_emb, head, device).scores
+           for key, drop in DROPS.items()} if uses == "av" else {}
+    return passes(fused, two, uses)
+
+
+def passes(fused: Scores, masked_scores: dict[str, np.ndarray], uses: str) -> dict[str, Scores | None]:
+    """{'fused', 'visual_only', 'audio_only'} from the fused scores and, for a model of both streams
+    (``uses`` 'av'), the (N, C) scores of the same videos with one stream masked (keys of ``DROPS``). A
+    single-modality model's fused scores are its own modality's; the other is None."""
     out: dict[str, Scores | None] = {"fused": fused}
-    for key, drop in DROPS.items():
-        kept = "v" if key == "visual_only" else "a"
+    for key in DROPS:
         if uses == "av":
-            sc = score(model, masked(batches_fn(), drop), class_emb, head, device)
-            out[key] = Scores(sc.scores, sc.labels, fused.audio_present)
+            out[key] = Scores(masked_scores[key], fused.labels, fused.audio_present)
         else:
-            out[key] = fused if uses == kept else None
+            out[key] = fused if uses == ("v" if key == "visual_only" else "a") else None
     return out
 
 
