@@ -55,15 +55,17 @@ class FinetuneRun(TrainingRun):
     log_unscored = False  # metrics.jsonl holds the scored epochs; steps.jsonl every step
 
     def __init__(self, cfg: FinetuneConfig, env: fd.DistEnv, device: torch.device, corpus: Corpus, out: Path,
-                 echo: Callable[[str], None] = print, progress: bool = True, init: Checkpoint | None = None) -> None:
-        """``init``: ``cfg.init`` already loaded (and so checked) by the caller."""
+                 echo: Callable[[str], None] = print, progress: bool = True, init: Checkpoint | None = None,
+                 rows: CorpusRows | None = None) -> None:
+        """``init``: ``cfg.init`` already loaded (and so checked) by the caller; ``rows``: the corpus already
+        read by it (:func:`corpus_rows`)."""
         if cfg.batch_size % env.world:
             raise CavnetError(f"--batch-size {cfg.batch_size} does not split over {env.world} processes")
         self.cfg, self.env, self.device = cfg, env, device
         self.echo, self.progress = (echo if env.main else (lambda _: None)), progress and env.main
         self.init = init = init if init is not None else Checkpoint.load(cfg.init)
         config = init.extract_config(cfg.init)
-        self.manifest, train_rows, self.val_rows, kind = _corpus(cfg, env, init, corpus)
+        self.manifest, train_rows, self.val_rows, kind = rows or corpus_rows(cfg, env, init, corpus)
         self.text = _tuned_text(cfg, env, device, init, config, self.manifest.classes)  # draws no numbers
         self.frozen_text_state = init.text_encoder
         torch.manual_seed(cfg.seed)
@@ -232,8 +234,10 @@ def _tuned_text(cfg: FinetuneConfig, env: fd.DistEnv, device: torch.device, init
                            class_prompts(classes, config.prompt_template), {}, init.text_encoder)
 
 
-def _corpus(cfg: FinetuneConfig, env: fd.DistEnv, init: Checkpoint,
-            corpus: Corpus) -> tuple[Manifest, list[ManifestRow], list[ManifestRow], str]:
+CorpusRows = tuple[Manifest, list[ManifestRow], list[ManifestRow], str]
+
+
+def corpus_rows(cfg: FinetuneConfig, env: fd.DistEnv, init: Checkpoint, corpus: Corpus) -> CorpusRows:
     """The manifest (rank 0 reads it first: ``synth`` may have to generate the corpus), its training rows
     (files on disk; labelled unless the targets are the videos' texts), its labelled val rows, the targets."""
     if not env.main:

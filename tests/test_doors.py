@@ -226,31 +226,67 @@ def _bad_text(tmp_path: Path, kind: str) -> tuple[Path, str]:
     return path, "is not a regular file"
 
 
-@pytest.mark.parametrize("kind", ["latin-1", "folder", "fifo"])
-@pytest.mark.parametrize("command", ["predict --labels", "text --templates", "text --descriptions",
-                                     "extract --manifest", "probe --manifest"])
-def test_text_inputs_that_are_not_utf8_text_files_are_refused(store, run, tmp_path, kind, command):
-    path, needle = _bad_text(tmp_path, kind)
-    argv = {"predict --labels": ["predict", str(tmp_path / "v.mp4"), "--checkpoint", str(run / "last.pt"),
+TEXT_INPUTS = ("predict --labels", "text --templates", "text --descriptions", "extract --manifest", "probe --manifest",
+               "prepare --manifest", "evaluate --manifest", "finetune --manifest", "fuse-train --classes",
+               "evaluate --classes", "ablate --classes")
+
+
+def _reading(command: str, path: Path, store: Path, run: Path, out: Path) -> list[str]:
+    """``command`` reading the text file ``path`` with the option it names, writing (if at all) to ``out``."""
+    return {"predict --labels": ["predict", str(out / "v.mp4"), "--checkpoint", str(run / "last.pt"),
                                  "--labels", str(path), "--device", "cpu"],
             "text --templates": ["text", "--store", str(store), "--add-set", "t", "--templates", str(path)],
             "text --descriptions": ["text", "--store", str(store), "--add-set", "d", "--descriptions", str(path)],
             "extract --manifest": ["extract", "--dataset", "csv", "--manifest", str(path), "--out",
-                                   str(tmp_path / "o.h5"), "--device", "cpu", "--no-progress"],
-            "probe --manifest": ["probe", "--dataset", "csv", "--manifest", str(path)]}[command]
-    one_line_error(CliRunner().invoke(main, argv), needle)
-    assert not (tmp_path / "o.h5").exists()
+                                   str(out / "o.h5"), "--device", "cpu", "--no-progress"],
+            "probe --manifest": ["probe", "--dataset", "csv", "--manifest", str(path)],
+            "prepare --manifest": ["prepare", "--dataset", "csv", "--manifest", str(path), "--out", str(out / "o")],
+            "evaluate --manifest": ["evaluate", "--dataset", "csv", "--manifest", str(path), "--checkpoint",
+                                    str(run / "last.pt"), "--out", str(out / "o"), "--device", "cpu"],
+            "finetune --manifest": ["finetune", "--init", str(run / "last.pt"), "--dataset", "csv", "--manifest",
+                                    str(path), "--out", str(out / "o"), "--device", "cpu"],
+            "fuse-train --classes": _train(store, out / "o", "--classes", str(path)),
+            "evaluate --classes": ["evaluate", "--store", str(store), "--checkpoint", str(run / "last.pt"),
+                                   "--classes", str(path), "--out", str(out / "o"), "--device", "cpu"],
+            "ablate --classes": _ablate(store, out / "o", "--classes", str(path))}[command]
 
 
-def test_a_kinetics_csv_that_is_not_utf8_or_names_a_column_twice_is_refused(tmp_path):
+@pytest.mark.parametrize("kind", ["latin-1", "folder", "fifo"])
+@pytest.mark.parametrize("command", TEXT_INPUTS)
+def test_text_inputs_that_are_not_utf8_text_files_are_refused(store, run, tmp_path, kind, command):
+    path, needle = _bad_text(tmp_path, kind)
+    before = _snapshot(run)
+    one_line_error(CliRunner().invoke(main, _reading(command, path, store, run, tmp_path)), needle)
+    assert not (tmp_path / "o.h5").exists() and not (tmp_path / "o" / "last.pt").exists()
+    assert _snapshot(run) == before
+
+
+@pytest.mark.parametrize("kind", ["latin-1", "duplicate column", "fifo"])
+@pytest.mark.parametrize("command", ["probe", "extract", "prepare", "evaluate", "finetune"])
+def test_a_kinetics_csv_that_is_not_what_it_claims_is_refused_by_every_reader(run, tmp_path, kind, command):
     root = tmp_path / "k400"
     root.mkdir()
-    (root / "train.csv").write_bytes("label,youtube_id,time_start,time_end,split\ncaf\xe9,a,0,10,train\n"
-                                     .encode("latin-1"))
-    argv = ["probe", "--dataset", "k400", "--root", str(root)]
-    one_line_error(CliRunner().invoke(main, argv), "is not UTF-8: byte 0xe9 at offset")
-    (root / "train.csv").write_text("label,youtube_id,time_start,time_end,label\nx,a,0,10,y\n")
-    one_line_error(CliRunner().invoke(main, argv), "names column(s) label twice")
+    csv_path = root / "train.csv"
+    if kind == "latin-1":
+        csv_path.write_bytes("label,youtube_id,time_start,time_end,split\ncaf\xe9,a,0,10,train\n".encode("latin-1"))
+        needle = "is not UTF-8: byte 0xe9 at offset"
+    elif kind == "duplicate column":
+        csv_path.write_text("label,youtube_id,time_start,time_end,label\nx,a,0,10,y\n")
+        needle = "names column(s) label twice"
+    else:
+        os.mkfifo(csv_path)
+        needle = "is not a regular file"
+    out = tmp_path / "out"
+    argv = {"probe": ["probe", "--dataset", "k400", "--root", str(root)],
+            "extract": ["extract", "--dataset", "k400", "--root", str(root), "--out", str(out / "s.h5"),
+                        "--device", "cpu", "--no-progress"],
+            "prepare": ["prepare", "--dataset", "k400", "--root", str(root), "--out", str(out / "p")],
+            "evaluate": ["evaluate", "--dataset", "k400", "--root", str(root), "--checkpoint", str(run / "last.pt"),
+                         "--split", "train", "--device", "cpu"],
+            "finetune": ["finetune", "--init", str(run / "last.pt"), "--dataset", "k400", "--root", str(root),
+                         "--out", str(out / "f"), "--device", "cpu"]}[command]
+    one_line_error(CliRunner().invoke(main, argv), needle)
+    assert not out.exists()
 
 
 def test_a_video_listed_in_two_splits_is_kept_once_with_a_warning(tmp_path):

@@ -65,7 +65,21 @@ def _commands(kind: str, out: Path, store: Path, checkpoint: Path, manifest: Pat
                          "--device", "cpu"],
             "ablate": ["ablate", "--store", str(store), "--out", str(out), "--epochs", "1", "--seeds", "1"],
             "finetune": ["finetune", "--init", str(checkpoint), "--out", str(out), "--dataset", "csv",
-                         "--manifest", str(manifest), "--device", "cpu"]}[kind]
+                         "--manifest", str(_corpus_of(checkpoint, manifest.parent)), "--device", "cpu"]}[kind]
+
+
+def _corpus_of(checkpoint: Path, folder: Path) -> Path:
+    """A manifest finetune reads before it takes its folder: the checkpoint's classes, files that exist (they
+    are never decoded: the folder checks come first)."""
+    from cavnet.fuse.checkpoint import Checkpoint
+
+    lines = []
+    for i, name in enumerate(Checkpoint.load(checkpoint).class_names):
+        for split in ("train", "val"):
+            (folder / f"{i}-{split}.mp4").write_bytes(b"x")
+            lines.append(f"{folder / f'{i}-{split}.mp4'},{name},{split}\n")
+    (folder / "corpus.csv").write_text("path,label,split\n" + "".join(lines))
+    return folder / "corpus.csv"
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 import media
 from cavnet.cli import main
 from hostile import one_line_error
+from cavnet.extract.store.writer import StoreDims
 from store_factory import make_store
 
 
@@ -24,7 +25,7 @@ def work(tmp_path_factory) -> dict[str, Path]:
     """A store, a checkpoint trained on it, a video and a CSV manifest of it: the inputs of every command."""
     root = tmp_path_factory.mktemp("inputs")
     store = root / "store.h5"
-    make_store(store, videos=12)
+    make_store(store, videos=12, dims=StoreDims(4, 4, 256, 128))  # the widths its recorded backbones give
     run = root / "run"
     r = CliRunner().invoke(main, ["fuse-train", "--store", str(store), "--out", str(run), "--epochs", "1",
                                   "--batch-size", "4", "--d-model", "16", "--device", "cpu", "--no-progress"])

@@ -66,9 +66,10 @@ def check_writable(output: Path, names: Sequence[str] = (), what: str = "--out")
     existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise CavnetError(f"{what} {output} is not writable: a path component is not a directory ({existing})")
-    probe = folder / f".cavnet-write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    # the probe goes into the nearest folder that exists: the folders still to be made are made by the
+    # command when it writes, so a refused run leaves no empty folder behind
+    probe = (existing or Path.cwd()) / f".cavnet-write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         try:
             os.write(fd, b"\0")  # a full filesystem still creates empty files: a byte needs a block
@@ -77,7 +78,7 @@ def check_writable(output: Path, names: Sequence[str] = (), what: str = "--out")
             with contextlib.suppress(OSError):
                 os.unlink(probe)
     except OSError as exc:
-        raise CavnetError(f"{what} {output} is not writable: {cause(exc, probe)} ({exc.filename or folder})") from None
+        raise CavnetError(f"{what} {output} is not writable: {cause(exc, probe)} ({existing or folder})") from None
     if output.exists() and not os.access(output, os.W_OK):
         raise CavnetError(f"{what} {output} is not writable: permission denied")
 
