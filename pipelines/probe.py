@@ -6,7 +6,6 @@ The statuses are extract's (docs/store.md), found without a full decode, plus ``
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from cavnet.errors import CavnetError
-from cavnet.extract.files.outputs import Output, atomic, check_outputs
+from cavnet.extract.files.outputs import Output, RowWriter, check_outputs, csv_line
 from cavnet.extract.manifest import Manifest, ManifestRow
 from cavnet.extract.media.probe import ProbeRecord, probe_media
 from cavnet.extract.status import WORKER_CRASH
@@ -49,8 +48,10 @@ def probe_chunk(chunk: ProbeChunk) -> tuple[int, list[ProbeRecord]]:
 
 
 def probe_records(manifest: Manifest, opts: RunOptions, echo: Callable[[str], None] = print,
-                  progress: bool = True) -> list[ProbeRecord]:
-    """Probe every row of ``manifest`` on the Dask cluster; records in manifest order."""
+                  progress: bool = True,
+                  on_records: Callable[[list[ProbeRecord]], None] | None = None) -> list[ProbeRecord]:
+    """Probe every row of ``manifest`` on the Dask cluster; records in manifest order. ``on_records``: called
+    with the next records in manifest order as soon as the chunks before them are all done."""
     from tqdm import tqdm
 
     from cavnet.pipelines.extract.cluster import dask_client
@@ -59,10 +60,15 @@ def probe_records(manifest: Manifest, opts: RunOptions, echo: Callable[[str], No
     rows, size = manifest.rows, max(1, opts.shard_size)
     chunks = [ProbeChunk(i, rows[s:s + size]) for i, s in enumerate(range(0, len(rows), size))]
     parts: dict[int, list[ProbeRecord]] = {}
+    given = 0  # the chunks handed to on_records, in order
     with tqdm(total=len(rows), unit="file", desc="probe", disable=not progress, dynamic_ncols=True) as bar:
         def done(result: tuple[int, list[ProbeRecord]]) -> None:
+            nonlocal given
             parts[result[0]] = result[1]
             bar.update(len(result[1]))
+            while on_records is not None and given in parts:
+                on_records(parts[given])
+                given += 1
 
         with dask_client(opts.scheduler, opts.workers, "cpu", echo) as client:
             stream_tasks(client, probe_chunk, chunks, (), "probe chunk", done, echo, opts.window)
@@ -72,12 +78,16 @@ def probe_records(manifest: Manifest, opts: RunOptions, echo: Callable[[str], No
 FIELDS = [f.name for f in dataclasses.fields(ProbeRecord)]
 
 
-def write_csv(records: Sequence[ProbeRecord], out: Path) -> None:
-    """One line per file, the columns of :class:`ProbeRecord` (written whole or not at all)."""
-    with atomic(out, "--out", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(dataclasses.asdict(r) for r in records)
+def csv_table(out: Path) -> RowWriter:
+    """The per-file table at ``out``, its header written: one line per file, the columns of
+    :class:`ProbeRecord`, each row on disk once written (Ctrl-C keeps the rows done)."""
+    table = RowWriter(out, "--out")
+    table.write(csv_line(FIELDS), row=False)
+    return table
+
+
+def table_rows(records: Sequence[ProbeRecord]) -> str:
+    return "".join(csv_line([getattr(r, f) for f in FIELDS]) for r in records)
 
 
 def _top(counter: Counter, limit: int = 8) -> str:
@@ -109,9 +119,11 @@ def run_probe(manifest: Manifest, opts: RunOptions, out: Path | None, echo: Call
         raise CavnetError(f"--out {out}: folder {out.parent} does not exist")
     if out is not None:
         check_outputs([Output(out, "--out")], inputs=[*inputs, *(Path(r.path) for r in manifest.rows)])
-    records = probe_records(manifest, opts, echo, progress)
-    if out is not None:
-        write_csv(records, out)
+    if out is None:
+        records = probe_records(manifest, opts, echo, progress)
+    else:
+        with csv_table(out) as table:
+            records = probe_records(manifest, opts, echo, progress, lambda done: table.write(table_rows(done)))
     for line in summary(records):
         echo(line)
     if out is not None:

@@ -306,3 +306,29 @@ def test_a_prompt_template_with_a_stray_brace_is_refused(tmp_path, prompt, needl
                                   str(tmp_path / "o.h5"), "--prompt", prompt, "--device", "cpu"])
     one_line_error(r, needle)
     assert not (tmp_path / "o.h5").exists() and MARKER not in os.listdir(tmp_path)
+
+
+def test_probe_keeps_every_finished_row_through_ctrl_c_in_manifest_order(tmp_path, monkeypatch):
+    import contextlib
+
+    import cavnet.pipelines.extract.cluster as cluster
+    import cavnet.pipelines.extract.tasks as tasks
+    from cavnet.extract.datasets import read_csv_manifest
+    from cavnet.pipelines.extract.options import RunOptions
+    from cavnet.pipelines.probe import run_probe
+
+    (tmp_path / "m.csv").write_text("path,label\n" + "".join(f"v{i}.mp4,a\n" for i in range(8)))
+    manifest = read_csv_manifest(tmp_path / "m.csv")
+
+    def out_of_order(client, fn, chunks, args, what, done, echo, window):
+        for i in (1, 0, 3):  # chunk 3 finishes before chunk 2: its rows wait for chunk 2's
+            done(fn(chunks[i]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cluster, "dask_client", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(tasks, "stream_tasks", out_of_order)
+    with pytest.raises(KeyboardInterrupt):
+        run_probe(manifest, RunOptions(shard_size=2), tmp_path / "p.csv", echo=lambda _: None, progress=False)
+    rows = (tmp_path / "p.csv").read_text().splitlines()
+    assert rows[0].startswith("video_id,") and [r.split(",")[0] for r in rows[1:]] == ["v0", "v1", "v2", "v3"]
+    assert all(",missing_file," in r for r in rows[1:]) and not list(tmp_path.glob("*.tmp"))
