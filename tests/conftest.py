@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -50,3 +51,33 @@ def hf_tiny(tmp_path_factory):
     folders.update(tiny.broken_copies(folders["clip"], folders["videomae"], root))
     folders["corpus"] = tiny.write_corpus(root / "corpus")
     return folders
+
+
+@pytest.fixture(scope="module")
+def listener():
+    """A local port that counts the connections made to it (sandbox_media.Listener)."""
+    from sandbox_media import Listener
+
+    server = Listener()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def mount(tmp_path):
+    """``mount(options)``: a tmpfs of those options at tmp_path/mntN (root only; skipped where mounting is not
+    allowed), unmounted after the test."""
+    made = []
+
+    def make(options: str) -> Path:
+        point = tmp_path / f"mnt{len(made)}"
+        point.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a tmpfs here")
+        made.append(point)
+        return point
+
+    yield make
+    for point in made:
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)

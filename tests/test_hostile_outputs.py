@@ -151,25 +151,6 @@ def test_unwritable_out_is_refused_before_any_work(store, checkpoint, manifest, 
     one_line_error(CliRunner().invoke(main, _commands(kind, out, store, checkpoint, manifest)), needle)
 
 
-@pytest.fixture
-def mount(tmp_path):
-    """A tmpfs of the given options at tmp_path/mnt (root only; skipped where mounting is not allowed)."""
-    made = []
-
-    def make(options: str) -> Path:
-        point = tmp_path / f"mnt{len(made)}"
-        point.mkdir()
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
-                          capture_output=True).returncode != 0:
-            pytest.skip("cannot mount a tmpfs here")
-        made.append(point)
-        return point
-
-    yield make
-    for point in made:
-        subprocess.run(["umount", "-l", str(point)], capture_output=True)
-
-
 @pytest.mark.parametrize("kind", ["extract", "fuse-train", "evaluate", "ablate"])
 def test_a_read_only_filesystem_is_refused_before_any_work(store, checkpoint, manifest, mount, kind):
     ro = mount("ro,size=1m")

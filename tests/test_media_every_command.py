@@ -19,17 +19,7 @@ from click.testing import CliRunner
 import media
 from cavnet.cli import main
 from cavnet.extract.status import DECODE_ERROR
-from test_media_sandbox import Listener, _pcm
-
-HOSTILE = ("concat-loop", "concat-url", "concat-local", "hls-url", "image-pattern")
-
-
-@pytest.fixture(scope="module")
-def listener():
-    server = Listener()
-    yield server
-    server.close()
-
+from sandbox_media import REFUSED as HOSTILE, hostile_files, pcm_file
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, listener) -> dict[str, Path]:
@@ -44,21 +34,12 @@ def corpus(tmp_path_factory, listener) -> dict[str, Path]:
         rows.append((path, label, split))
     (root / "http:").mkdir()  # a real video whose path looks like a URL
     rows.append((media.make_video(root / "http:" / "real.mp4", seconds=1.0, size=(32, 24)), "a", "val"))
-    url = f"http://127.0.0.1:{listener.port}/v.mp4"
-    hostile = {"concat-loop": root / "loop.ffconcat", "concat-url": root / "url.ffconcat",
-               "concat-local": root / "local.ffconcat", "hls-url": root / "list.m3u8",
-               "image-pattern": root / "frame-%03d.mp4"}
-    hostile["concat-loop"].write_text("ffconcat version 1.0\nfile loop.ffconcat\nfile loop.ffconcat\n")
-    hostile["concat-url"].write_text(f"ffconcat version 1.0\nfile '{url}'\n")
-    hostile["concat-local"].write_text(f"ffconcat version 1.0\nfile '{rows[0][0]}'\n")
-    hostile["hls-url"].write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n{url}\n#EXT-X-ENDLIST\n")
-    media.make_video(root / "frame-001.mp4", seconds=0.5, size=(32, 24))
-    hostile["image-pattern"].write_text("not a video: the name is a pattern FFmpeg's image2 would expand\n")
+    hostile = hostile_files(root, listener.port, rows[0][0])
     for i, path in enumerate(hostile.values()):
         rows.append((path, "ab"[i % 2], ("train", "val")[i % 2]))
     pcm = np.random.default_rng(0).integers(-8000, 8000, size=(av.AudioLayout("9 channels").nb_channels, 16000),
                                             dtype=np.int16)
-    rows.append((_pcm(root / "nine.mkv", pcm, 16000, "9 channels"), "b", "val"))
+    rows.append((pcm_file(root / "nine.mkv", pcm, 16000, "9 channels"), "b", "val"))
     clean, every = root / "clean.csv", root / "every.csv"
     clean.write_text("path,label,split\n" + "".join(f"{p},{lab},{s}\n" for p, lab, s in rows[:4]))
     every.write_text("path,label,split\n" + "".join(f"{p},{lab},{s}\n" for p, lab, s in rows))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,8 @@ from click.testing import CliRunner
 
 import media
 from cavnet.cli import main
-from hostile import one_line_error
 from cavnet.extract.store.writer import StoreDims
+from hostile import one_line_error
 from store_factory import make_store
 
 
@@ -104,25 +103,6 @@ def test_the_wrong_kind_of_thing_in_the_way_is_one_line(work, tmp_path, command)
     _run(command, out, work, needle)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert out.is_dir() == (command in FILES) and (command in FILES or out.read_text() == "a regular file")
-
-
-@pytest.fixture
-def mount(tmp_path):
-    """A tmpfs of the given options at tmp_path/mntN (root only; skipped where mounting is not allowed)."""
-    made = []
-
-    def make(options: str) -> Path:
-        point = tmp_path / f"mnt{len(made)}"
-        point.mkdir()
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
-                          capture_output=True).returncode != 0:
-            pytest.skip("cannot mount a tmpfs here")
-        made.append(point)
-        return point
-
-    yield make
-    for point in made:
-        subprocess.run(["umount", "-l", str(point)], capture_output=True)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
