@@ -86,21 +86,24 @@ def _evaluate(checkpoint: Path, ckpt: Checkpoint, dev: torch.device, out_dir: Pa
 
 class PredictionsTable:
     """predictions_{split}.csv (id, label, status, top-k names and scores), each row on disk once it is
-    added (``extract.files.outputs.RowWriter``); ``path`` None: nothing is written."""
+    added (``extract.files.outputs.RowWriter``); the file is made with its first rows, so a run refused
+    before any video was scored leaves none. ``path`` None: nothing is written."""
 
     FIELDS = ["id", "label", "status", "top_k", "scores"]
 
     def __init__(self, path: Path | None, k: int) -> None:
-        self.k, self.out = k, RowWriter(path) if path is not None else None
-        if self.out is not None:
-            self.out.write(csv_line(self.FIELDS), row=False)
+        self.path, self.k, self.out = path, k, None
 
     def add(self, ids: list[str], labels: list[str], statuses: list[str], scores: np.ndarray,
             names: list[str]) -> None:
         """Rows of these videos; ``scores`` (n, C), a NaN row for a video without scores."""
-        if self.out is not None:
-            rows = prediction_rows(ids, scores, names, self.k, statuses, labels)
-            self.out.write("".join(csv_line([r[f] for f in self.FIELDS]) for r in rows))
+        if self.path is None:
+            return
+        if self.out is None:
+            self.out = RowWriter(self.path)
+            self.out.write(csv_line(self.FIELDS), row=False)
+        rows = prediction_rows(ids, scores, names, self.k, statuses, labels)
+        self.out.write("".join(csv_line([r[f] for f in self.FIELDS]) for r in rows))
 
     def __enter__(self) -> "PredictionsTable":
         return self

@@ -332,3 +332,11 @@ def test_probe_keeps_every_finished_row_through_ctrl_c_in_manifest_order(tmp_pat
     rows = (tmp_path / "p.csv").read_text().splitlines()
     assert rows[0].startswith("video_id,") and [r.split(",")[0] for r in rows[1:]] == ["v0", "v1", "v2", "v3"]
     assert all(",missing_file," in r for r in rows[1:]) and not list(tmp_path.glob("*.tmp"))
+
+
+def test_an_evaluation_refused_before_scoring_leaves_no_table(store, run, tmp_path):
+    out = tmp_path / "ev"
+    r = CliRunner().invoke(main, ["evaluate", "--store", str(store), "--checkpoint", str(run / "last.pt"), "--split",
+                                  "test", "--out", str(out), "--device", "cpu"])
+    one_line_error(r, "split 'test' has no usable labelled videos")
+    assert not list(out.glob("predictions_*.csv")) and not (out / "metrics.json").exists()
