@@ -44,7 +44,7 @@ def _encode(job: tuple[CorpusSpec, int, str]) -> None:
     """Render and encode video ``index`` of the corpus to ``path``."""
     import av
 
-    from cavnet.extract.media.avwrite import write_audio
+    from cavnet.extract.synth.avwrite import write_audio
     from cavnet.extract.synth import VideoSpec, render_audio, render_frames
 
     spec, index, path = job

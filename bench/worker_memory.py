@@ -37,7 +37,7 @@ def _frames(i: int, count: int, size: tuple[int, int]) -> np.ndarray:
 
 def _damage(path: Path, i: int) -> None:
     """Every tenth video: zero bytes, truncated to a third, or re-written without audio."""
-    from cavnet.extract.media.avwrite import write_video
+    from cavnet.extract.synth.avwrite import write_video
 
     kind = (i // 10) % 3
     if kind == 0:
@@ -51,7 +51,7 @@ def _damage(path: Path, i: int) -> None:
 
 def write_corpus(root: Path, videos: int, seconds: float = 2.0) -> Path:
     """``videos`` files under ``root`` and a CSV manifest; returns the manifest."""
-    from cavnet.extract.media.avwrite import write_video
+    from cavnet.extract.synth.avwrite import write_video
 
     lines = ["path,label,split"]
     for i in range(videos):

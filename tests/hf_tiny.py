@@ -128,7 +128,7 @@ def write_corpus(root: Path, classes: int = 4, per_class: int = 3, seconds: floa
     25 fps, 16 kHz mono), the last of each class in split val; returns the CSV ``path,label,split``."""
     import numpy as np
 
-    from cavnet.extract.media.avwrite import write_video
+    from cavnet.extract.synth.avwrite import write_video
 
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

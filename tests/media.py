@@ -1,6 +1,6 @@
 """Test media generated with PyAV (nothing is checked in). Helpers only; no tests here.
 
-``make_video`` goes through :func:`cavnet.extract.media.avwrite.write_video` when it can (even size, mono/stereo)
+``make_video`` goes through :func:`cavnet.extract.synth.avwrite.write_video` when it can (even size, mono/stereo)
 and through :func:`write_av` otherwise (odd sizes as yuv444p, 5.1 audio, explicit frame times).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from cavnet.extract.media.avwrite import write_video
+from cavnet.extract.synth.avwrite import write_video
 
 _LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}
 _AUDIO_CODECS = {".mp4": "aac", ".m4a": "aac", ".mkv": "aac", ".webm": "libopus", ".ts": "mp2"}

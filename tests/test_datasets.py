@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cavnet.extract.media.avwrite import write_video
+from cavnet.extract.synth.avwrite import write_video
 from cavnet.extract.datasets import DatasetError, read_csv_manifest, read_k400
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from cavnet.extract.config import ClipSampling, LogMel
-from cavnet.extract.media.decode import _AudioCollector, decode_video, normalise_clips
+from cavnet.extract.media.decode import decode_video, normalise_clips
+from cavnet.extract.media.resample import AudioCollector
 from cavnet.extract.media.sampling import uniform_starts, valid_count
 
 try:  # tests/ as a package or as a plain folder on sys.path (pytest's default rootdir insertion)
@@ -216,7 +217,7 @@ def _frames(rate: int, seconds: float, hz: float) -> list[av.AudioFrame]:
 
 def test_resampler_is_rebuilt_when_the_rate_changes():
     # 16 kHz mono flt is passed through untouched by PyAV; the 48 kHz frames after it must still be resampled
-    collector = _AudioCollector(16000)
+    collector = AudioCollector(16000)
     for frame in _frames(16000, 0.5, 440.0) + _frames(48000, 0.5, 1000.0):
         collector.push(frame)
     collector.push(object())  # not a frame: recorded, never raised, earlier audio kept

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cavnet.extract.media.avwrite import write_video
+from cavnet.extract.synth.avwrite import write_video
 from cavnet.extract.media.decode import decode_video
 from cavnet.extract.media.frontends import audio_examples
 from cavnet.extract.backbones.pretrained import extract_config

@@ -18,16 +18,17 @@ from typing import TYPE_CHECKING, Callable
 import av
 import numpy as np
 
+from ...errors import error_message
 from ..config import ClipSampling, LogMel
 from ..status import DECODE_ERROR, EMPTY_FILE, MISSING_FILE, NO_AUDIO, NO_VIDEO, OK, SHORT_DECODE
 from .clips import _ClipCollector, _GapSkipper
+from .resample import AudioCollector, trim_padding
 from .sampling import uniform_starts, valid_count
 from .sandbox import Budget, BudgetExceeded, open_media, refused_message
 
 
 SHORT_FRACTION = 0.8  # decoded frames / duration below this share of the container's figure: short_decode
 MAX_PACKET_ERRORS = 16  # undecodable packets skipped before giving up on the file
-_MAX_MESSAGE = 240
 _ATTACHED_PIC = av.stream.Disposition.attached_pic  # album art: a video stream that is not a video
 
 if TYPE_CHECKING:
@@ -57,13 +58,6 @@ class DecodedVideo:
     def all_crops(self) -> np.ndarray:
         """``(n, K, T, S, S, 3)``: ``crops``, or the clips as the one crop."""
         return self.crops if self.crops is not None else self.clips[:, None]
-
-
-def error_message(exc: BaseException) -> str:
-    """One short line: exception type and text."""
-    text = re.sub(r"\s+", " ", str(exc)).strip()
-    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return line[:_MAX_MESSAGE]
 
 
 def _result(sampling: ClipSampling, status: str, error: str = "", audio: np.ndarray | None = None,
@@ -136,10 +130,10 @@ def _decode_container(container: av.container.InputContainer, sampling: ClipSamp
                       segments: int, threads: int, crops: int = 1) -> DecodedVideo:
     vstream = video_stream(container)
     astream = container.streams.audio[0] if container.streams.audio and segments > 0 else None
-    audio = _AudioCollector(logmel.sample_rate) if astream is not None else None
+    audio = AudioCollector(logmel.sample_rate) if astream is not None else None
     if vstream is None:
         errors, message = _demux(container, None, astream, None, audio)
-        wave = _trim_padding(audio.finish(), astream, logmel.sample_rate) if audio is not None else None
+        wave = trim_padding(audio.finish(), astream, logmel.sample_rate) if audio is not None else None
         duration = len(wave) / logmel.sample_rate if wave is not None else _container_seconds(container)
         return _result(sampling, NO_VIDEO, message or "no video stream", wave, 0.0, duration)
 
@@ -158,7 +152,7 @@ def _decode_container(container: av.container.InputContainer, sampling: ClipSamp
     errors, message = _demux(container, vstream, astream, on_video, audio, skipper)
     if skipper is not None:
         clips.seen += skipper.dropped()
-    wave = _trim_padding(audio.finish(), astream, logmel.sample_rate) if audio is not None else None
+    wave = trim_padding(audio.finish(), astream, logmel.sample_rate) if audio is not None else None
     if audio is not None and audio.errors:
         errors, message = errors + audio.errors, message or audio.error
 
@@ -209,7 +203,7 @@ def _video_handler(clips: "_ClipCollector", origin: float | None, fps: float,
 
 def _demux(container: av.container.InputContainer, vstream: av.VideoStream | None,
            astream: av.AudioStream | None, on_video: Callable[[av.VideoFrame], None] | None,
-           audio: "_AudioCollector | None", skipper: "_GapSkipper | None" = None) -> tuple[int, str]:
+           audio: "AudioCollector | None", skipper: "_GapSkipper | None" = None) -> tuple[int, str]:
     """Walk the file once; returns (errors, first error message). Undecodable packets are skipped."""
     streams = [s for s in (vstream, astream) if s is not None]
     errors, message = 0, ""
@@ -243,7 +237,7 @@ def _demux(container: av.container.InputContainer, vstream: av.VideoStream | Non
 
 
 def _flush(streams: list, vstream: av.VideoStream | None, on_video: Callable | None,
-           audio: "_AudioCollector | None") -> None:
+           audio: "AudioCollector | None") -> None:
     """Drain frames the decoders still hold (frame threading delays output) after a failed demux."""
     for stream in streams:
         try:
@@ -255,93 +249,6 @@ def _flush(streams: list, vstream: av.VideoStream | None, on_video: Callable | N
                 on_video(frame)
             else:
                 audio.push(frame)
-
-
-class _AudioCollector:
-    """Resamples decoded audio frames to mono float32 at ``rate``; a new resampler whenever the input's
-    sample rate, layout or format changes (PyAV's resampler is fixed to its first frame). Channels of
-    unspecified order, and a layout the resampler refuses, are averaged to mono here first."""
-
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self.resampler: av.AudioResampler | None = None
-        self.key: tuple | None = None
-        self.downmix = False
-        self.chunks: list[np.ndarray] = []
-        self.errors, self.error = 0, ""
-
-    def _start(self) -> None:
-        self._pull(None)
-        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate,
-                                           frame_size=self.rate)  # 1 s frames: fewer to convert
-
-    def push(self, frame: av.AudioFrame) -> None:
-        try:
-            key = (frame.format.name, frame.layout.name, frame.sample_rate)
-            if key != self.key:
-                self._start()
-                # channels of unspecified order have no downmix matrix in FFmpeg: average them here
-                self.key, self.downmix = key, any(c.name == "NONE" for c in frame.layout.channels)
-            if not self.downmix:
-                try:
-                    self._pull(frame)
-                    return
-                except Exception:  # a layout the resampler refuses: average the channels ourselves
-                    self.downmix = True
-                    self.resampler = None
-                    self._start()
-            self._pull(_mono(frame))
-        except Exception as exc:  # a frame that cannot be taken at all: drop it, keep the video going
-            self.errors, self.error = self.errors + 1, self.error or f"audio: {error_message(exc)}"
-            try:  # keep what the resampler already holds (up to one output frame)
-                self._pull(None)
-            except Exception:
-                pass
-            self.resampler, self.key = None, None
-
-    def _pull(self, frame: av.AudioFrame | None) -> None:
-        if self.resampler is None:
-            return
-        for out in self.resampler.resample(frame):
-            self.chunks.append(out.to_ndarray().reshape(-1))
-
-    def finish(self) -> np.ndarray | None:
-        """``(samples,)`` float32, or None when nothing was decoded."""
-        try:
-            self._pull(None)
-        except Exception as exc:
-            self.errors, self.error = self.errors + 1, self.error or f"audio: {error_message(exc)}"
-        self.resampler, self.key = None, None
-        if not self.chunks:
-            return None
-        wave = np.concatenate(self.chunks).astype(np.float32, copy=False)
-        self.chunks = []
-        return wave if wave.size else None
-
-
-def _mono(frame: av.AudioFrame) -> av.AudioFrame:
-    """``frame`` averaged over its channels, as a mono float frame at its own sample rate."""
-    data = frame.to_ndarray()
-    channels = frame.layout.nb_channels
-    samples = data.reshape(channels, -1) if frame.format.is_planar else data.reshape(-1, channels).T
-    if samples.dtype.kind == "i":  # s16, s32: full scale is 2^(bits-1)
-        samples = samples.astype(np.float32) / (np.iinfo(samples.dtype).max + 1)
-    elif samples.dtype.kind == "u":  # u8: centred on 128
-        samples = (samples.astype(np.float32) - 128.0) / 128.0
-    mono = samples.astype(np.float32).mean(axis=0, keepdims=True)
-    out = av.AudioFrame.from_ndarray(np.ascontiguousarray(mono), format="flt", layout="mono")
-    out.sample_rate, out.pts, out.time_base = frame.sample_rate, frame.pts, frame.time_base
-    return out
-
-
-def _trim_padding(wave: np.ndarray | None, stream: av.AudioStream, rate: int) -> np.ndarray | None:
-    """Cut encoder padding (AAC pads its last 1024-sample frame) beyond the stream's declared duration.
-    Only a small excess is cut, so a wrong header never costs real audio."""
-    if wave is None or stream.duration is None or stream.time_base is None or stream.duration <= 0:
-        return wave
-    declared = int(math.ceil(float(stream.duration * stream.time_base) * rate))
-    excess = len(wave) - declared
-    return wave[:declared] if 0 < excess <= 0.25 * rate else wave
 
 
 def _frame_rate(stream: av.VideoStream) -> float:

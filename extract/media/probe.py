@@ -62,7 +62,7 @@ def _streams(container, record: ProbeRecord):
 
 def _first_frame(container, stream) -> str:
     """'' when a frame of ``stream`` decodes from its first packets, else why not."""
-    from cavnet.extract.media.decode import error_message
+    from cavnet.errors import error_message
 
     last = "no video frame decoded"
     try:
@@ -86,7 +86,7 @@ def probe_media(row: ManifestRow, armed: dict[str, str] | None = None) -> ProbeR
     ``armed``: the tests' faults, as set in the process that handed the row over (None: this one's)."""
 
     from cavnet.extract import faults
-    from cavnet.extract.media.decode import error_message
+    from cavnet.errors import error_message
 
     record = ProbeRecord(row.video_id, row.split, row.label, row.path, OK)
     faults.before_open(row.path, armed)

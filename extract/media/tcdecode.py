@@ -33,11 +33,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...errors import error_message
 from ..config import ClipSampling, LogMel
 from . import tcsetup
 from .clips import quarter_turns, resized_size
 from .decode import (DECODE_ERROR, NO_VIDEO, DecodedVideo, _frame_rate, _result, _scan_seconds, _status,
-                     _stream_seconds, _trim_padding, error_message, file_problem, video_stream)
+                     _stream_seconds, file_problem, video_stream)
+from .resample import trim_padding
 from .sampling import uniform_starts, valid_count
 from .sandbox import local_url, open_media
 
@@ -128,7 +130,7 @@ def _audio(path: str, head: _Header, rate: int) -> tuple[np.ndarray | None, int,
             return None, 0, ""
         return None, 1, f"audio: {text}"
     wave = samples.data.reshape(-1).numpy().astype(np.float32, copy=False)
-    return (_trim_padding(wave, head.audio_stream, rate) if wave.size else None), 0, ""
+    return (trim_padding(wave, head.audio_stream, rate) if wave.size else None), 0, ""
 
 
 def _clip_indices(head: _Header, sampling: ClipSampling, count: int) -> list[np.ndarray]:

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import av
 
+from ...errors import error_message
 from ..config import PrepareConfig
 from ..store.writer import tmp_name
 from ..status import DECODE_ERROR, ENCODE_ERROR, NO_VIDEO, PREPARED, SHORT_DECODE
-from .decode import (MAX_PACKET_ERRORS, _frame_rate, _status, _stream_seconds, error_message, file_problem,
-                     video_stream)
+from .decode import MAX_PACKET_ERRORS, _frame_rate, _status, _stream_seconds, file_problem, video_stream
 from .sandbox import open_media, refused_message
 MP4_AUDIO_COPY = ("aac", "mp3", "ac3", "eac3", "alac", "opus")  # codecs FFmpeg's MP4 muxer takes as they are
 _FATAL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)  # the run stops: not this file's fault

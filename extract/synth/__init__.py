@@ -2,7 +2,7 @@
 
 ``patterns`` what the pictures and sounds are, ``tasks`` the class table and its accuracy caps, ``plan`` the
 per-video plan, ``render`` the pictures and sounds of one video, ``captions`` the noisy texts, ``corpus``
-the files on disk.
+the files on disk, ``avwrite`` one file written with PyAV.
 """
 
 from .corpus import SynthSummary, synth

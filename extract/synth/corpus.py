@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files.outputs import Output, atomic, check_outputs, claim_folder, writing
-from ..media.avwrite import write_video
+from .avwrite import write_video
 from .captions import caption, hard_caption
 from .hard import BLOCK_SECONDS, HardClass, hard_class_table
 from .patterns import SOUND_PATTERNS, VISUAL_PATTERNS

@@ -45,7 +45,7 @@ def _failure(name: str, spec: Any, exc: BaseException) -> ShardFailed:
     """The one-line error for a task (``name`` and ``spec.index``) that could not be completed."""
     from distributed import KilledWorker
 
-    from cavnet.extract.media.decode import error_message
+    from cavnet.errors import error_message
 
     where = f"{name} {spec.index}"
     if isinstance(exc, KilledWorker):

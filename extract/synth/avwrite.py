@@ -1,4 +1,4 @@
-"""Write a small audio-visual file with PyAV (AV-Synth and the test fixtures use it).
+"""Write a small audio-visual file with PyAV (AV-Synth, the benches and the test fixtures use it).
 
 The container follows the file extension: ``.mp4``/``.mkv`` get H.264 + AAC, ``.webm`` gets VP9 + Opus.
 """
