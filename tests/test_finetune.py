@@ -188,6 +188,41 @@ def test_two_processes_under_torchrun_match_one_and_write_one_checkpoint(corpus,
     assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), rel=1e-4)
 
 
+# torchrun's processes run this instead of ``-m cavnet.cli``: rank 1's second loss is NaN, rank 0's is finite
+ONE_RANK_NAN = """
+import os
+from cavnet.finetune import run as ft
+real, calls = ft.FinetuneRun._loss, []
+def poisoned(self, batch):
+    calls.append(1)
+    loss = real(self, batch)
+    return loss * float("nan") if os.environ["RANK"] == "1" and len(calls) == 2 else loss
+ft.FinetuneRun._loss = poisoned
+from cavnet.cli import main
+main(prog_name="cavnet")
+"""
+
+
+@pytest.mark.slow
+def test_a_nan_loss_in_one_process_stops_every_process_at_the_same_step(corpus, init, tmp_path):
+    """The linear head's loss is per process: one process's NaN must stop the others at that step too (a
+    process that stepped on would wait forever in the next all-reduce)."""
+    run_fuse_train(init[0], tmp_path / "lin", TrainConfig(epochs=1, batch_size=8, device="cpu"),
+                   {"d_model": 32, "heads": 2, "dropout": 0.0, "head": "linear"}, **QUIET)
+    (tmp_path / "poison.py").write_text(ONE_RANK_NAN)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           str(tmp_path / "poison.py"), "finetune", "--end-to-end", "--dataset", "k400", "--root", str(corpus),
+           "--init", str(tmp_path / "lin" / "last.pt"), "--batch-size", "4", "--max-steps", "3", "--warmup-epochs",
+           "0", "--decode-workers", "0", "--device", "cpu", "--no-eval-init", "--no-progress", "--out",
+           str(tmp_path / "two")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode != 0
+    stops = [ln for ln in r.stderr.splitlines() if ln.startswith("cavnet: error: training stopped: the loss is nan")]
+    assert len(stops) == 2 and all("at epoch 1, step 2 " in ln for ln in stops), r.stderr[-3000:]  # both ranks
+    assert r.stderr.count("exitcode  : 2 ") == 2, r.stderr[-3000:]  # each ended as the CLI ends on bad input
+    assert len(_losses(tmp_path / "two")) == 1  # step 1 logged; step 2 stepped nothing, in neither process
+
+
 def test_raw_video_features_and_scores_match_the_store(corpus, init, tmp_path):
     store, ckpt = init
     net = build_avnet(Checkpoint.load(ckpt), torch.device("cpu"))
