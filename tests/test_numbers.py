@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -68,31 +69,61 @@ STORE_COMMANDS = {
 }
 
 
-@pytest.mark.parametrize("instance", list(BAD_ROWS))
-@pytest.mark.parametrize("command", list(STORE_COMMANDS))
-def test_a_non_finite_row_is_never_trained_or_scored(work, tmp_path, command, instance):
+TRAIN_ROW = 3  # the one train row of BAD_ROWS: evaluate does not read it
+CASES = [(c, i) for c in STORE_COMMANDS for i in BAD_ROWS if not (c == "evaluate" and BAD_ROWS[i][1] == TRAIN_ROW)]
+
+
+def _poisoned(work: Path, tmp_path: Path, instance: str) -> Path:
+    """A copy of the work store with the one bad value of ``instance``."""
     name, row, value = BAD_ROWS[instance]
     store = tmp_path / "bad.h5"
     shutil.copy(work / "s.h5", store)
     with h5py.File(store, "r+") as f:
         f[name][row, 0] = value
-    args, result = STORE_COMMANDS[command]
-    out = tmp_path / "out"
-    r = CliRunner().invoke(main, [a.format(store=store, out=out, ckpt=work / "run" / "last.pt") for a in args])
-    if command == "evaluate" and row == 3:  # evaluate reads the val split only: it scores as on the clean store
-        assert r.exit_code == 0, (r.output, r.exception)
-        clean = CliRunner().invoke(main, [a.format(store=work / "s.h5", out=tmp_path / "clean",
-                                                   ckpt=work / "run" / "last.pt") for a in args])
-        got, want = (json.loads((d / result).read_text()) for d in (out, tmp_path / "clean"))
-        assert clean.exit_code == 0 and math.isfinite(got["top1"]) and got["count"] > 0
-        assert (got["top1"], got["top5"], got["count"]) == (want["top1"], want["top5"], want["count"])
-    else:
-        line = _one_line(r)
-        assert "1 video(s) with NaN or inf features" in line and f"vid{row:05d}" in line, line
-        assert not (out / result).exists()
+    return store
+
+
+def _invoke(command: str, store: Path, out: Path, work: Path):
+    args, _ = STORE_COMMANDS[command]
+    return CliRunner().invoke(main, [a.format(store=store, out=out, ckpt=work / "run" / "last.pt") for a in args])
+
+
+def _check_lists_the_row(store: Path, instance: str) -> None:
+    name, row, _ = BAD_ROWS[instance]
     check = CliRunner().invoke(main, ["check", str(store)])
     assert check.exit_code == 1 and "non-finite values" in check.output and (
         name == "text/video" or f"vid{row:05d}" in check.output), check.output
+
+
+@pytest.mark.parametrize("command, instance", CASES)
+def test_a_non_finite_row_is_never_trained_or_scored(work, tmp_path, command, instance):
+    store, row = _poisoned(work, tmp_path, instance), BAD_ROWS[instance][1]
+    out = tmp_path / "out"
+    line = _one_line(_invoke(command, store, out, work))
+    assert "1 video(s) with NaN or inf features" in line and f"vid{row:05d}" in line, line
+    assert not (out / STORE_COMMANDS[command][1]).exists()
+    _check_lists_the_row(store, instance)
+
+
+@pytest.fixture(scope="module")
+def clean_metrics(work, tmp_path_factory) -> dict:
+    """evaluate's metrics.json on the work store as it was made (no bad value)."""
+    out = tmp_path_factory.mktemp("clean") / "out"
+    r = _invoke("evaluate", work / "s.h5", out, work)
+    assert r.exit_code == 0, (r.output, r.exception)
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("instance", [i for i in BAD_ROWS if BAD_ROWS[i][1] == TRAIN_ROW])
+def test_evaluate_scores_a_store_with_a_bad_train_row_as_the_clean_store(work, tmp_path, clean_metrics, instance):
+    """evaluate reads the val split only: a bad train row is not read, and the scores are the clean store's."""
+    store, out = _poisoned(work, tmp_path, instance), tmp_path / "out"
+    r = _invoke("evaluate", store, out, work)
+    assert r.exit_code == 0, (r.output, r.exception)
+    got, want = json.loads((out / "metrics.json").read_text()), clean_metrics
+    assert math.isfinite(got["top1"]) and got["count"] > 0
+    assert (got["top1"], got["top5"], got["count"]) == (want["top1"], want["top5"], want["count"])
+    _check_lists_the_row(store, instance)
 
 
 # ------------------------------------------------------------------------------------------- the loss
